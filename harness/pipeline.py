@@ -1,0 +1,128 @@
+"""One benchmark case, end to end: select, annotate, fine-tune QAT and a float control,
+convert both, audit, measure, and return a record. No pytest here."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import audit, cache, export, quantize, records, size, train
+from .backend import versions
+from .config import Case
+from .data import Dataset
+from .evaluate import tflite_accuracy
+from .registry import ModelSpec
+from .select import select
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where a case runs and what it records about the machine."""
+
+    cache_dir: Path = cache.DEFAULT_CACHE_DIR
+    git_commit: str | None = None
+    threads: int = 0
+
+    def describe(self) -> dict:
+        return {"versions": versions(), "machine": records.machine(), "git_commit": self.git_commit,
+                "threads": self.threads}
+
+
+@functools.lru_cache(maxsize=4)
+def load_data(spec: ModelSpec, tier: str) -> Dataset:
+    config = spec.tier(tier)
+    return spec.dataset.load()(config.train_size, config.test_size)
+
+
+def describe_case(case: Case, spec: ModelSpec) -> dict:
+    return {
+        "model": case.model, "order": case.selection.order, "n": case.selection.n,
+        "kind": case.selection.kind, "weight_bits": case.quant.weight_bits,
+        "activation_bits": case.quant.activation_bits, "per_channel": case.quant.per_channel,
+        "method": case.quant.method, "deployment": case.quant.deployment, "tier": case.tier,
+        "seed": case.seed, "strategy": case.strategy, "workers": case.workers,
+        "spec_fingerprint": spec.fingerprint(case.tier),
+    }
+
+
+def run_case(case: Case, spec: ModelSpec, env: Environment) -> dict:
+    """Measure one case. Raises on failure; the caller turns exceptions into failed records."""
+    start = time.perf_counter()
+    config = spec.tier(case.tier)
+    data = load_data(spec, case.tier)
+    base = cache.pretrained(spec, case.tier, case.seed, data, env.cache_dir)
+    units = quantize.units_of(base.model)
+    if len(units) != spec.num_units:
+        raise ValueError(f"{spec.name}: built model has {len(units)} units, spec says {spec.num_units}")
+    chosen = select(units, case.selection)
+    predicted = size.predict(units, chosen, case.quant)
+
+    train.set_seed(case.seed)
+    qat = quantize.annotate(base.model, chosen, case.quant)
+    train.compile_for_training(qat, config.finetune_learning_rate)
+    qat_stats = train.fit_steps(qat, data, config.finetune_steps, config.batch_size, case.seed)
+
+    train.set_seed(case.seed)
+    control = quantize.annotate(base.model, (), case.quant)
+    train.compile_for_training(control, config.finetune_learning_rate)
+    control_stats = train.fit_steps(control, data, config.finetune_steps, config.batch_size, case.seed)
+
+    convert_start = time.perf_counter()
+    qat_tflite = export.to_tflite(qat, quantized=bool(chosen), quant=case.quant)
+    convert_s = time.perf_counter() - convert_start
+    control_tflite = export.to_tflite(control, quantized=False)
+    qat_audit, control_audit = audit.inspect(qat_tflite), audit.inspect(control_tflite)
+
+    quant_keras = train.keras_accuracy(qat, data.x_test, data.y_test)
+    control_keras = train.keras_accuracy(control, data.x_test, data.y_test)
+    control_acc = tflite_accuracy(control_tflite, data.x_test, data.y_test)
+    simulated = case.quant.deployment == "simulated"
+    quant_acc = quant_keras if simulated else tflite_accuracy(qat_tflite, data.x_test, data.y_test)
+
+    step_ms = train.side_by_side_step_ms({"qat": qat, "float": control}, data, config.batch_size)
+    total_params = sum(u.params for u in units)
+    return {
+        "units_total": len(units),
+        "units_selected": [u.index for u in chosen],
+        "selected_layers": [u.weight_layer for u in chosen],
+        "param_fraction": sum(u.params for u in chosen) / total_params,
+        "pretrained_accuracy": base.accuracy,
+        "pretrained_cached": base.cached,
+        "pretrain_s": base.train_s,
+        "control_accuracy": control_acc,
+        "control_accuracy_keras": control_keras,
+        "quant_accuracy": quant_acc,
+        "quant_accuracy_keras": quant_keras,
+        "accuracy_source": "keras (simulated bit width)" if simulated else "tflite interpreter",
+        "accuracy_drop_pp": (control_acc - quant_acc) * 100.0,
+        "tflite_bytes": len(qat_tflite),
+        "control_tflite_bytes": len(control_tflite),
+        "gzip_bytes": len(gzip.compress(qat_tflite, 9)),
+        "control_gzip_bytes": len(gzip.compress(control_tflite, 9)),
+        "weight_bytes": qat_audit.weight_bytes,
+        "control_weight_bytes": control_audit.weight_bytes,
+        "predicted_weight_bytes": predicted.weight_bytes,
+        "predicted_float_bytes": predicted.float_bytes,
+        "ideal_packed_bytes": predicted.ideal_bytes,
+        "size_error_rel": abs(predicted.weight_bytes - qat_audit.weight_bytes) / max(1, qat_audit.weight_bytes),
+        "quantized_kernels": qat_audit.quantized_kernels,
+        "selected_kernels": predicted.quantized_kernels,
+        "audit": qat_audit.as_dict(),
+        "control_audit": {k: v for k, v in control_audit.as_dict().items() if k != "kernels"},
+        "qat_step_ms": step_ms["qat"],
+        "float_step_ms": step_ms["float"],
+        "step_ratio": step_ms["qat"] / step_ms["float"],
+        "qat_fit_step_ms": qat_stats.step_ms_median,
+        "float_fit_step_ms": control_stats.step_ms_median,
+        "qat_fit_s": qat_stats.wall_s,
+        "float_fit_s": control_stats.wall_s,
+        "qat_final_loss": qat_stats.final_loss,
+        "float_final_loss": control_stats.final_loss,
+        "finetune_steps": qat_stats.steps,
+        "convert_s": convert_s,
+        "wall_s": time.perf_counter() - start,
+        "dataset": data.describe(),
+    }

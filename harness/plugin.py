@@ -1,0 +1,164 @@
+"""The pytest plugin: one option group, a session object, and thin hooks (wired in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from . import checks, options, records, registry
+from .config import Case, QuantConfig, RunOptions, Selection
+
+GROUP = "qatbench"
+
+
+def addoption(parser) -> None:
+    group = parser.getgroup(GROUP, "qatbench: partial quantization-aware training benchmarks")
+    add = group.addoption
+    add("--qat-tier", type=options.parse_tier, default="smoke",
+        help="work per case: smoke (default, CI) or full (all data, more steps, seeds, bits, orders)")
+    add("--qat-bits", type=options.parse_bits, default=(),
+        help="comma-separated weight bit widths 2..8 (default: the tier's, e.g. 8,4)")
+    add("--qat-orders", type=options.parse_orders, default=(),
+        help="comma-separated selection orders: last, first, single, type (default: the tier's)")
+    add("--qat-seeds", type=options.parse_seeds, default=(),
+        help="comma-separated seeds (default: the tier's)")
+    add("--qat-strategy", type=options.parse_strategy, default="default",
+        help="tf.distribute strategy for fine-tuning: default, mirrored, multiworker")
+    add("--qat-workers", type=options.parse_workers, default=1,
+        help="number of devices (mirrored) or worker processes (multiworker)")
+    add("--qat-threads", type=options.parse_threads, default=None,
+        help="TensorFlow intra/inter-op threads per process (default: 1 under xdist, else TF's default)")
+    add("--qat-results", type=options.parse_results_dir, default=Path("results"),
+        help="folder for run folders (default: results/)")
+    add("--qat-run-id", type=options.parse_run_id, default=None,
+        help="name of this run's folder under --qat-results (default: a UTC timestamp)")
+    add("--qat-cache", type=Path, default=None,
+        help="folder of pre-trained float baselines (default: $QATBENCH_CACHE or .qatbench-cache)")
+
+
+def run_options(config) -> RunOptions:
+    get = config.getoption
+    return RunOptions(
+        tier=get("qat_tier"), bits=get("qat_bits"), orders=get("qat_orders"), seeds=get("qat_seeds"),
+        strategy=get("qat_strategy"), workers=get("qat_workers"), results=str(get("qat_results")),
+        run_id=get("qat_run_id"),
+    )
+
+
+def cases_for(opts: RunOptions) -> list:
+    """Every (model, selection, bits, seed) case of the tier, in a stable order."""
+    cases = []
+    for spec in registry.REGISTRY.values():
+        if opts.tier not in spec.tiers:
+            continue
+        tier = spec.tier(opts.tier)
+        for order in opts.orders or tier.orders:
+            for selection in _selections(spec, tier, order):
+                for bits in opts.bits or tier.bits:
+                    for seed in opts.seeds or tier.seeds:
+                        cases.append(Case(spec.name, selection, QuantConfig(bits), opts.tier, seed,
+                                          opts.strategy, opts.workers))
+    return cases
+
+
+def _selections(spec, tier, order) -> list:
+    if order == "type":
+        return [Selection("type", kind=kind) for kind in spec.unit_kinds]
+    if order == "single":
+        return [Selection("single", k) for k in range(spec.num_units)]
+    return [Selection(order, n) for n in tier.n_values if n <= spec.num_units]
+
+
+class QatSession:
+    """State of one pytest session: options, the run folder, and the records written so far."""
+
+    def __init__(self, config):
+        self.config = config
+        self.options = run_options(config)
+        self.is_worker = hasattr(config, "workerinput")
+        run_id = config.workerinput.get("qat_run_id") if self.is_worker else None
+        self.run_id = run_id or self.options.run_id or records.new_run_id()
+        self.run_dir = Path(self.options.results) / self.run_id
+        cache = config.getoption("qat_cache") or os.environ.get("QATBENCH_CACHE") or ".qatbench-cache"
+        self.cache_dir = Path(cache)
+        self.threads = config.getoption("qat_threads")
+        if self.threads is None:
+            self.threads = 1 if self.is_worker else 0
+        self.ran_cases = 0
+        self._env = None
+        self.merged: list = []
+        self.problems: list = []
+
+    # -- per case -------------------------------------------------------------------------
+    def environment(self):
+        if self._env is None:
+            from . import pipeline  # imports TensorFlow: only when a case really runs
+            from .backend import tf
+
+            if self.threads:
+                tf.config.threading.set_intra_op_parallelism_threads(self.threads)
+                tf.config.threading.set_inter_op_parallelism_threads(self.threads)
+            self._env = pipeline.Environment(self.cache_dir, records.git_commit(), self.threads)
+        return self._env
+
+    def run(self, case: Case) -> tuple:
+        """Measure a case and write its record. Returns (record, violations)."""
+        from . import pipeline
+
+        spec = registry.get(case.model)
+        env = self.environment()
+        fields = pipeline.describe_case(case, spec)
+        config_hash = case.config_hash(spec.fingerprint(case.tier))
+        record = records.base_record(case.id, config_hash, fields, env.describe())
+        self.ran_cases += 1
+        try:
+            record.update(pipeline.run_case(case, spec, env))
+        except Exception as exc:  # kept as data, then reported as the case's failure
+            record.update(status=_status_of(exc), error=f"{type(exc).__name__}: {_one_line(exc)}")
+            records.write_atomic(records.case_path(self.run_dir, case.id), record)
+            return record, [record["error"]]
+        found = checks.violations(record, spec.thresholds)
+        record.update(status="failed" if found else "passed", violations=found)
+        records.write_atomic(records.case_path(self.run_dir, case.id), record)
+        return record, found
+
+    # -- session end (controller only) ------------------------------------------------------
+    def finish(self) -> Optional[str]:
+        """Merge the case records of this run; returns a failure message for the session, if any."""
+        if self.is_worker or not (self.run_dir / records.CASES_DIR).is_dir():
+            return None
+        self.merged, self.problems = records.merge(self.run_dir)
+        trouble = checks.size_not_decreasing(self.merged) + self.problems
+        return "; ".join(trouble) if trouble else None
+
+    def summary_lines(self) -> list:
+        if not self.merged:
+            return []
+        lines = [f"{'case':<28} {'status':<7} {'drop pp':>8} {'tflite B':>10} {'x smaller':>9} {'qat/float':>9}"]
+        for r in self.merged:
+            if r.get("tflite_bytes"):
+                lines.append(f"{r['case_id']:<28} {r['status']:<7} {r['accuracy_drop_pp']:>8.2f} "
+                             f"{r['tflite_bytes']:>10} {r['control_tflite_bytes'] / r['tflite_bytes']:>9.2f} "
+                             f"{r['step_ratio']:>9.2f}")
+            else:
+                lines.append(f"{r['case_id']:<28} {r['status']:<7} {r.get('error') or ''}")
+        lines.append(f"records: {self.run_dir / 'records.jsonl'}")
+        return lines
+
+
+def _status_of(exc: Exception) -> str:
+    from .train import TrainingDiverged
+
+    return "nan" if isinstance(exc, TrainingDiverged) else "error"
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:500]
+
+
+def fail(message: str):
+    pytest.fail(message, pytrace=False)

@@ -1,0 +1,117 @@
+"""Annotate the selected units of a float Keras model with tfmot and apply QAT."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .backend import keras, quantize
+from .config import QuantConfig
+from .units import LayerInfo, Unit, group_units
+
+KIND_OF_CLASS = {"Dense": "dense", "Conv2D": "conv", "DepthwiseConv2D": "conv", "SeparableConv2D": "conv"}
+
+_quantizers = quantize.quantizers
+
+
+class UnsupportedQuantization(ValueError):
+    """A (layer, bit width, granularity) combination that cannot be trained or converted."""
+
+
+def layer_infos(model: "keras.Model") -> tuple:
+    """LayerInfo for every layer, in graph order, with kernel/bias counts (BN-folded bias included)."""
+    infos = []
+    consumers = {}
+    for layer in model.layers:
+        for node in layer._inbound_nodes:
+            for inbound in node.inbound_layers if isinstance(node.inbound_layers, list) else [node.inbound_layers]:
+                consumers.setdefault(inbound.name, []).append(layer)
+    for layer in model.layers:
+        cls = type(layer).__name__
+        kind = KIND_OF_CLASS.get(cls)
+        if kind is None:
+            infos.append(LayerInfo(layer.name, cls))
+            continue
+        kernel = getattr(layer, "depthwise_kernel", None) if cls == "DepthwiseConv2D" else layer.kernel
+        channels = int(kernel.shape[-1]) if cls != "DepthwiseConv2D" else int(kernel.shape[-2] * kernel.shape[-1])
+        bias = int(layer.bias.shape[0]) if getattr(layer, "use_bias", False) else 0
+        folds_bn = any(type(c).__name__ == "BatchNormalization" for c in consumers.get(layer.name, ()))
+        if folds_bn and not bias:
+            bias = channels  # the converter folds BN into a new per-channel bias
+        infos.append(LayerInfo(layer.name, cls, kind, int(kernel.shape.num_elements()), bias, channels))
+    return tuple(infos)
+
+
+def units_of(model: "keras.Model") -> tuple:
+    return group_units(layer_infos(model))
+
+
+class DenseWeightConfig(quantize.QuantizeConfig):
+    """Dense kernel at ``bits`` bits (symmetric, narrow range), output activation at 8 bits."""
+
+    def __init__(self, bits: int = 4, per_channel: bool = False):
+        self.bits = bits
+        self.per_channel = per_channel
+
+    def get_weights_and_quantizers(self, layer):
+        return [(layer.kernel, _quantizers.LastValueQuantizer(
+            num_bits=self.bits, per_axis=self.per_channel, symmetric=True, narrow_range=True))]
+
+    def get_activations_and_quantizers(self, layer):
+        return [(layer.activation, _quantizers.MovingAverageQuantizer(
+            num_bits=8, per_axis=False, symmetric=False, narrow_range=False))]
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        layer.kernel = quantize_weights[0]
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        layer.activation = quantize_activations[0]
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        return {"bits": self.bits, "per_channel": self.per_channel}
+
+
+CUSTOM_OBJECTS = {"DenseWeightConfig": DenseWeightConfig}
+
+
+def scheme_for(quant: QuantConfig):
+    if quant.weight_bits == 8:
+        return quantize.default_8bit.Default8BitQuantizeScheme()
+    return quantize.experimental.default_n_bit.DefaultNBitQuantizeScheme(
+        num_bits_weight=quant.weight_bits, num_bits_activation=quant.activation_bits)
+
+
+def _config_for(layer, quant: QuantConfig):
+    if type(layer).__name__ != "Dense":
+        if quant.per_channel is False:
+            raise UnsupportedQuantization(
+                f"per-tensor weights for {type(layer).__name__} {layer.name!r} do not deploy: "
+                "BN folding needs per-channel scales; use per_channel=None or True")
+        return None
+    if quant.weight_bits == 8 and not quant.per_channel:
+        return None  # the default 8-bit scheme: per-tensor symmetric Dense kernels
+    if quant.per_channel and quant.storage_bits == 4:
+        raise UnsupportedQuantization(
+            f"per-channel {quant.weight_bits}-bit Dense weights do not convert to TFLite "
+            "(tfl.transpose mismatched quantized axes); use per-tensor")
+    return DenseWeightConfig(quant.weight_bits, bool(quant.per_channel))
+
+
+def annotate(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig) -> "keras.Model":
+    """Clone ``model`` with the chosen units wrapped for QAT; weights are copied. Empty selection: a float clone."""
+    names = {name for unit in chosen for name in unit.members}
+
+    def clone(layer):
+        fresh = layer.__class__.from_config(layer.get_config())
+        if layer.name not in names:
+            return fresh
+        return quantize.quantize_annotate_layer(fresh, quantize_config=_config_for(layer, quant))
+
+    with quantize.quantize_scope(CUSTOM_OBJECTS):
+        annotated = keras.models.clone_model(model, clone_function=clone)
+        annotated.set_weights(model.get_weights())
+        if not names:
+            return annotated
+        return quantize.quantize_apply(annotated, scheme=scheme_for(quant))

@@ -1,0 +1,79 @@
+"""The model registry: plain data, one ModelSpec per model. A new model is one new entry."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .config import Thresholds, TierConfig, stable_hash
+
+SPEC_VERSION = 1  # bump when a builder or loader changes what it produces
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A lazily imported function, "package.module:function", so the registry imports no TensorFlow."""
+
+    target: str
+
+    def load(self):
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSpec:
+    name: str
+    builder: Ref  # (input_shape, num_classes) -> keras.Model with explicit layer names
+    dataset: Ref  # (train_size, test_size) -> harness.data.Dataset
+    input_shape: tuple
+    num_units: int  # checked against the built model by tests/test_registry.py
+    unit_kinds: tuple
+    thresholds: Thresholds
+    tiers: Mapping = field(default_factory=dict)  # tier name -> TierConfig
+    description: str = ""
+
+    def tier(self, name: str) -> TierConfig:
+        if name not in self.tiers:
+            raise ValueError(f"model {self.name!r} has no tier {name!r}; it has: {', '.join(self.tiers)}")
+        return self.tiers[name]
+
+    def fingerprint(self, tier: str) -> str:
+        """Hash of everything that shapes the pre-trained model and the data of a tier."""
+        return stable_hash({
+            "spec_version": SPEC_VERSION,
+            "name": self.name,
+            "builder": self.builder.target,
+            "dataset": self.dataset.target,
+            "input_shape": self.input_shape,
+            "tier": tier,
+            "tier_config": self.tier(tier),
+        })
+
+
+MLP = ModelSpec(
+    name="mlp",
+    builder=Ref("harness.zoo:build_mlp"),
+    dataset=Ref("harness.data:mnist_5k"),
+    input_shape=(28, 28),
+    num_units=5,
+    unit_kinds=("dense",),
+    description="The seed's notebook MLP (Dense 128-256-Dropout-128-128-10) on 5,000 real MNIST digits",
+    thresholds=Thresholds(max_drop_pp=((8, 1.5), (4, 3.0)), min_whole_compression=((8, 3.8), (4, 7.0))),
+    tiers={
+        "smoke": TierConfig(train_size=None, test_size=None, pretrain_epochs=15, finetune_steps=150,
+                            n_values=(0, 1, 2, 3, 4, 5), bits=(8, 4), orders=("last",), seeds=(0,)),
+        "full": TierConfig(train_size=None, test_size=None, pretrain_epochs=30, finetune_steps=500,
+                           n_values=(0, 1, 2, 3, 4, 5), bits=(8, 7, 6, 5, 4, 3, 2),
+                           orders=("last", "first"), seeds=(0, 1, 2)),
+    },
+)
+
+REGISTRY: Mapping[str, ModelSpec] = {spec.name: spec for spec in (MLP,)}
+
+
+def get(name: str) -> ModelSpec:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose from: {', '.join(REGISTRY)}")
+    return REGISTRY[name]

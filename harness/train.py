@@ -1,0 +1,99 @@
+"""Pre-training and fine-tuning, with per-step timing and a NaN guard."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backend import keras, tf
+from .data import Dataset
+
+WARMUP_STEPS = 3  # the first steps trace the graph; they are not step time
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    steps: int
+    step_ms_median: float
+    step_ms_min: float
+    wall_s: float
+    final_loss: float
+
+
+class _StepTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.times, self.losses, self._start = [], [], 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter() - self._start)
+        loss = float((logs or {}).get("loss", 0.0))
+        self.losses.append(loss)
+        if not math.isfinite(loss):
+            self.model.stop_training = True
+
+
+def set_seed(seed: int) -> None:
+    keras.utils.set_random_seed(seed)
+
+
+def compile_for_training(model: "keras.Model", learning_rate: float) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+def _train_dataset(data: Dataset, batch_size: int, seed: int) -> "tf.data.Dataset":
+    ds = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+    ds = ds.shuffle(len(data.y_train), seed=seed, reshuffle_each_iteration=True)
+    return ds.repeat().batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def fit_steps(model: "keras.Model", data: Dataset, steps: int, batch_size: int, seed: int) -> TrainStats:
+    """Train a compiled model for exactly ``steps`` batches. Raises TrainingDiverged on NaN/inf loss."""
+    timer = _StepTimer()
+    start = time.perf_counter()
+    model.fit(_train_dataset(data, batch_size, seed), steps_per_epoch=steps, epochs=1,
+              callbacks=[timer], verbose=0)
+    wall = time.perf_counter() - start
+    if timer.losses and not math.isfinite(timer.losses[-1]):
+        raise TrainingDiverged(f"loss became {timer.losses[-1]} at step {len(timer.losses)}")
+    timed = np.array(timer.times[WARMUP_STEPS:] or timer.times) * 1000.0
+    return TrainStats(steps=len(timer.times), step_ms_median=float(np.median(timed)),
+                      step_ms_min=float(np.min(timed)), wall_s=wall,
+                      final_loss=float(timer.losses[-1]) if timer.losses else float("nan"))
+
+
+def keras_accuracy(model: "keras.Model", x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+    logits = model.predict(x, batch_size=batch_size, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) == y))
+
+
+def side_by_side_step_ms(models: dict, data: Dataset, batch_size: int, rounds: int = 5, steps: int = 20) -> dict:
+    """Median train-step time (ms) of each compiled model, timed in alternating rounds on the same
+    batch so machine noise hits all of them alike. Trains the models further: call it last."""
+    x = data.x_train[:batch_size]
+    y = data.y_train[:batch_size]
+    samples = {name: [] for name in models}
+    for model in models.values():
+        for _ in range(WARMUP_STEPS):
+            model.train_on_batch(x, y)
+    for _ in range(rounds):
+        for name, model in models.items():
+            for _ in range(steps):
+                start = time.perf_counter()
+                model.train_on_batch(x, y)
+                samples[name].append(time.perf_counter() - start)
+    return {name: float(np.median(times)) * 1000.0 for name, times in samples.items()}

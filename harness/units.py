@@ -1,0 +1,86 @@
+"""Quantizable units: what N counts. Pure: works on layer descriptions, not Keras objects.
+
+A unit is one weight layer (Dense, Conv2D, an attention block, ...) together with
+- the pass-through layers in front of it back to the previous unit (Flatten, Dropout,
+  pooling), so that annotating the unit always quantizes the weight layer's input, and
+- the BatchNormalization / activation layers right behind it, so that a cut never falls
+  between a Conv2D and its BatchNorm (which would leave the conv FLOAT32 in the .tflite).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+# Layers that belong to the weight layer in front of them.
+TRAILING_CLASSES = frozenset({"BatchNormalization", "Activation", "ReLU", "Softmax"})
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What unit grouping needs to know about one layer, in graph order."""
+
+    name: str
+    class_name: str
+    kind: Optional[str] = None  # dense/conv/attention/ffn/head for weight layers, None otherwise
+    kernel_params: int = 0  # weights stored per-element at the quantized bit width
+    bias_params: int = 0  # stored as int32 (quantized) or float32
+    channels: int = 0  # output channels: number of per-channel scales
+    inputs: tuple = ()  # names of the layers feeding this one
+
+
+@dataclass(frozen=True)
+class Unit:
+    index: int
+    kind: str
+    weight_layer: str
+    members: tuple  # every layer name in the unit, weight layer included, graph order
+    kernel_params: int
+    bias_params: int
+    channels: int = 0
+    kernels: int = 1  # weight tensors that become quantized kernels (attention has 4)
+
+    @property
+    def params(self) -> int:
+        return self.kernel_params + self.bias_params
+
+
+def group_units(layers: Sequence[LayerInfo], kernels_per_kind: Optional[dict] = None) -> tuple:
+    """Group layers (in graph order) into units. InputLayers belong to no unit."""
+    kernels_per_kind = kernels_per_kind or {}
+    groups: list = []  # [weight LayerInfo, members list]
+    pending: list = []
+    last_was_unit_tail = False
+    for layer in layers:
+        if layer.class_name == "InputLayer":
+            continue
+        if layer.kind is not None:
+            groups.append([layer, pending + [layer.name]])
+            pending = []
+            last_was_unit_tail = True
+        elif layer.class_name in TRAILING_CLASSES and groups and last_was_unit_tail and not pending:
+            groups[-1][1].append(layer.name)
+        else:
+            pending.append(layer.name)
+            last_was_unit_tail = False
+    if not groups:
+        raise ValueError("model has no quantizable weight layer")
+    if pending:  # e.g. a final Softmax or Flatten behind the last weight layer
+        groups[-1][1].extend(pending)
+    return tuple(
+        Unit(
+            index=i,
+            kind=info.kind,
+            weight_layer=info.name,
+            members=tuple(members),
+            kernel_params=info.kernel_params,
+            bias_params=info.bias_params,
+            channels=info.channels,
+            kernels=kernels_per_kind.get(info.kind, 1),
+        )
+        for i, (info, members) in enumerate(groups)
+    )
+
+
+def unit_kinds(units: Sequence[Unit]) -> tuple:
+    return tuple(sorted({u.kind for u in units}))

@@ -1,0 +1,175 @@
+"""harness.fit on synthetic records drawn from known formulas plus noise."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness import fit
+
+NS = (1, 2, 3, 4, 6, 8, 10, 12)
+# Irregular layer sizes (graph order); "last N" quantizes the final N, so f(N) is step-like in N.
+SIZES = (5, 400, 10, 10, 2000, 30, 30, 800, 5, 5, 1500, 50)
+FAST = settings(max_examples=25, deadline=None, derandomize=True, database=None)
+
+TRUTH = {
+    "linear": lambda n, f, a, b: a * n,
+    "power": lambda n, f, a, b: a * n ** b,
+    "saturating": lambda n, f, a, b: a * (1 - np.exp(-b * n)),
+    "fraction": lambda n, f, a, b: a * f,
+    "affine": lambda n, f, a, b: a + b * n,
+}
+
+
+def last_fraction(n):
+    return sum(SIZES[len(SIZES) - n:]) / sum(SIZES) if n else 0.0
+
+
+def make_records(form, a, b=None, noise=0.05, seeds=3, ns=NS, rng_seed=0, model="m", order="last", bits=8):
+    rng = np.random.default_rng(rng_seed)
+    out = []
+    for n in ns:
+        f = last_fraction(n)
+        for seed in range(seeds):
+            drop = float(TRUTH[form](n, f, a, b) + rng.normal(0, noise))
+            out.append(dict(case_id=f"{model}-{order}{n}-w{bits}a8" + (f"-s{seed}" if seed else ""), status="passed",
+                            model=model, order=order, n=n, weight_bits=bits, method="qat", seed=seed,
+                            units_total=len(SIZES), param_fraction=f, accuracy_drop_pp=drop,
+                            weight_bytes=1000 - 10 * n, predicted_weight_bytes=1000 - 10 * n))
+    return out
+
+
+CASES = st.one_of(
+    st.tuples(st.just("power"), st.floats(0.02, 0.1), st.floats(1.7, 2.5)),
+    st.tuples(st.just("saturating"), st.floats(1.0, 5.0), st.floats(0.35, 1.0)),
+    st.tuples(st.just("fraction"), st.floats(2.0, 8.0), st.none()),
+)
+
+
+@FAST
+@given(case=CASES, rng_seed=st.integers(0, 2**31))
+def test_recovers_distinguishable_form(case, rng_seed):
+    form, a, b = case
+    result = fit.fit_group(make_records(form, a, b, rng_seed=rng_seed))
+    assert result.fitted and result.selection == "aicc"
+    assert result.best.form == form, [(c.form, c.aicc) for c in result.candidates]
+    records = make_records(form, a, b, noise=0.0, seeds=1)
+    for r in records:
+        assert fit.predict(result, r["n"]).drop_pp == pytest.approx(r["accuracy_drop_pp"], abs=0.15)
+    assert result.best.loo_rmse < 0.2
+
+
+@FAST
+@given(a=st.floats(0.1, 1.0), rng_seed=st.integers(0, 2**31))
+def test_linear_data_gives_a_curve_close_to_the_truth(a, rng_seed):
+    result = fit.fit_group(make_records("linear", a, rng_seed=rng_seed))
+    assert result.best.form != "fraction"
+    for n in (1, 5, 12):
+        assert fit.predict(result, n).drop_pp == pytest.approx(a * n, abs=0.1)
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, database=None)
+@given(case=st.one_of(
+    st.tuples(st.just("linear"), st.floats(0.1, 1.0), st.none()),
+    st.tuples(st.just("affine"), st.floats(-0.5, 0.5), st.floats(0.1, 1.0)),
+    st.tuples(st.just("power"), st.floats(0.05, 0.5), st.floats(0.6, 2.0)),
+    st.tuples(st.just("saturating"), st.floats(1.0, 5.0), st.floats(0.2, 0.8)),
+), rng_seed=st.integers(0, 2**31))
+def test_true_parameters_lie_in_95_percent_intervals(case, rng_seed):
+    """Coverage over 20 noisy replicates: a 95% interval must hold the truth in >= 15 of them."""
+    form_name, a, b = case
+    form = fit.FORMS_BY_NAME[form_name]
+    truth = (a,) if b is None else (a, b)
+    covered = np.zeros(len(truth))
+    for rep in range(20):
+        records = make_records(form_name, a, b, noise=0.1, seeds=2, rng_seed=rng_seed + rep)
+        x = [r["n"] for r in records]
+        y = [r["accuracy_drop_pp"] for r in records]
+        result = fit.fit_form(form, x, y, loo=False)
+        covered += [lo <= t <= hi for t, lo, hi in zip(truth, result.ci_low, result.ci_high)]
+        assert all(lo < p < hi for p, lo, hi in zip(result.params, result.ci_low, result.ci_high))
+    assert (covered >= 15).all(), covered
+
+
+def test_fewer_than_three_distinct_n_is_not_fitted():
+    result = fit.fit_group(make_records("linear", 0.5, ns=(2, 4), seeds=5))
+    assert not result.fitted and result.best is None and result.candidates == ()
+    assert "not enough N" in result.reason and "2 distinct" in result.reason
+    assert fit.predict(result, 3) is None
+
+
+def test_three_distinct_n_with_seeds_is_enough():
+    result = fit.fit_group(make_records("linear", 0.5, ns=(1, 2, 4), seeds=3))
+    assert result.fitted and result.n_points == 9 and result.n_values == (1, 2, 4)
+
+
+def test_records_without_a_drop_are_ignored():
+    records = make_records("linear", 0.5)
+    records += [dict(records[0], status="error", accuracy_drop_pp=None, n=50),
+                dict(records[0], status="nan", accuracy_drop_pp=float("nan"), n=60)]
+    result = fit.fit_group(records)
+    assert result.n_points == len(records) - 2 and max(result.n_values) == 12
+
+
+def test_formula_string_is_plain_language():
+    records = make_records("power", 0.41, 1.3, noise=0.0)
+    result = fit.fit_group(records, forms=[fit.FORMS_BY_NAME["power"]])
+    assert result.best.formula == "drop_pp ≈ 0.41 × N^1.3"
+
+
+def test_prediction_band_includes_noise_and_contains_estimate():
+    result = fit.fit_group(make_records("linear", 0.5, noise=0.2))
+    pred = fit.predict(result, 5)
+    mean = fit.predict(result, 5, interval="confidence")
+    t = fit.stats.t.ppf(0.975, result.best.dof)
+    assert pred.lower95 < pred.drop_pp < pred.upper95
+    assert pred.upper95 - pred.drop_pp >= t * result.best.sigma
+    assert mean.upper95 - mean.drop_pp < pred.upper95 - pred.drop_pp
+    with pytest.raises(ValueError):
+        fit.predict(result, 5, interval="bogus")
+
+
+def test_fraction_form_interpolates_then_falls_back_outside_measured_n():
+    records = [r for r in make_records("fraction", 5.0, noise=0.02) if r["n"] <= 10]
+    result = fit.fit_group(records)
+    assert result.best.form == "fraction"
+    inside = fit.predict(result, 9)  # between measured N=8 and N=10: interpolated f
+    assert inside.form == "fraction" and inside.note == ""
+    assert inside.fraction == pytest.approx((last_fraction(8) + last_fraction(10)) / 2)
+    outside = fit.predict(result, 12)
+    assert outside.form != "fraction" and "fraction unknown" in outside.note
+    given_f = fit.predict(result, 12, fraction=1.0)
+    assert given_f.form == "fraction" and given_f.drop_pp == pytest.approx(5.0, abs=0.1)
+
+
+def test_leave_one_n_out_error_penalises_the_wrong_form():
+    result = fit.fit_group(make_records("saturating", 3.0, 0.8, noise=0.02))
+    by_form = {c.form: c for c in result.candidates}
+    assert by_form["saturating"].loo_rmse < 0.05
+    assert by_form["linear"].loo_rmse > 0.5
+
+
+def test_groups_are_split_by_model_order_bits_method():
+    records = make_records("linear", 0.5) + make_records("linear", 0.2, bits=4) + make_records("linear", 0.1, order="first")
+    fits = fit.fit_records(records)
+    assert {f.key for f in fits} == {("m", "last", 8, "qat"), ("m", "last", 4, "qat"), ("m", "first", 8, "qat")}
+    slope = {f.key: f.best.params[0] for f in fits if f.best.form == "linear"}
+    assert slope.get(("m", "last", 4, "qat"), 0.2) == pytest.approx(0.2, abs=0.02)
+
+
+def test_size_check_reports_max_relative_error():
+    records = make_records("linear", 0.5)
+    assert fit.size_check(records)[0].max_rel_error == 0 and fit.size_check(records)[0].ok
+    records[4] = dict(records[4], predicted_weight_bytes=records[4]["weight_bytes"] * 1.02)
+    check = fit.size_check(records)[0]
+    assert check.max_rel_error == pytest.approx(0.02) and not check.ok
+    assert check.worst_case_id == records[4]["case_id"]
+
+
+def test_aicc_is_infinite_when_undefined_and_aic_decides():
+    records = make_records("linear", 0.5, ns=(1, 2, 3), seeds=1)  # 3 points: AICc undefined for every form
+    result = fit.fit_group(records)
+    assert result.fitted and result.selection == "aic"
+    assert all(math.isinf(c.aicc) for c in result.candidates)
