@@ -26,7 +26,7 @@ from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
-from .fit import _num
+from .fit import as_number
 from .records import now_iso, write_atomic
 
 BASELINE_FORMAT = "qatbench-baseline"
@@ -95,8 +95,8 @@ def build_entries(records: Iterable[dict]) -> dict:
         group = groups[key]
         entries[key] = BaselineEntry(
             key=key,
-            accuracy_drop_pp=_median(_num(r.get("accuracy_drop_pp")) for r in group),
-            tflite_bytes=_median(_num(r.get("tflite_bytes")) for r in group),
+            accuracy_drop_pp=_median(as_number(r.get("accuracy_drop_pp")) for r in group),
+            tflite_bytes=_median(as_number(r.get("tflite_bytes")) for r in group),
             config_hashes={str(r["case_id"]): r.get("config_hash") for r in group},
             n_records=len(group),
         )
@@ -169,7 +169,7 @@ def compare(record: dict, baseline: Baseline, drop_tolerance_pp: float, size_tol
         raise ValueError("tolerances must be >= 0")
     case_id, key = str(record.get("case_id")), baseline_key(record)
     entry = baseline.entries.get(key)
-    drop, size = _num(record.get("accuracy_drop_pp")), _num(record.get("tflite_bytes"))
+    drop, size = as_number(record.get("accuracy_drop_pp")), as_number(record.get("tflite_bytes"))
     common = dict(case_id=case_id, key=key, accuracy_drop_pp=drop, tflite_bytes=size)
     if entry is None:
         return Verdict(status="new", message=f"{case_id}: not in baseline", **common)

@@ -18,7 +18,7 @@ from typing import Iterable
 import numpy as np
 from scipy import stats
 
-from .fit import _num
+from .fit import as_number
 
 FINAL_CHEAPER = "final layers cost less"
 FIRST_CHEAPER = "first layers cost less"
@@ -55,7 +55,7 @@ def pair_orders(records: Iterable[dict]) -> dict:
     drops = defaultdict(list)
     totals = {}
     for r in records:
-        drop = _num(r.get("accuracy_drop_pp"))
+        drop = as_number(r.get("accuracy_drop_pp"))
         if r.get("order") not in ("first", "last") or drop is None or r.get("n") is None:
             continue
         key = (r.get("model"), r.get("weight_bits"), r.get("method") or "qat")

@@ -12,7 +12,9 @@ Every record of a group is a point (several seeds per N are fine). The form with
 AICc (K = fitted parameters + 1 for the noise variance) wins. When no form has a defined AICc
 (too few points: n - K - 1 <= 0) the plain AIC decides and ``GroupFit.selection`` says "aic".
 Parameter intervals are 95% Wald intervals: estimate +- t(0.975, n-k) * sqrt(diag(cov)), with
-cov the residual-variance-scaled covariance from curve_fit.
+cov the residual-variance-scaled covariance from curve_fit. The two-parameter a*g(x, b) forms
+start curve_fit at a profile-likelihood optimum (a is linear given b; b scanned on a log grid),
+which the leave-one-N-out refits use directly.
 
 ``predict`` returns the estimate with a two-sided 95% band from the delta method (numerical
 gradient of the formula wrt the parameters). ``interval="prediction"`` (default) adds the residual
@@ -41,22 +43,6 @@ CONFIDENCE = 0.95
 MEASURED = ("passed", "failed")
 
 
-def _linear(x, a):
-    return a * x
-
-
-def _affine(x, a, b):
-    return a + b * x
-
-
-def _power(x, a, b):
-    return a * np.power(x, b)
-
-
-def _saturating(x, a, b):
-    return a * -np.expm1(-b * x)
-
-
 @dataclass(frozen=True)
 class Form:
     name: str
@@ -68,11 +54,12 @@ class Form:
 
 
 FORMS = (
-    Form("linear", "n", ("a",), _linear, "drop_pp ≈ {} × N"),
-    Form("affine", "n", ("a", "b"), _affine, "drop_pp ≈ {} + {} × N"),
-    Form("fraction", "fraction", ("a",), _linear, "drop_pp ≈ {} × f  (f = quantized param fraction)"),
-    Form("power", "n", ("a", "b"), _power, "drop_pp ≈ {} × N^{}", ((-np.inf, 1e-3), (np.inf, 10.0))),
-    Form("saturating", "n", ("a", "b"), _saturating, "drop_pp ≈ {} × (1 − e^(−{} × N))",
+    Form("linear", "n", ("a",), lambda x, a: a * x, "drop_pp ≈ {} × N"),
+    Form("affine", "n", ("a", "b"), lambda x, a, b: a + b * x, "drop_pp ≈ {} + {} × N"),
+    Form("fraction", "fraction", ("a",), lambda x, a: a * x, "drop_pp ≈ {} × f  (f = quantized param fraction)"),
+    Form("power", "n", ("a", "b"), lambda x, a, b: a * np.power(x, b), "drop_pp ≈ {} × N^{}",
+         ((-np.inf, 1e-3), (np.inf, 10.0))),
+    Form("saturating", "n", ("a", "b"), lambda x, a, b: -a * np.expm1(-b * x), "drop_pp ≈ {} × (1 − e^(−{} × N))",
          ((-np.inf, 1e-4), (np.inf, 50.0))),
 )
 FORMS_BY_NAME = {form.name: form for form in FORMS}
@@ -144,7 +131,8 @@ class SizeCheck:
     ok: bool
 
 
-def _num(value) -> Optional[float]:
+def as_number(value) -> Optional[float]:
+    """A finite float, or None (None, bools, text, nan, inf)."""
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -156,7 +144,7 @@ def _num(value) -> Optional[float]:
 
 def usable(record: dict) -> bool:
     """A point for fitting: has N and a finite accuracy drop."""
-    return record.get("n") is not None and _num(record.get("accuracy_drop_pp")) is not None
+    return record.get("n") is not None and as_number(record.get("accuracy_drop_pp")) is not None
 
 
 def group_key(record: dict) -> tuple:
@@ -176,7 +164,7 @@ def fraction_map(records: Iterable[dict]) -> tuple:
     """((n, median param_fraction), ...) sorted by n, with the anchor (0, 0.0)."""
     seen = defaultdict(list)
     for record in records:
-        f = _num(record.get("param_fraction"))
+        f = as_number(record.get("param_fraction"))
         if record.get("n") is not None and f is not None:
             seen[int(record["n"])].append(f)
     table = {n: float(np.median(v)) for n, v in seen.items()}
@@ -184,26 +172,28 @@ def fraction_map(records: Iterable[dict]) -> tuple:
     return tuple(sorted(table.items()))
 
 
-def fraction_at(fractions: Sequence, n: float) -> Optional[float]:
-    """param_fraction at N: exact, or interpolated inside the measured range, else None."""
-    if not fractions:
+def interpolate(table: Sequence, n: float) -> Optional[float]:
+    """Value at N from ((n, value), ...): exact, or linear between measured N; None outside them."""
+    if not table:
         return None
-    ns = np.array([p[0] for p in fractions], float)
-    fs = np.array([p[1] for p in fractions], float)
+    ns = np.array([p[0] for p in table], float)
     if n < ns.min() or n > ns.max():
         return None
-    return float(np.interp(n, ns, fs))
+    return float(np.interp(n, ns, [p[1] for p in table]))
 
 
-def _starts(form: Form, x: np.ndarray, y: np.ndarray) -> list:
-    sxx = float(np.dot(x, x))
-    slope = float(np.dot(x, y) / sxx) if sxx > 0 else 1.0
+fraction_at = interpolate  # param_fraction at N from GroupFit.fractions
+
+
+def _start(form: Form, x: np.ndarray, y: np.ndarray) -> list:
+    """Starting parameters: closed-form least squares where the form is linear, else a profile search."""
     if form.name in ("linear", "fraction"):
-        return [[slope]]
+        sxx = float(np.dot(x, x))
+        return [float(np.dot(x, y) / sxx) if sxx > 0 else 1.0]
     if form.name == "affine":
         b, a = np.polyfit(x, y, 1) if np.ptp(x) > 0 else (0.0, float(np.mean(y)))
-        return [[float(a), float(b)]]
-    return [_profile_start(form, x, y)]
+        return [float(a), float(b)]
+    return _profile_start(form, x, y)
 
 
 def _profile_start(form: Form, x: np.ndarray, y: np.ndarray) -> list:
@@ -225,24 +215,31 @@ def _profile_start(form: Form, x: np.ndarray, y: np.ndarray) -> list:
     return [rss_and_a(log_b)[1], math.exp(log_b)]
 
 
-def _curve_fit(form: Form, x: np.ndarray, y: np.ndarray, starts: list):
-    """(params, cov) of the lowest-RSS start, or None when every start fails."""
-    best = None
-    lo, hi = form.bounds if form.bounds != (-np.inf, np.inf) else (None, None)
-    for p0 in starts:
-        if lo is not None:
-            p0 = np.clip(p0, np.array(lo) + 1e-12, np.array(hi) - 1e-12)
-        kwargs = {"bounds": form.bounds} if lo is not None else {"maxfev": 5000}
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                params, cov = optimize.curve_fit(form.func, x, y, p0=p0, **kwargs)
-        except (RuntimeError, ValueError, FloatingPointError, optimize.OptimizeWarning):
-            continue
-        rss = float(np.sum((y - form.func(x, *params)) ** 2))
-        if math.isfinite(rss) and (best is None or rss < best[2]):
-            best = (params, cov, rss)
-    return best
+def _curve_fit(form: Form, x: np.ndarray, y: np.ndarray, p0: Sequence[float]):
+    """(params, cov, rss), or None when the fit fails.
+
+    Bounded forms start at the profile optimum and get few evaluations; if the solver does not
+    converge in time the start is kept, with the Jacobian covariance.
+    """
+    bounded = form.bounds != (-np.inf, np.inf)
+    p0 = np.asarray(p0, float)
+    if bounded:
+        p0 = np.clip(p0, np.array(form.bounds[0]) + 1e-12, np.array(form.bounds[1]) - 1e-12)
+    kwargs = {"bounds": form.bounds, "max_nfev": 50} if bounded else {"maxfev": 5000}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            params, cov = optimize.curve_fit(form.func, x, y, p0=p0, **kwargs)
+    except RuntimeError:
+        if not bounded:
+            return None
+        jac = np.array([_gradient(form, xi, p0) for xi in x])  # s^2 (J'J)^-1, as curve_fit computes it
+        cov = np.linalg.pinv(jac.T @ jac) * float(np.sum((y - form.func(x, *p0)) ** 2)) / max(len(y) - len(p0), 1)
+        params = p0
+    except (ValueError, FloatingPointError, optimize.OptimizeWarning):
+        return None
+    rss = float(np.sum((y - form.func(x, *params)) ** 2))
+    return (params, cov, rss) if math.isfinite(rss) else None
 
 
 def _information(rss: float, m: int, k: int, y: np.ndarray) -> tuple:
@@ -267,7 +264,7 @@ def fit_form(form: Form, x: Sequence[float], y: Sequence[float], n_for_loo: Opti
     m, k = len(y), len(form.params)
     if m <= k:
         return None
-    found = _curve_fit(form, x, y, _starts(form, x, y))
+    found = _curve_fit(form, x, y, _start(form, x, y))
     if found is None:
         return None
     params, cov, rss = found
@@ -290,16 +287,23 @@ def fit_form(form: Form, x: Sequence[float], y: Sequence[float], n_for_loo: Opti
 
 
 def _loo_rmse(form: Form, x: np.ndarray, y: np.ndarray, ns: np.ndarray, full_params) -> float:
-    """Hold out every point of one N at a time, refit, predict them; RMSE over all held-out points."""
+    """Hold out every point of one N at a time, refit, predict them; RMSE over all held-out points.
+
+    Two-parameter a*g(x, b) forms are refitted by the profile search alone (fast, no covariance needed).
+    """
     errors = []
     for held in np.unique(ns):
         train = ns != held
         if len(np.unique(ns[train])) < 2 or train.sum() <= len(form.params):
             continue
-        found = _curve_fit(form, x[train], y[train], [list(full_params)])
-        if found is None:
-            continue
-        errors.extend(y[~train] - form.func(x[~train], *found[0]))
+        if form.bounds != (-np.inf, np.inf):
+            params = _profile_start(form, x[train], y[train])
+        else:
+            found = _curve_fit(form, x[train], y[train], full_params)
+            if found is None:
+                continue
+            params = found[0]
+        errors.extend(y[~train] - form.func(x[~train], *params))
     return math.sqrt(float(np.mean(np.square(errors)))) if errors else math.nan
 
 
@@ -308,7 +312,7 @@ def fit_group(records: Sequence[dict], forms: Sequence[Form] = FORMS) -> GroupFi
     points = [r for r in records if usable(r)]
     key = group_key(records[0]) if records else (None, None, None, None)
     ns = np.array([int(r["n"]) for r in points], float)
-    y = np.array([_num(r["accuracy_drop_pp"]) for r in points], float)
+    y = np.array([as_number(r["accuracy_drop_pp"]) for r in points], float)
     fractions = fraction_map(points)
     totals = [r.get("units_total") for r in records if r.get("units_total") is not None]
     n_values = tuple(int(v) for v in np.unique(ns))
@@ -320,7 +324,7 @@ def fit_group(records: Sequence[dict], forms: Sequence[Form] = FORMS) -> GroupFi
     fits = []
     for form in forms:
         if form.variable == "fraction":
-            fs = [_num(r.get("param_fraction")) for r in points]
+            fs = [as_number(r.get("param_fraction")) for r in points]
             if any(f is None for f in fs):
                 continue
             fitted = fit_form(form, fs, y, n_for_loo=ns)
@@ -333,7 +337,7 @@ def fit_group(records: Sequence[dict], forms: Sequence[Form] = FORMS) -> GroupFi
                         candidates=(), selection="", **base)
     selection = "aicc" if any(math.isfinite(f.aicc) for f in fits) else "aic"
     fits.sort(key=lambda f: (f.aicc if selection == "aicc" else f.aic))
-    reason = f"best of {len(fits)} forms by {selection.upper()}"
+    reason = f"best of {len(fits)} forms by {'AICc' if selection == 'aicc' else 'AIC'}"
     return GroupFit(fitted=True, reason=reason, best=fits[0], candidates=tuple(fits), selection=selection, **base)
 
 
@@ -343,14 +347,10 @@ def fit_records(records: Iterable[dict], orders: Optional[Sequence[str]] = ("las
 
 
 def _gradient(form: Form, x: float, params: np.ndarray) -> np.ndarray:
-    grad = np.empty(len(params))
-    for i in range(len(params)):
-        h = 1e-6 * max(abs(params[i]), 1.0)
-        up, down = params.copy(), params.copy()
-        up[i] += h
-        down[i] -= h
-        grad[i] = (form.func(np.array([x]), *up)[0] - form.func(np.array([x]), *down)[0]) / (2 * h)
-    return grad
+    """Central-difference d f(x; p) / dp."""
+    steps = 1e-6 * np.maximum(np.abs(params), 1.0)
+    value = lambda p: form.func(np.array([float(x)]), *p)[0]  # noqa: E731
+    return np.array([(value(params + e) - value(params - e)) / (2 * h) for e, h in zip(np.diag(steps), steps)])
 
 
 def predict_form(fit: FormFit, x: float, interval: str = "prediction") -> tuple:
@@ -396,15 +396,11 @@ def predict(group: GroupFit, n: int, *, form: Optional[str] = None, fraction: Op
 
 def curve(group: GroupFit, ns: Sequence[float], interval: str = "confidence") -> tuple:
     """(n, estimate, lower, upper) arrays of the best form over ``ns`` (for plots); skips unknown f."""
-    out = []
-    for n in ns:
-        best = group.best
-        if best is None:
-            break
+    out, best = [], group.best
+    for n in ns if best is not None else ():
         x = fraction_at(group.fractions, n) if best.variable == "fraction" else n
-        if x is None:
-            continue
-        out.append((n, *predict_form(best, x, interval)))
+        if x is not None:
+            out.append((n, *predict_form(best, x, interval)))
     arr = np.array(out, float).reshape(-1, 4)
     return arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3]
 
@@ -415,7 +411,7 @@ def size_check(records: Iterable[dict], tolerance: float = 0.01) -> tuple:
     for key, group in group_records(records).items():
         errors = []
         for r in group:
-            measured, predicted = _num(r.get("weight_bytes")), _num(r.get("predicted_weight_bytes"))
+            measured, predicted = as_number(r.get("weight_bytes")), as_number(r.get("predicted_weight_bytes"))
             if measured and predicted is not None:
                 errors.append((abs(predicted - measured) / measured, r.get("case_id")))
         worst = max(errors, key=lambda e: e[0]) if errors else (None, None)

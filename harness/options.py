@@ -98,15 +98,13 @@ parse_tolerance = parse_nonnegative("tolerance")
 
 def parse_results_dir(value: str) -> Path:
     path = Path(value)
-    probe = path
-    while not probe.exists():
-        probe = probe.parent if probe.parent != probe else probe
-        if probe == probe.parent:
-            break
-    if probe.exists() and not os.access(probe, os.W_OK):
-        raise Bad(f"results directory {value!r} is not writable")
     if path.exists() and not path.is_dir():
         raise Bad(f"results path {value!r} exists and is not a directory")
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise Bad(f"results directory {value!r} is not writable ({probe} is not a writable folder)")
     return path
 
 

@@ -68,19 +68,13 @@ def size_table(records: Iterable[dict]) -> tuple:
     """((n, median tflite_bytes), ...) sorted by n, from records with a measured size."""
     seen = defaultdict(list)
     for record in records:
-        size = _fit._num(record.get("tflite_bytes"))
+        size = _fit.as_number(record.get("tflite_bytes"))
         if record.get("n") is not None and size is not None:
             seen[int(record["n"])].append(size)
     return tuple(sorted((n, float(np.median(v))) for n, v in seen.items()))
 
 
-def bytes_at(sizes: Sequence, n: int) -> Optional[float]:
-    if not sizes:
-        return None
-    ns = np.array([s[0] for s in sizes], float)
-    if n < ns.min() or n > ns.max():
-        return None
-    return float(np.interp(n, ns, [s[1] for s in sizes]))
+bytes_at = _fit.interpolate  # tflite bytes at N from size_table(): None outside the measured N
 
 
 def plan_group(group: _fit.GroupFit, budget_pp: float, *, size_budget: Optional[float] = None,

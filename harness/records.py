@@ -79,6 +79,7 @@ def write_atomic(path: Path, record: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w") as handle:
             json.dump(record, handle, indent=1, sort_keys=True, default=_jsonable)
             handle.flush()
@@ -138,6 +139,7 @@ def merge(run_dir: Path) -> tuple:
 
 def _write_text_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o644)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.replace(tmp, path)
@@ -145,6 +147,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 def _write_summary(path: Path, records: Iterable[dict]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o644)
     with os.fdopen(fd, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
         writer.writeheader()

@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from . import compare as _compare  # noqa: E402
+from .config import ORDERS  # noqa: E402
 from . import fit as _fit  # noqa: E402
 from . import plan as _plan  # noqa: E402
 
@@ -53,7 +54,7 @@ def _slug(text) -> str:
 
 
 def _fmt(value, spec: str = ".3g") -> str:
-    value = _fit._num(value)
+    value = _fit.as_number(value)
     return "–" if value is None else format(value, spec)
 
 
@@ -65,7 +66,8 @@ def _by(records: Iterable[dict], field: str) -> dict:
     out = defaultdict(list)
     for r in records:
         out[r.get(field)].append(r)
-    return {key: out[key] for key in sorted(out, key=_sort_key)}
+    rank = (lambda k: (ORDERS.index(k) if k in ORDERS else len(ORDERS), _sort_key(k))) if field == "order" else _sort_key
+    return {key: out[key] for key in sorted(out, key=rank)}
 
 
 def _first_line(text) -> str:
@@ -77,7 +79,7 @@ def _first_line(text) -> str:
 def _means(records: Sequence[dict], field: str) -> tuple:
     per_n = defaultdict(list)
     for r in records:
-        v = _fit._num(r.get(field))
+        v = _fit.as_number(r.get(field))
         if v is not None:
             per_n[int(r["n"])].append(v)
     ns = sorted(per_n)
@@ -123,7 +125,7 @@ def plot_drop(model: str, method: str, records: Sequence[dict], fits: dict, out_
 
 
 def plot_size(model: str, records: Sequence[dict], out_dir: Path) -> Optional[Path]:
-    sized = [r for r in records if _fit._num(r.get("tflite_bytes")) is not None or _fit._num(r.get("weight_bytes")) is not None]
+    sized = [r for r in records if _fit.as_number(r.get("tflite_bytes")) is not None or _fit.as_number(r.get("weight_bytes")) is not None]
     if not sized:
         return None
     orders = _by(sized, "order")
@@ -173,7 +175,7 @@ def results_table(records: Sequence[dict]) -> list:
         group = rows[key]
 
         def med(field):
-            values = [_fit._num(r.get(field)) for r in group]
+            values = [_fit.as_number(r.get(field)) for r in group]
             values = [v for v in values if v is not None]
             return float(np.median(values)) if values else None
 
@@ -193,10 +195,11 @@ def fit_lines(gfit: _fit.GroupFit) -> list:
     b = gfit.best
     params = ", ".join(f"{name} = {p:.3g} [{lo:.3g}, {hi:.3g}]"
                        for name, p, lo, hi in zip(b.param_names, b.params, b.ci_low, b.ci_high))
+    criterion = "AICc" if gfit.selection == "aicc" else "AIC"
     others = ", ".join(f"{c.form} {c.aicc if gfit.selection == 'aicc' else c.aic:.1f}" for c in gfit.candidates[1:])
     return [f"{head}: `{b.formula}` — 95% CI {params}; R² = {_fmt(b.r2, '.3f')}, "
             f"leave-one-N-out RMSE = {_fmt(b.loo_rmse)} pp, {gfit.n_points} points at N = {list(gfit.n_values)}",
-            f"  - {gfit.reason}; others ({gfit.selection.upper()}): {others or 'none'}"]
+            f"  - {gfit.reason}; others ({criterion}): {others or 'none'}"]
 
 
 def _status_line(records: Sequence[dict]) -> str:

@@ -82,18 +82,22 @@ def keras_accuracy(model: "keras.Model", x: np.ndarray, y: np.ndarray, batch_siz
 
 
 def side_by_side_step_ms(models: dict, data: Dataset, batch_size: int, rounds: int = 5, steps: int = 20) -> dict:
-    """Median train-step time (ms) of each compiled model, timed in alternating rounds on the same
-    batch so machine noise hits all of them alike. Trains the models further: call it last."""
-    x = data.x_train[:batch_size]
-    y = data.y_train[:batch_size]
-    samples = {name: [] for name in models}
-    for model in models.values():
+    """Median train-step time (ms) of each compiled model, timed in alternating rounds so machine
+    noise hits all of them alike. Calls each model's compiled train function directly (what fit
+    runs per step), without fit's per-step Python callbacks. Trains the models further: call it last."""
+    runners = {}
+    for name, model in models.items():
+        iterator = iter(_train_dataset(data, batch_size, seed=0))
+        step = model.make_train_function(force=True)
         for _ in range(WARMUP_STEPS):
-            model.train_on_batch(x, y)
+            step(iterator)
+        runners[name] = (step, iterator)
+    samples = {name: [] for name in models}
     for _ in range(rounds):
-        for name, model in models.items():
+        for name, (step, iterator) in runners.items():
             for _ in range(steps):
                 start = time.perf_counter()
-                model.train_on_batch(x, y)
+                logs = step(iterator)
+                float(logs["loss"])  # wait for the step to finish
                 samples[name].append(time.perf_counter() - start)
     return {name: float(np.median(times)) * 1000.0 for name, times in samples.items()}

@@ -173,3 +173,22 @@ def test_aicc_is_infinite_when_undefined_and_aic_decides():
     result = fit.fit_group(records)
     assert result.fitted and result.selection == "aic"
     assert all(math.isinf(c.aicc) for c in result.candidates)
+
+
+def test_candidates_are_ranked_by_aicc_with_the_small_sample_correction():
+    result = fit.fit_group(make_records("linear", 0.5, noise=0.1, seeds=1))
+    aiccs = [c.aicc for c in result.candidates]
+    assert aiccs == sorted(aiccs) and result.best.aicc == min(aiccs)
+    for c in result.candidates:
+        m, big_k = c.n_points, len(c.params) + 1
+        aic = m * math.log(c.rss / m) + 2 * big_k
+        assert c.aic == pytest.approx(aic)
+        assert c.aicc == pytest.approx(aic + 2 * big_k * (big_k + 1) / (m - big_k - 1))
+
+
+def test_aicc_prefers_the_simpler_nested_form():
+    """Linear data: affine/power/saturating always have RSS <= linear, yet AICc must pick linear here."""
+    result = fit.fit_group(make_records("linear", 0.5, noise=0.1, rng_seed=4))
+    by_form = {c.form: c for c in result.candidates}
+    assert by_form["affine"].rss <= by_form["linear"].rss
+    assert result.best.form == "linear"

@@ -1,0 +1,70 @@
+"""Real TensorFlow: what the converter really stores, and that the audit sees it."""
+
+import numpy as np
+import pytest
+
+from harness import audit, export, quantize, zoo
+from harness.config import QuantConfig, Selection
+from harness.select import select
+from harness.units import Unit
+
+pytestmark = pytest.mark.tf
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return zoo.build_mlp()
+
+
+@pytest.fixture(scope="module")
+def units(mlp):
+    return quantize.units_of(mlp)
+
+
+def test_units_of_the_mlp(units):
+    assert [u.weight_layer for u in units] == ["dense_1", "dense_2", "dense_3", "dense_4", "logits"]
+    assert units[2].members == ("dropout", "dense_3")
+    assert sum(u.params for u in units) == 784 * 128 + 128 + 128 * 256 + 256 + 256 * 128 + 128 + 128 * 128 + 128 + 1290
+
+
+def test_n0_converted_without_optimizations_stays_float(mlp):
+    report = audit.inspect(export.to_tflite(mlp, quantized=False))
+    assert report.kernel_dtypes == {"FLOAT32": 5} and report.quantized_kernels == 0
+
+
+def test_optimize_default_on_a_float_model_silently_makes_int8(mlp):
+    """The trap N = 0 avoids: DEFAULT dynamic-range quantizes every large kernel."""
+    report = audit.inspect(export.to_tflite(mlp, quantized=True))
+    assert report.kernel_dtypes == {"INT8": 5}
+
+
+def convert_selected(mlp, chosen, bits):
+    qat = quantize.annotate(mlp, chosen, QuantConfig(bits))
+    x = np.random.default_rng(0).random((32, 28, 28), dtype=np.float32)
+    qat.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    qat.train_on_batch(x, np.zeros(32, dtype=np.int64))  # ranges leave their [-6, 6] start
+    return audit.inspect(export.to_tflite(qat, quantized=True, quant=QuantConfig(bits)))
+
+
+@pytest.mark.parametrize("bits,dtype", [(8, "INT8"), (4, "INT4")])
+def test_a_unit_with_its_dropout_quantizes_the_dense_behind_it(mlp, units, bits, dtype):
+    chosen = select(units, Selection("last", 3))
+    report = convert_selected(mlp, chosen, bits)
+    assert report.quantized_kernels == 3
+    by_name = {k.name: k.dtype for k in report.kernels}
+    assert [d for n, d in by_name.items() if "dense_3" in n] == [dtype]
+
+
+def test_the_audit_catches_a_dense_left_float_behind_an_unannotated_dropout(mlp, units):
+    naive = (Unit(2, "dense", "dense_3", ("dense_3",), units[2].kernel_params, units[2].bias_params),)
+    report = convert_selected(mlp, naive, 8)
+    assert report.quantized_kernels == 0  # annotated, yet FLOAT32 in the file: the audit must fail it
+
+
+def test_weight_bytes_match_the_prediction(mlp, units):
+    from harness.size import predict
+
+    chosen = select(units, Selection("last", 2))
+    report = convert_selected(mlp, chosen, 4)
+    assert report.weight_bytes == predict(units, chosen, QuantConfig(4)).weight_bytes
+    assert report.bytes_by_dtype["INT4"] == sum((u.kernel_params + 1) // 2 for u in chosen)

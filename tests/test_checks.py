@@ -1,0 +1,42 @@
+from harness.checks import size_not_decreasing, violations
+from harness.config import Thresholds
+
+
+def record(**over):
+    base = dict(weight_bits=8, quantized_kernels=5, selected_kernels=5, audit={"kernel_dtypes": {"INT8": 5}},
+                size_error_rel=0.0, predicted_weight_bytes=100, weight_bytes=100, accuracy_drop_pp=0.2,
+                deployment="int8", quant_accuracy=0.95, quant_accuracy_keras=0.95, order="last", n=5,
+                units_total=5, control_tflite_bytes=400, tflite_bytes=100)
+    base.update(over)
+    return base
+
+
+T = Thresholds(max_drop_pp=((8, 1.0), (4, 2.0)), min_whole_compression=((8, 3.8), (4, 7.0)))
+
+
+def test_a_good_record_passes():
+    assert violations(record(), T) == []
+
+
+def test_each_threshold_is_enforced():
+    assert "audit" in violations(record(quantized_kernels=4), T)[0]
+    assert "size" in violations(record(size_error_rel=0.02), T)[0]
+    assert "accuracy drop" in violations(record(accuracy_drop_pp=1.5), T)[0]
+    assert "TFLite accuracy" in violations(record(quant_accuracy=0.94), T)[0]
+    assert "smaller than float" in violations(record(tflite_bytes=110), T)[0]
+    assert "did not shrink" in violations(record(n=2, tflite_bytes=400), T)[0]
+
+
+def test_simulated_bits_skip_the_interpreter_comparison():
+    assert violations(record(deployment="simulated", weight_bits=3, quant_accuracy=0.5), T) == []
+
+
+def test_size_must_fall_strictly_with_n():
+    def r(n, size, **over):
+        base = dict(status="passed", order="last", model="m", weight_bits=8, method="qat", seed=0,
+                    tier="smoke", n=n, tflite_bytes=size, case_id=f"m-last{n}")
+        return {**base, **over}
+    assert size_not_decreasing([r(0, 400), r(1, 300), r(2, 200)]) == []
+    problems = size_not_decreasing([r(0, 400), r(1, 300), r(2, 300)])
+    assert len(problems) == 1 and "m-last1" in problems[0]
+    assert size_not_decreasing([r(0, 400), r(1, 500, status="error")]) == []

@@ -1,0 +1,79 @@
+"""Bad suite options fail at parse time with one line naming the allowed values."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import options, plugin
+from harness.config import RunOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("value", ["0", "1", "9", "x", "8,,4"])
+def test_bad_bits(value):
+    with pytest.raises(options.Bad, match=r"bits must be"):
+        options.parse_bits(value)
+
+
+@pytest.mark.parametrize("parse,value,expected", [
+    (options.parse_tier, "huge", "choose from: smoke, full"),
+    (options.parse_strategy, "horovod", "choose from: default, mirrored, multiworker"),
+    (options.parse_orders, "last,middle", "choose from: last, first, single, type"),
+    (options.parse_workers, "0", "workers must be >= 1"),
+    (options.parse_workers, "two", "workers must be an integer >= 1"),
+    (options.parse_budget, "-1", "budget must be a finite number >= 0"),
+    (options.parse_tolerance, "lots", "tolerance must be a number >= 0"),
+    (options.parse_seeds, "-3", "seeds must be >= 0"),
+    (options.parse_existing_file, "/nonexistent/baseline.json", "does not exist"),
+])
+def test_bad_values_name_the_choices(parse, value, expected):
+    with pytest.raises(options.Bad, match=expected):
+        parse(value)
+
+
+def test_good_values_parse():
+    assert options.parse_bits("8,4,8") == (8, 4)
+    assert options.parse_orders("last,first") == ("last", "first")
+    assert options.parse_budget("1.5") == 1.5
+
+
+def test_unwritable_results_directory(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(options.Bad, match="not writable"):
+        options.parse_results_dir(str(tmp_path / "file" / "run"))
+
+
+def test_results_path_that_is_a_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(options.Bad, match="not a directory"):
+        options.parse_results_dir(str(tmp_path / "f"))
+
+
+def run_pytest(*args):
+    return subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "--collect-only", "-q", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_a_bad_option_is_a_usage_error_with_one_line():
+    done = run_pytest("--qat-bits", "9")
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].endswith("error: argument --qat-bits: bits must be in 2..8, got 9")
+    assert "Traceback" not in done.stderr
+
+
+def test_case_ids_read_like_the_design():
+    done = run_pytest("-k", "mlp")
+    ids = [line.split("[")[1].rstrip("]") for line in done.stdout.splitlines() if "[" in line]
+    assert ids[:3] == ["mlp-last0-w8a8", "mlp-last0-w4a8", "mlp-last1-w8a8"]
+    assert len([i for i in ids if i.startswith("mlp-")]) == 12
+
+
+def test_the_grid_follows_the_options():
+    cases = plugin.cases_for(RunOptions(tier="smoke", bits=(8,), orders=("first", "type"), seeds=(0, 1)))
+    ids = [c.id for c in cases if c.model == "mlp"]
+    assert "mlp-first5-w8a8-s1" in ids and "mlp-type-dense-w8a8" in ids
+    assert len(ids) == (6 + 1) * 2

@@ -1,0 +1,101 @@
+"""harness.report: report.md, PNG plots and the terminal summary from synthetic records."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from harness import report
+
+PNG = b"\x89PNG\r\n\x1a\n"
+UNITS = 8
+
+
+def synthetic(model="m", ns=(1, 2, 3, 4, 6, 8), bits=(8, 4), orders=("last", "first"), methods=("qat",), seeds=(0, 1)):
+    rng = np.random.default_rng(0)
+    out = []
+    for order in orders:
+        for b in bits:
+            for method in methods:
+                for n in ns:
+                    for seed in seeds:
+                        slope = (0.1 if order == "last" else 0.4) * (8 / b) * (2 if method == "ptq" else 1)
+                        drop = slope * n + float(rng.normal(0, 0.02))
+                        weight = 4000 - (4 - b / 2) * 100 * n
+                        out.append(dict(
+                            case_id=f"{model}-{order}{n}-w{b}a8" + ("-ptq" if method == "ptq" else "") + (f"-s{seed}" if seed else ""),
+                            status="passed", error=None, model=model, order=order, n=n, kind=None, weight_bits=b,
+                            method=method, tier="smoke", seed=seed, units_total=UNITS, param_fraction=n / UNITS,
+                            control_accuracy=0.9, quant_accuracy=0.9 - drop / 100, accuracy_drop_pp=drop,
+                            tflite_bytes=weight + 900, weight_bytes=weight, predicted_weight_bytes=weight,
+                            size_error_rel=0.0, config_hash="h"))
+    return out
+
+
+def broken(case_id, status, error):
+    return dict(case_id=case_id, status=status, error=error, model="m", order="last", n=5, weight_bits=8,
+                method="qat", seed=0, accuracy_drop_pp=None, tflite_bytes=None)
+
+
+def test_writes_report_and_plots(tmp_path):
+    records = synthetic(methods=("qat", "ptq")) + synthetic(model="other", bits=(8,), orders=("last",))
+    records += [broken("m-last5-w8a8", "error", "RuntimeError: converter exploded\nTraceback line 2"),
+                dict(synthetic()[0], case_id="m-last1-w8a8-s9", status="failed", error="drop 9 pp > 1.5 pp")]
+    result = report.write_report(records, tmp_path, budget_pp=1.0, problems=["x.json: unreadable"])
+    text = (tmp_path / "report.md").read_text()
+    assert result.path == tmp_path / "report.md"
+    for heading in ("## m", "## other", "### Accuracy-drop formulas", "## Last vs first layers", "## Plan: accuracy budget 1 pp",
+                    "## Cases that did not pass", "## Unreadable records"):
+        assert heading in text, heading
+    assert "drop_pp ≈" in text and "95% CI" in text and "leave-one-N-out RMSE" in text
+    assert "`m-last5-w8a8` — error: RuntimeError: converter exploded" in text and "Traceback line 2" not in text
+    assert "`m-last1-w8a8-s9` — failed: drop 9 pp > 1.5 pp" in text
+    assert "final layers cost less" in text  # first slope is 4x the last slope
+    names = {p.name for p in result.plots}
+    assert {"drop-m-qat.png", "drop-m-ptq.png", "size-m.png", "methods-m.png", "drop-other-qat.png", "size-other.png"} <= names
+    assert "methods-other.png" not in names  # only one method there
+    for path in result.plots:
+        assert path.read_bytes().startswith(PNG) and f"(plots/{path.name})" in text
+    assert any(p.n is not None for p in result.plans)
+
+
+def test_zero_passing_records(tmp_path):
+    records = [broken("m-last5-w8a8", "error", "boom"), broken("m-last6-w8a8", "timeout", None)]
+    result = report.write_report(records, tmp_path, budget_pp=1.0)
+    text = result.path.read_text()
+    assert "No measured records" in text and "2 cases: 1 error, 1 timeout" in text
+    assert "`m-last5-w8a8` — error: boom" in text and "`m-last6-w8a8` — timeout: (no error message)" in text
+    assert result.plots == () and result.fits == ()
+    assert report.terminal_summary(records)[0] == "qatbench: 2 cases: 1 error, 1 timeout"
+
+
+def test_empty_record_list(tmp_path):
+    result = report.write_report([], tmp_path)
+    assert "0 cases: none" in result.path.read_text()
+
+
+def test_too_few_n_single_model_single_bits(tmp_path):
+    records = synthetic(ns=(2, 4), bits=(8,), orders=("last",))
+    result = report.write_report(records, tmp_path)
+    text = result.path.read_text()
+    assert "not enough N to fit" in text and "drop_pp ≈" not in text
+    assert (tmp_path / "plots" / "drop-m-qat.png").read_bytes().startswith(PNG)
+    assert "no (model, bits, method) with both 'last' and 'first' records" in text
+
+
+def test_terminal_summary_is_compact(tmp_path):
+    lines = report.terminal_summary(synthetic(), budget_pp=1.0, report_path=tmp_path / "report.md")
+    assert lines[0] == f"qatbench: {len(synthetic())} cases: {len(synthetic())} passed"
+    assert any("m last w8 qat: drop_pp ≈" in line for line in lines)
+    assert any(line.startswith("  last vs first: m w8 qat: final layers cost less") for line in lines)
+    assert any(line.startswith("  plan m w8 qat") for line in lines)
+    assert lines[-1].endswith("report.md") and all(isinstance(line, str) and "\n" not in line for line in lines)
+    assert len(lines) < 20
+
+
+def test_pure_modules_do_not_import_tensorflow():
+    code = ("import sys, harness.fit, harness.plan, harness.compare, harness.baseline, harness.report, harness.__main__; "
+            "sys.exit('tensorflow' in sys.modules)")
+    root = Path(__file__).resolve().parents[1]
+    assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
