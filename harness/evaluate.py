@@ -14,11 +14,11 @@ def interpreter(content: bytes, threads: int = 1) -> "tf.lite.Interpreter":
 def tflite_predict(content: bytes, x: np.ndarray, batch_size: int = 1000, threads: int = 1) -> np.ndarray:
     interp = interpreter(content, threads)
     inp = interp.get_input_details()[0]
-    if inp["dtype"] != np.float32:
-        raise TypeError(f"expected a float32 model input, found {inp['dtype']}")
+    if inp["dtype"] not in (np.float32, np.int32, np.int64):
+        raise TypeError(f"expected a float32 or integer token input, found {inp['dtype']}")
     outputs = []
     for start in range(0, len(x), batch_size):
-        batch = np.ascontiguousarray(x[start:start + batch_size], dtype=np.float32)
+        batch = np.ascontiguousarray(x[start:start + batch_size], dtype=inp["dtype"])
         interp.resize_tensor_input(inp["index"], batch.shape)
         interp.allocate_tensors()
         interp.set_tensor(inp["index"], batch)

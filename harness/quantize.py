@@ -27,6 +27,10 @@ def layer_infos(model: "keras.Model") -> tuple:
                 consumers.setdefault(inbound.name, []).append(layer)
     for layer in model.layers:
         cls = type(layer).__name__
+        if hasattr(layer, "qat_unit"):  # a custom block that is one unit on its own (see QatBlock)
+            kind, kernel_params, bias_params, channels, kernels = layer.qat_unit()
+            infos.append(LayerInfo(layer.name, cls, kind, kernel_params, bias_params, channels, kernels=kernels))
+            continue
         kind = KIND_OF_CLASS.get(cls)
         if kind is None:
             infos.append(LayerInfo(layer.name, cls))
@@ -43,6 +47,26 @@ def layer_infos(model: "keras.Model") -> tuple:
 
 def units_of(model: "keras.Model") -> tuple:
     return group_units(layer_infos(model))
+
+
+class QatBlock:
+    """Protocol for custom layers that form one unit (e.g. a self-attention block with four kernels).
+
+    ``qat_unit()`` returns (kind, kernel_params, bias_params, channels, kernels): what the unit
+    stores and how many weight tensors become quantized kernels in the .tflite.
+    ``qat_quantize_config(quant)`` returns the tfmot QuantizeConfig for that bit width; its class
+    must be registered in CUSTOM_OBJECTS (``register_custom_object``).
+    """
+
+    def qat_unit(self) -> tuple:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+    def qat_quantize_config(self, quant: QuantConfig):  # pragma: no cover - protocol
+        raise NotImplementedError
+
+
+def register_custom_object(obj) -> None:
+    CUSTOM_OBJECTS[obj.__name__] = obj
 
 
 class DenseWeightConfig(quantize.QuantizeConfig):
@@ -84,6 +108,8 @@ def scheme_for(quant: QuantConfig):
 
 
 def _config_for(layer, quant: QuantConfig):
+    if hasattr(layer, "qat_quantize_config"):
+        return layer.qat_quantize_config(quant)
     if type(layer).__name__ != "Dense":
         if quant.per_channel is False:
             raise UnsupportedQuantization(

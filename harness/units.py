@@ -27,6 +27,7 @@ class LayerInfo:
     bias_params: int = 0  # stored as int32 (quantized) or float32
     channels: int = 0  # output channels: number of per-channel scales
     inputs: tuple = ()  # names of the layers feeding this one
+    kernels: int = 1  # weight tensors that become quantized kernels (a self-attention block has 4)
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,8 @@ class Unit:
         return self.kernel_params + self.bias_params
 
 
-def group_units(layers: Sequence[LayerInfo], kernels_per_kind: Optional[dict] = None) -> tuple:
+def group_units(layers: Sequence[LayerInfo]) -> tuple:
     """Group layers (in graph order) into units. InputLayers belong to no unit."""
-    kernels_per_kind = kernels_per_kind or {}
     groups: list = []  # [weight LayerInfo, members list]
     pending: list = []
     last_was_unit_tail = False
@@ -76,7 +76,7 @@ def group_units(layers: Sequence[LayerInfo], kernels_per_kind: Optional[dict] = 
             kernel_params=info.kernel_params,
             bias_params=info.bias_params,
             channels=info.channels,
-            kernels=kernels_per_kind.get(info.kind, 1),
+            kernels=info.kernels,
         )
         for i, (info, members) in enumerate(groups)
     )
