@@ -17,6 +17,7 @@ from filelock import FileLock
 from . import train
 from .backend import keras
 from .data import Dataset
+from .config import stable_hash
 from .registry import ModelSpec
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("QATBENCH_CACHE", ".qatbench-cache"))
@@ -35,8 +36,16 @@ def build(spec: ModelSpec, data: Dataset) -> "keras.Model":
     return spec.builder.load()(spec.input_shape, data.num_classes)
 
 
+def code_hash(spec: ModelSpec) -> str:
+    """Hash of the builder's and loader's source, so editing a model invalidates its cached weights."""
+    import inspect
+
+    sources = [inspect.getsource(ref.load()) for ref in (spec.builder, spec.dataset)]
+    return stable_hash(sources)
+
+
 def cache_key(spec: ModelSpec, tier: str, seed: int) -> str:
-    return f"{spec.name}-{tier}-s{seed}-{spec.fingerprint(tier)}"
+    return f"{spec.name}-{tier}-s{seed}-{stable_hash([spec.fingerprint(tier), code_hash(spec)])}"
 
 
 def pretrained(spec: ModelSpec, tier: str, seed: int, data: Dataset, cache_dir: Path = DEFAULT_CACHE_DIR) -> Pretrained:

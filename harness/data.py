@@ -105,3 +105,70 @@ def fashion_mnist(train_size: Optional[int] = None, test_size: Optional[int] = N
     x_train, y_train = subset((x_train / 255.0).astype("float32"), y_train.astype("int64"), train_size, seed=1)
     x_test, y_test = subset((x_test / 255.0).astype("float32"), y_test.astype("int64"), test_size, seed=2)
     return Dataset("fashion-mnist", x_train, y_train, x_test, y_test, 10, str(folder))
+
+
+def _with_channels(ds: Dataset, size: int = 28, channels: int = 1, name: str = "") -> Dataset:
+    def shape(x):
+        pad = (size - x.shape[1]) // 2
+        x = np.pad(x, ((0, 0), (pad, pad), (pad, pad))) if pad else x
+        x = x[..., None]
+        return np.repeat(x, channels, axis=-1) if channels > 1 else x
+    return Dataset(name or ds.name, shape(ds.x_train), ds.y_train, shape(ds.x_test), ds.y_test,
+                   ds.num_classes, ds.source)
+
+
+def fashion_mnist_28x1(train_size=None, test_size=None) -> Dataset:
+    return _with_channels(fashion_mnist(train_size, test_size), 28, 1, "fashion-mnist-28x28x1")
+
+
+def fashion_mnist_32x1(train_size=None, test_size=None) -> Dataset:
+    return _with_channels(fashion_mnist(train_size, test_size), 32, 1, "fashion-mnist-32x32x1")
+
+
+def fashion_mnist_32x3(train_size=None, test_size=None) -> Dataset:
+    return _with_channels(fashion_mnist(train_size, test_size), 32, 3, "fashion-mnist-32x32x3")
+
+
+CIFAR10_ENV = "QATBENCH_CIFAR10"
+
+
+def cifar10(path, train_size: Optional[int] = None, test_size: Optional[int] = None) -> Dataset:
+    """CIFAR-10 from the standard python-pickle release: the .tar.gz or its extracted folder."""
+    import pickle
+    import tarfile
+
+    path = Path(path)
+    if not path.exists():
+        raise MissingDataset(f"CIFAR-10 not found at {path}: point {CIFAR10_ENV} to cifar-10-python.tar.gz "
+                             "or its extracted cifar-10-batches-py folder")
+    batches = {}
+    if path.is_dir():
+        for file in path.rglob("*_batch*"):
+            batches[file.name] = file.read_bytes()
+    else:
+        with tarfile.open(path) as tar:
+            for member in tar.getmembers():
+                if member.isfile() and "_batch" in Path(member.name).name:
+                    batches[Path(member.name).name] = tar.extractfile(member).read()
+    train_names = sorted(n for n in batches if n.startswith("data_batch"))
+    if not train_names or "test_batch" not in batches:
+        raise ValueError(f"{path}: no data_batch_* / test_batch files (not the python CIFAR-10 release)")
+
+    def decode(blob):
+        d = pickle.loads(blob, encoding="bytes")
+        x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return (x / 255.0).astype("float32"), np.asarray(d[b"labels"], dtype="int64")
+
+    parts = [decode(batches[n]) for n in train_names]
+    x_train, y_train = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    x_test, y_test = decode(batches["test_batch"])
+    x_train, y_train = subset(x_train, y_train, train_size, seed=1)
+    x_test, y_test = subset(x_test, y_test, test_size, seed=2)
+    return Dataset("cifar-10", x_train, y_train, x_test, y_test, 10, str(path))
+
+
+def images_32x3(train_size=None, test_size=None) -> Dataset:
+    """CIFAR-10 where the user has it ($QATBENCH_CIFAR10), else Fashion-MNIST tiled to 32x32x3."""
+    if os.environ.get(CIFAR10_ENV):
+        return cifar10(os.environ[CIFAR10_ENV], train_size, test_size)
+    return fashion_mnist_32x3(train_size, test_size)

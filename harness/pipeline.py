@@ -37,6 +37,11 @@ def load_data(spec: ModelSpec, tier: str) -> Dataset:
     return spec.dataset.load()(config.train_size, config.test_size)
 
 
+def spec_fingerprint(spec: ModelSpec, tier: str) -> str:
+    """The spec's data plus its builder/loader source: what a config hash must cover."""
+    return f"{spec.fingerprint(tier)}-{cache.code_hash(spec)}"
+
+
 def describe_case(case: Case, spec: ModelSpec) -> dict:
     return {
         "model": case.model, "order": case.selection.order, "n": case.selection.n,
@@ -44,7 +49,7 @@ def describe_case(case: Case, spec: ModelSpec) -> dict:
         "activation_bits": case.quant.activation_bits, "per_channel": case.quant.per_channel,
         "method": case.quant.method, "deployment": case.quant.deployment, "tier": case.tier,
         "seed": case.seed, "strategy": case.strategy, "workers": case.workers,
-        "spec_fingerprint": spec.fingerprint(case.tier),
+        "spec_fingerprint": spec_fingerprint(spec, case.tier),
     }
 
 

@@ -111,7 +111,7 @@ class QatSession:
         spec = registry.get(case.model)
         env = self.environment()
         fields = pipeline.describe_case(case, spec)
-        config_hash = case.config_hash(spec.fingerprint(case.tier))
+        config_hash = case.config_hash(pipeline.spec_fingerprint(spec, case.tier))
         record = records.base_record(case.id, config_hash, fields, env.describe())
         self.ran_cases += 1
         try:

@@ -20,20 +20,22 @@ class UnsupportedQuantization(ValueError):
 def layer_infos(model: "keras.Model") -> tuple:
     """LayerInfo for every layer, in graph order, with kernel/bias counts (BN-folded bias included)."""
     infos = []
-    consumers = {}
+    consumers, inputs_of = {}, {}
     for layer in model.layers:
         for node in layer._inbound_nodes:
             for inbound in node.inbound_layers if isinstance(node.inbound_layers, list) else [node.inbound_layers]:
                 consumers.setdefault(inbound.name, []).append(layer)
+                inputs_of.setdefault(layer.name, []).append(inbound.name)
     for layer in model.layers:
         cls = type(layer).__name__
+        inputs = tuple(inputs_of.get(layer.name, ()))
         if hasattr(layer, "qat_unit"):  # a custom block that is one unit on its own (see QatBlock)
             kind, kernel_params, bias_params, channels, kernels = layer.qat_unit()
-            infos.append(LayerInfo(layer.name, cls, kind, kernel_params, bias_params, channels, kernels=kernels))
+            infos.append(LayerInfo(layer.name, cls, kind, kernel_params, bias_params, channels, inputs, kernels))
             continue
         kind = KIND_OF_CLASS.get(cls)
         if kind is None:
-            infos.append(LayerInfo(layer.name, cls))
+            infos.append(LayerInfo(layer.name, cls, inputs=inputs))
             continue
         kernel = getattr(layer, "depthwise_kernel", None) if cls == "DepthwiseConv2D" else layer.kernel
         channels = int(kernel.shape[-1]) if cls != "DepthwiseConv2D" else int(kernel.shape[-2] * kernel.shape[-1])
@@ -41,7 +43,7 @@ def layer_infos(model: "keras.Model") -> tuple:
         folds_bn = any(type(c).__name__ == "BatchNormalization" for c in consumers.get(layer.name, ()))
         if folds_bn and not bias:
             bias = channels  # the converter folds BN into a new per-channel bias
-        infos.append(LayerInfo(layer.name, cls, kind, int(kernel.shape.num_elements()), bias, channels))
+        infos.append(LayerInfo(layer.name, cls, kind, int(kernel.shape.num_elements()), bias, channels, inputs))
     return tuple(infos)
 
 

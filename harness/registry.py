@@ -70,7 +70,59 @@ MLP = ModelSpec(
     },
 )
 
-REGISTRY: Mapping[str, ModelSpec] = {spec.name: spec for spec in (MLP,)}
+CNN = ModelSpec(
+    name="cnn",
+    builder=Ref("harness.zoo:build_cnn"),
+    dataset=Ref("harness.data:fashion_mnist_28x1"),
+    input_shape=(28, 28, 1),
+    num_units=5,
+    unit_kinds=("conv", "dense"),
+    description="3 Conv2D+BN+ReLU units, a Dense unit and the logits, on Fashion-MNIST",
+    thresholds=Thresholds(max_drop_pp=((8, 1.5), (4, 3.0)), min_whole_compression=((8, 3.5), (4, 6.0))),
+    tiers={
+        "smoke": TierConfig(train_size=12000, test_size=2000, pretrain_epochs=3, finetune_steps=100,
+                            n_values=(0, 1, 2, 3, 4, 5), bits=(8, 4), orders=("last",), seeds=(0,)),
+        "full": TierConfig(train_size=None, test_size=None, pretrain_epochs=15, finetune_steps=1000,
+                           n_values=(0, 1, 2, 3, 4, 5), bits=(8, 7, 6, 5, 4, 3, 2),
+                           orders=("last", "first", "single", "type"), seeds=(0, 1, 2)),
+    },
+)
+
+RESNET20 = ModelSpec(
+    name="resnet20",
+    builder=Ref("harness.zoo:build_resnet20"),
+    dataset=Ref("harness.data:fashion_mnist_32x1"),
+    input_shape=(32, 32, 1),
+    num_units=20,
+    unit_kinds=("conv", "dense"),
+    description="CIFAR-style ResNet-20 (19 Conv2D+BN, residual adds, 1 Dense) on Fashion-MNIST padded to 32x32",
+    thresholds=Thresholds(max_drop_pp=((8, 1.5), (4, 4.0)), min_whole_compression=((8, 3.5), (4, 6.0))),
+    tiers={
+        "smoke": TierConfig(train_size=8000, test_size=2000, pretrain_epochs=4, finetune_steps=100,
+                            n_values=(0, 1, 2, 5, 10, 20), bits=(8, 4), orders=("last",), seeds=(0,)),
+        "full": TierConfig(train_size=None, test_size=None, pretrain_epochs=30, finetune_steps=2000,
+                           n_values=(0, 1, 2, 3, 5, 8, 10, 13, 15, 18, 20), bits=(8, 4),
+                           orders=("last", "first"), seeds=(0, 1, 2)),
+    },
+)
+
+RESNET50 = ModelSpec(
+    name="resnet50",
+    builder=Ref("harness.zoo:build_resnet50"),
+    dataset=Ref("harness.data:images_32x3"),
+    input_shape=(32, 32, 3),
+    num_units=54,
+    unit_kinds=("conv", "dense"),
+    description="keras.applications ResNet-50 at 32x32x3, 10 classes (the seed's set-up); full tier only",
+    thresholds=Thresholds(max_drop_pp=((8, 2.0), (4, 5.0)), min_whole_compression=((8, 3.5), (4, 6.0))),
+    tiers={
+        "full": TierConfig(train_size=None, test_size=None, pretrain_epochs=10, finetune_steps=1000,
+                           n_values=(0, 1, 2, 4, 8, 16, 32, 54), bits=(8, 4), orders=("last", "first"),
+                           seeds=(0, 1, 2)),
+    },
+)
+
+REGISTRY: Mapping[str, ModelSpec] = {spec.name: spec for spec in (MLP, CNN, RESNET20, RESNET50)}
 
 
 def get(name: str) -> ModelSpec:

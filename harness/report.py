@@ -12,7 +12,6 @@ Records that did not pass are listed with their error; groups with < 3 distinct 
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass

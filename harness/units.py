@@ -47,22 +47,28 @@ class Unit:
 
 
 def group_units(layers: Sequence[LayerInfo]) -> tuple:
-    """Group layers (in graph order) into units. InputLayers belong to no unit."""
+    """Group layers (in graph order) into units. InputLayers belong to no unit.
+
+    A BatchNorm/activation joins the unit whose weight layer (or whose BN/activation) feeds it;
+    with no graph edges known (``inputs`` empty) it joins the unit right before it.
+    """
     groups: list = []  # [weight LayerInfo, members list]
+    chain_of = {}  # weight layer or trailing member name -> group index
     pending: list = []
-    last_was_unit_tail = False
     for layer in layers:
         if layer.class_name == "InputLayer":
             continue
         if layer.kind is not None:
             groups.append([layer, pending + [layer.name]])
+            chain_of[layer.name] = len(groups) - 1
             pending = []
-            last_was_unit_tail = True
-        elif layer.class_name in TRAILING_CLASSES and groups and last_was_unit_tail and not pending:
-            groups[-1][1].append(layer.name)
-        else:
+            continue
+        owner = _trailing_owner(layer, chain_of, groups, pending)
+        if owner is None:
             pending.append(layer.name)
-            last_was_unit_tail = False
+        else:
+            groups[owner][1].append(layer.name)
+            chain_of[layer.name] = owner
     if not groups:
         raise ValueError("model has no quantizable weight layer")
     if pending:  # e.g. a final Softmax or Flatten behind the last weight layer
@@ -80,6 +86,15 @@ def group_units(layers: Sequence[LayerInfo]) -> tuple:
         )
         for i, (info, members) in enumerate(groups)
     )
+
+
+def _trailing_owner(layer: LayerInfo, chain_of: dict, groups: list, pending: list) -> Optional[int]:
+    if layer.class_name not in TRAILING_CLASSES or not groups:
+        return None
+    if layer.inputs:
+        return chain_of.get(layer.inputs[0]) if len(layer.inputs) == 1 else None
+    last = groups[-1][1][-1]
+    return chain_of.get(last) if not pending else None
 
 
 def unit_kinds(units: Sequence[Unit]) -> tuple:
