@@ -37,6 +37,19 @@ def addoption(parser) -> None:
         help="name of this run's folder under --qat-results (default: a UTC timestamp)")
     add("--qat-cache", type=Path, default=None,
         help="folder of pre-trained float baselines (default: $QATBENCH_CACHE or .qatbench-cache)")
+    add("--qat-baseline", type=options.parse_existing_file, default=None,
+        help="baseline JSON to gate against: a case fails if its drop worsens by more than the tolerance "
+             "or its .tflite grows by more than 1%%; entries with another config hash are reported stale")
+    add("--qat-save-baseline", type=Path, default=None,
+        help="write this run's per-case medians (drop, bytes, config hash) as a baseline JSON")
+    add("--qat-drop-tolerance", type=options.parse_tolerance, default=None,
+        help="pp of extra accuracy drop allowed against the baseline (default: each model spec's)")
+    add("--qat-budget", type=options.parse_budget, default=None,
+        help="accuracy budget in pp: print the largest N whose predicted drop (upper 95%% bound) fits")
+    add("--qat-size-budget", type=options.parse_budget, default=None,
+        help="with --qat-budget: also require the .tflite to be at most this many bytes")
+    add("--qat-resume", type=options.parse_run_id, default=None,
+        help="continue run RUN_ID: cases whose record with the same config hash exists are not re-measured")
 
 
 def run_options(config) -> RunOptions:
@@ -44,7 +57,8 @@ def run_options(config) -> RunOptions:
     return RunOptions(
         tier=get("qat_tier"), bits=get("qat_bits"), orders=get("qat_orders"), seeds=get("qat_seeds"),
         strategy=get("qat_strategy"), workers=get("qat_workers"), results=str(get("qat_results")),
-        run_id=get("qat_run_id"),
+        run_id=get("qat_resume") or get("qat_run_id"), baseline=get("qat_baseline"),
+        save_baseline=get("qat_save_baseline"), resume=get("qat_resume"),
     )
 
 
@@ -87,10 +101,30 @@ class QatSession:
         self.threads = config.getoption("qat_threads")
         if self.threads is None:
             self.threads = 1 if self.is_worker else 0
+        self.drop_tolerance = config.getoption("qat_drop_tolerance")
+        self.budget = config.getoption("qat_budget")
+        self.size_budget = config.getoption("qat_size_budget")
+        if self.size_budget is not None and self.budget is None:
+            raise pytest.UsageError("--qat-size-budget needs --qat-budget")
+        self.baseline = self._load_baseline(self.options.baseline)
+        if self.options.resume and not (self.run_dir / records.CASES_DIR).is_dir():
+            raise pytest.UsageError(f"--qat-resume {self.options.resume}: no run folder {self.run_dir}")
         self.ran_cases = 0
+        self.report_path = None
         self._env = None
         self.merged: list = []
         self.problems: list = []
+
+    @staticmethod
+    def _load_baseline(path):
+        if path is None:
+            return None
+        from .baseline import BaselineError, load_baseline
+
+        try:
+            return load_baseline(path)
+        except BaselineError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
     # -- per case -------------------------------------------------------------------------
     def environment(self):
@@ -112,6 +146,9 @@ class QatSession:
         env = self.environment()
         fields = pipeline.describe_case(case, spec)
         config_hash = case.config_hash(pipeline.spec_fingerprint(spec, case.tier))
+        previous = self._finished_record(case.id, config_hash)
+        if previous is not None:
+            return previous, previous.get("violations") or [], True
         record = records.base_record(case.id, config_hash, fields, env.describe())
         self.ran_cases += 1
         try:
@@ -119,18 +156,55 @@ class QatSession:
         except Exception as exc:  # kept as data, then reported as the case's failure
             record.update(status=_status_of(exc), error=f"{type(exc).__name__}: {_one_line(exc)}")
             records.write_atomic(records.case_path(self.run_dir, case.id), record)
-            return record, [record["error"]]
+            return record, [record["error"]], False
         found = checks.violations(record, spec.thresholds)
+        record.update(status="failed" if found else "passed")
+        found += self._baseline_verdict(record, spec)
         record.update(status="failed" if found else "passed", violations=found)
         records.write_atomic(records.case_path(self.run_dir, case.id), record)
-        return record, found
+        return record, found, False
+
+    def _finished_record(self, case_id: str, config_hash: str):
+        """With --qat-resume: the case's record if it finished (passed/failed) with the same config."""
+        if not self.options.resume:
+            return None
+        path = records.case_path(self.run_dir, case_id)
+        try:
+            import json
+
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if record.get("config_hash") == config_hash and record.get("status") in ("passed", "failed"):
+            return record
+        return None
+
+    def _baseline_verdict(self, record: dict, spec) -> list:
+        if self.baseline is None:
+            return []
+        from .baseline import compare
+
+        tolerance = self.drop_tolerance
+        if tolerance is None:
+            tolerance = spec.thresholds.baseline_drop_tolerance_pp
+        verdict = compare(record, self.baseline, tolerance)
+        record["baseline"] = {"status": verdict.status, "message": verdict.message}
+        return [f"baseline: {verdict.message}"] if verdict.status == "regressed" else []
 
     # -- session end (controller only) ------------------------------------------------------
     def finish(self) -> Optional[str]:
         """Merge the case records of this run; returns a failure message for the session, if any."""
         if self.is_worker or not (self.run_dir / records.CASES_DIR).is_dir():
             return None
+        from . import report
+
         self.merged, self.problems = records.merge(self.run_dir)
+        if self.options.save_baseline:
+            from .baseline import save_baseline
+
+            save_baseline(self.merged, self.options.save_baseline)
+        self.report_path = report.write_report(self.merged, self.run_dir, budget_pp=self.budget,
+                                               size_budget=self.size_budget, problems=self.problems).path
         trouble = checks.size_not_decreasing(self.merged) + self.problems
         return "; ".join(trouble) if trouble else None
 
@@ -145,6 +219,13 @@ class QatSession:
                              f"{r['step_ratio']:>9.2f}")
             else:
                 lines.append(f"{r['case_id']:<28} {r['status']:<7} {r.get('error') or ''}")
+        from . import report
+
+        stale = [r["case_id"] for r in self.merged if (r.get("baseline") or {}).get("status") == "stale"]
+        if stale:
+            lines.append(f"baseline: {len(stale)} stale entries not compared (config changed): {', '.join(stale)}")
+        lines += report.terminal_summary(self.merged, budget_pp=self.budget, size_budget=self.size_budget,
+                                         report_path=self.report_path)
         lines.append(f"records: {self.run_dir / 'records.jsonl'}")
         return lines
 

@@ -9,13 +9,14 @@ Graph (post-LayerNorm BERT, gelu, LayerNorm eps 1e-12), every layer explicitly n
     pool([h, mask]) (mean over real tokens) -> head (Dense, logits)
 
 Units (what N counts): attention_i and ffn_i (one QatBlock each: 4 and 2 kernels) and the Dense
-head, i.e. 2 * layers + 1. The float helper layers become members of the unit behind them; when
-annotated they get a QuantizeConfig that quantizes nothing (FloatQuantizeConfig), except the pool,
-whose 8-bit output quantizer gives the head's FULLY_CONNECTED a quantized input.
+head, i.e. 2 * layers + 1. The float helper layers become members of the unit behind them. They
+carry ``qat_float = True`` (annotate should leave them alone: annotating the embeddings, which read
+the int32 input, makes tfmot fake-quantize the token ids) and, until annotate honours that, a
+QuantizeConfig that quantizes nothing; the pool's config quantizes its output at 8 bits so that the
+head's FULLY_CONNECTED gets a quantized input.
 
-The attention block takes [hidden, mask] as one list input (like Add): QuantizeWrapper handles a
-single call argument, and a list keeps the padding mask explicit instead of relying on Keras'
-implicit mask propagation, which QuantizeWrapper does not forward.
+The attention block takes [hidden, mask] as one list input (like Add): QuantizeWrapper passes a
+single call argument through, and it does not support Keras' implicit mask propagation.
 """
 
 from __future__ import annotations
@@ -26,11 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
 from .backend import keras, quantize, tf
+from .bert_weights import bert_weight_map, load_bert_weights, read_safetensors  # noqa: F401 (re-exported)
 from .config import QuantConfig
-from .data import MissingDataset
 from .quantize import QatBlock, UnsupportedQuantization, register_custom_object
 from .text import PAD_ID, minilm_files
 
@@ -91,9 +90,10 @@ class OutputQuantizeConfig(FloatQuantizeConfig):
 
 
 class BlockQuantizeConfig(quantize.QuantizeConfig):
-    """Every kernel of a block at ``bits`` (per-tensor, symmetric, narrow range); its activation hooks
-    (the inputs of its projections) at 8 bits. Biases stay float in training; the converter stores
-    them as int32 next to the quantized kernels."""
+    """Every kernel of a block at ``bits`` (per-tensor, symmetric, narrow range), and at 8 bits the
+    block's input hooks (``layer.HOOKS``) and every projection's output (its ``activation``): each
+    projection then converts to a full-integer FULLY_CONNECTED (int8 in and out, int32 bias).
+    Quantizing only inputs and kernels leaves float FULLY_CONNECTEDs with DEQUANTIZEd int8 kernels."""
 
     def __init__(self, bits: int = 8):
         self.bits = bits
@@ -107,18 +107,25 @@ class BlockQuantizeConfig(quantize.QuantizeConfig):
             dense.kernel = weight
 
     def get_activations_and_quantizers(self, layer):
-        return [(getattr(layer, hook), _q.MovingAverageQuantizer(
-            num_bits=8, per_axis=False, symmetric=False, narrow_range=False)) for hook in layer.HOOKS]
+        return [(activation, _q.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
+                                                       narrow_range=False)) for activation in _activations(layer)]
 
     def set_quantize_activations(self, layer, quantize_activations):
-        for hook, activation in zip(layer.HOOKS, quantize_activations):
+        hooks = len(layer.HOOKS)
+        for hook, activation in zip(layer.HOOKS, quantize_activations[:hooks]):
             setattr(layer, hook, activation)
+        for dense, activation in zip(layer.projections(), quantize_activations[hooks:]):
+            dense.activation = activation
 
     def get_output_quantizers(self, layer):
         return []
 
     def get_config(self):
         return {"bits": self.bits}
+
+
+def _activations(layer) -> list:
+    return [getattr(layer, hook) for hook in layer.HOOKS] + [dense.activation for dense in layer.projections()]
 
 
 def _block_config(quant: QuantConfig, name: str) -> BlockQuantizeConfig:
@@ -140,26 +147,36 @@ class _Float:
         return FloatQuantizeConfig()
 
 
-def _projection(units: int, name: str):
+def _projection(units: int, name: str, activation=None):
     """A (in -> units) projection of a (batch, seq, in) tensor: converts to one FULLY_CONNECTED."""
     return keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, units), bias_axes="d",
-                                    kernel_initializer=_init(), name=name)
+                                    activation=activation, kernel_initializer=_init(), name=name)
+
+
+def _build(sublayer, shape) -> None:
+    """Build a sublayer under its own name scope: its variables become e.g. attention_0/query/kernel,
+    not attention_0/kernel (duplicate names break save_weights to HDF5)."""
+    with tf.name_scope(sublayer.name):
+        sublayer.build(shape)
 
 
 class TokenEmbeddings(_Float, keras.layers.Layer):
-    """Word + position + token-type (all type 0) embeddings, then LayerNorm. Stays float."""
+    """Word + position + token-type (all type 0) embeddings, then LayerNorm. Stays float.
 
-    def __init__(self, vocab, hidden, max_positions=512, type_vocab=2, eps=1e-12, **kwargs):
+    The word table (vocab x hidden, half of MiniLM's weights) is frozen unless ``train_words``:
+    Adam's dense update of its 11.7M values doubled the 2-layer MiniLM step time."""
+
+    def __init__(self, vocab, hidden, max_positions=512, type_vocab=2, eps=1e-12, train_words=False, **kwargs):
         super().__init__(**kwargs)
         self.vocab, self.hidden, self.max_positions = vocab, hidden, max_positions
-        self.type_vocab, self.eps = type_vocab, eps
+        self.type_vocab, self.eps, self.train_words = type_vocab, eps, train_words
         self.norm = keras.layers.LayerNormalization(epsilon=eps, name="layer_norm")
 
     def build(self, input_shape):
-        self.word = self.add_weight("word", (self.vocab, self.hidden), initializer=_init())
+        self.word = self.add_weight("word", (self.vocab, self.hidden), initializer=_init(), trainable=self.train_words)
         self.position = self.add_weight("position", (self.max_positions, self.hidden), initializer=_init())
         self.token_type = self.add_weight("token_type", (self.type_vocab, self.hidden), initializer=_init())
-        self.norm.build(tuple(input_shape) + (self.hidden,))
+        _build(self.norm, tuple(input_shape) + (self.hidden,))
         super().build(input_shape)
 
     def call(self, ids):
@@ -172,7 +189,8 @@ class TokenEmbeddings(_Float, keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "vocab": self.vocab, "hidden": self.hidden,
-                "max_positions": self.max_positions, "type_vocab": self.type_vocab, "eps": self.eps}
+                "max_positions": self.max_positions, "type_vocab": self.type_vocab, "eps": self.eps,
+                "train_words": self.train_words}
 
 
 class PaddingMask(_Float, keras.layers.Layer):
@@ -212,7 +230,7 @@ class SelfAttention(QatBlock, keras.layers.Layer):
     def build(self, input_shape):
         hidden_shape = tf.TensorShape(input_shape[0])
         for dense in self.projections():
-            dense.build(hidden_shape)
+            _build(dense, hidden_shape)
         super().build(input_shape)
 
     def _split(self, x, seq):
@@ -247,27 +265,26 @@ class SelfAttention(QatBlock, keras.layers.Layer):
 class FeedForward(QatBlock, keras.layers.Layer):
     """BERT intermediate (H -> F, gelu) and output (F -> H) projections: one unit, two kernels."""
 
-    HOOKS = ("input_act", "hidden_act")
+    HOOKS = ("input_act",)
 
     def __init__(self, hidden, ffn, **kwargs):
         super().__init__(**kwargs)
         self.hidden, self.ffn = hidden, ffn
-        self.intermediate = _projection(ffn, "intermediate")
+        self.intermediate = _projection(ffn, "intermediate", activation="gelu")  # exact (erf) gelu, as BERT
         self.out = _projection(hidden, "output")
         self.input_act = keras.activations.linear
-        self.hidden_act = keras.activations.gelu  # exact (erf) gelu, as BERT
 
     def projections(self) -> tuple:
         return self.intermediate, self.out
 
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
-        self.intermediate.build(input_shape)
-        self.out.build(input_shape[:-1].concatenate([self.ffn]))
+        _build(self.intermediate, input_shape)
+        _build(self.out, input_shape[:-1].concatenate([self.ffn]))
         super().build(input_shape)
 
     def call(self, hidden):
-        return self.out(self.hidden_act(self.intermediate(self.input_act(hidden))))
+        return self.out(self.intermediate(self.input_act(hidden)))
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)
@@ -367,69 +384,3 @@ def _pretrained(config, input_shape, num_classes, name, path: Path) -> "keras.Mo
     load_bert_weights(model, path, config.layers)
     model.pretrained_from = str(path)
     return model
-
-
-# ---- Hugging Face BERT safetensors -> Keras --------------------------------------------------
-
-
-def bert_weight_map(model: "keras.Model", layers: int) -> list:
-    """(checkpoint tensor name, Keras variable, transpose) for every encoder weight. PyTorch Linear
-    weights are (out, in); Keras kernels are (in, out). The pooler and the head are not loaded."""
-    emb = model.get_layer("embeddings")
-    pairs = [("embeddings.word_embeddings.weight", emb.word, False),
-             ("embeddings.position_embeddings.weight", emb.position, False),
-             ("embeddings.token_type_embeddings.weight", emb.token_type, False),
-             ("embeddings.LayerNorm.weight", emb.norm.gamma, False),
-             ("embeddings.LayerNorm.bias", emb.norm.beta, False)]
-    for i in range(layers):
-        pre, att, ffn = f"encoder.layer.{i}.", model.get_layer(f"attention_{i}"), model.get_layer(f"ffn_{i}")
-        dense = {"attention.self.query": att.query, "attention.self.key": att.key, "attention.self.value": att.value,
-                 "attention.output.dense": att.out, "intermediate.dense": ffn.intermediate, "output.dense": ffn.out}
-        for torch_name, layer in dense.items():
-            pairs += [(pre + torch_name + ".weight", layer.kernel, True), (pre + torch_name + ".bias", layer.bias, False)]
-        for torch_name, norm in (("attention.output.LayerNorm", f"attention_{i}_norm"), ("output.LayerNorm", f"ffn_{i}_norm")):
-            norm = model.get_layer(norm)
-            pairs += [(pre + torch_name + ".weight", norm.gamma, False), (pre + torch_name + ".bias", norm.beta, False)]
-    return pairs
-
-
-def _lookup(tensors: dict, name: str):
-    """A tensor by its name, allowing a 'bert.' prefix and the old LayerNorm gamma/beta names."""
-    alternatives = [name]
-    if name.endswith("LayerNorm.weight"):
-        alternatives.append(name[:-len("weight")] + "gamma")
-    if name.endswith("LayerNorm.bias"):
-        alternatives.append(name[:-len("bias")] + "beta")
-    for candidate in alternatives:
-        for key in (candidate, "bert." + candidate):
-            if key in tensors:
-                return tensors[key]
-    return None
-
-
-def read_safetensors(path: Path) -> dict:
-    try:
-        from safetensors.numpy import load_file
-    except ImportError as exc:
-        raise MissingDataset("reading BERT weights needs the safetensors package: pip install safetensors") from exc
-    return load_file(str(path))
-
-
-def load_bert_weights(model: "keras.Model", path: Path, layers: int) -> None:
-    """Set the encoder's weights from a BERT safetensors file. Every tensor is checked before any is set:
-    a missing tensor or a wrong shape raises ValueError naming the first offending tensor."""
-    tensors = read_safetensors(path)
-    plan = []
-    for name, variable, transpose in bert_weight_map(model, layers):
-        value = _lookup(tensors, name)
-        if value is None:
-            raise ValueError(f"{path}: tensor {name!r} is missing")
-        value = value.T if transpose else value
-        want = tuple(variable.shape)
-        if tuple(value.shape) != want:
-            got = tuple(value.shape[::-1]) if transpose else tuple(value.shape)
-            raise ValueError(f"{path}: tensor {name!r} has shape {got}, the model needs "
-                             f"{want[::-1] if transpose else want}")
-        plan.append((variable, np.asarray(value, dtype="float32")))
-    for variable, value in plan:
-        variable.assign(value)
