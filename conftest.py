@@ -4,6 +4,7 @@ import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before anything imports TensorFlow (tfmot needs Keras 2)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # see harness/backend.py
 
 import pytest  # noqa: E402
 

@@ -8,6 +8,9 @@ import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN kernels are only on by default on some Intel CPUs; on this AMD EPYC they made conv
+# training 2.5-3x faster (ResNet-20-like stack: 347 -> 144 ms/step). Override with =0.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import warnings  # noqa: E402
 
@@ -31,4 +34,5 @@ def versions() -> dict:
         "tensorflow": tf.__version__,
         "tf_keras": keras.__version__,
         "tfmot": getattr(tfmot, "__version__", "unknown"),
+        "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
     }

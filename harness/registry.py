@@ -98,8 +98,8 @@ RESNET20 = ModelSpec(
     description="CIFAR-style ResNet-20 (19 Conv2D+BN, residual adds, 1 Dense) on Fashion-MNIST padded to 32x32",
     thresholds=Thresholds(max_drop_pp=((8, 1.5), (4, 4.0)), min_whole_compression=((8, 3.5), (4, 6.0))),
     tiers={
-        "smoke": TierConfig(train_size=8000, test_size=2000, pretrain_epochs=4, finetune_steps=100,
-                            n_values=(0, 1, 2, 5, 10, 20), bits=(8, 4), orders=("last",), seeds=(0,)),
+        "smoke": TierConfig(train_size=4000, test_size=1000, pretrain_epochs=3, finetune_steps=60,
+                            n_values=(0, 1, 5, 20), bits=(8, 4), orders=("last",), seeds=(0,)),
         "full": TierConfig(train_size=None, test_size=None, pretrain_epochs=30, finetune_steps=2000,
                            n_values=(0, 1, 2, 3, 5, 8, 10, 13, 15, 18, 20), bits=(8, 4),
                            orders=("last", "first"), seeds=(0, 1, 2)),

@@ -81,7 +81,7 @@ def keras_accuracy(model: "keras.Model", x: np.ndarray, y: np.ndarray, batch_siz
     return float(np.mean(np.argmax(logits, axis=-1) == y))
 
 
-def side_by_side_step_ms(models: dict, data: Dataset, batch_size: int, rounds: int = 5, steps: int = 10) -> dict:
+def side_by_side_step_ms(models: dict, data: Dataset, batch_size: int, rounds: int = 3, steps: int = 10) -> dict:
     """Median train-step time (ms) of each compiled model, timed in alternating rounds so machine
     noise hits all of them alike. Calls each model's compiled train function directly (what fit
     runs per step), without fit's per-step Python callbacks. Trains the models further: call it last."""

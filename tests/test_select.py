@@ -114,3 +114,22 @@ def test_batchnorm_and_activation_stay_with_their_conv():
 def test_a_model_without_weight_layers_is_an_error():
     with pytest.raises(ValueError, match="no quantizable weight layer"):
         group_units((LayerInfo("image", "InputLayer"), LayerInfo("flatten", "Flatten")))
+
+
+def test_graph_edges_keep_a_bn_with_its_conv_across_an_interleaved_shortcut():
+    """Keras lists a residual block's shortcut layers between a conv and its BN; edges decide."""
+    layers = (
+        LayerInfo("a_conv", "Conv2D", "conv", 9, 1, 1, inputs=("image",)),
+        LayerInfo("a_bn", "BatchNormalization", inputs=("a_conv",)),
+        LayerInfo("a_relu", "ReLU", inputs=("a_bn",)),
+        LayerInfo("b_conv", "Conv2D", "conv", 9, 1, 1, inputs=("a_relu",)),
+        LayerInfo("down", "MaxPooling2D", inputs=("image",)),
+        LayerInfo("pad", "ChannelPad", inputs=("down",)),
+        LayerInfo("b_bn", "BatchNormalization", inputs=("b_conv",)),
+        LayerInfo("add", "Add", inputs=("pad", "b_bn")),
+        LayerInfo("out", "ReLU", inputs=("add",)),
+        LayerInfo("head", "Dense", "dense", 10, 10, inputs=("out",)),
+    )
+    units = group_units(layers)
+    assert [u.members for u in units] == [("a_conv", "a_bn", "a_relu"), ("b_conv", "b_bn"),
+                                          ("down", "pad", "add", "out", "head")]
