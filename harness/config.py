@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 ORDERS = ("last", "first", "single", "type")
@@ -125,6 +125,7 @@ class TierConfig:
     bits: tuple = (8, 4)
     orders: tuple = ("last",)
     seeds: tuple = (0,)
+    methods: tuple = ("qat",)  # "ptq" cases run at 8 bits only (TFLite PTQ is 8-bit)
 
 
 @dataclass(frozen=True)
@@ -172,5 +173,4 @@ class RunOptions:
     baseline: Optional[str] = None
     save_baseline: Optional[str] = None
     resume: Optional[str] = None
-    methods: tuple = ("qat",)
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
+    methods: tuple = ()

@@ -24,3 +24,47 @@ def to_tflite(model: "keras.Model", quantized: bool, quant: QuantConfig = QuantC
     except Exception as exc:  # the converter raises many types with pages of MLIR
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(f"TFLite conversion failed ({quant.tag}): {first[:300]}") from exc
+
+
+def ops_touching(content: bytes, layers) -> list:
+    """Output tensor names of the ops whose input or output tensor names mention one of ``layers``
+    (TFLite keeps Keras layer names in tensor names; a model's last op is named after its output,
+    so its kernel's name is what identifies it)."""
+    from .backend import tflite_schema as S
+
+    marks = tuple(f"/{layer}/" for layer in layers)
+    model = S.Model.GetRootAs(content, 0)
+    found = []
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            outputs = [graph.Tensors(int(t)).Name().decode() for t in op.OutputsAsNumpy()]
+            inputs = [graph.Tensors(int(t)).Name().decode() for t in op.InputsAsNumpy() if t >= 0]
+            if any(mark in name for name in inputs + outputs for mark in marks):
+                found += outputs
+    return found
+
+
+def to_tflite_ptq(model: "keras.Model", representative_x, float_layers, quant: QuantConfig) -> bytes:
+    """Selective post-training quantization: full-integer (INT8 weights and activations) for every op
+    except those of ``float_layers``, which the TFLite quantization debugger's denylist keeps float."""
+    if quant.weight_bits != 8:
+        raise ConversionError(f"PTQ in TFLite is 8-bit only; {quant.weight_bits}-bit weights need QAT")
+
+    def representative():
+        for i in range(len(representative_x)):
+            yield [representative_x[i:i + 1].astype("float32")]
+
+    denylist = ops_touching(to_tflite(model, quantized=False), set(float_layers))
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    try:
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=representative,
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylist))
+        return bytes(debugger.get_nondebug_quantized_model())
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConversionError(f"selective PTQ failed: {first[:300]}") from exc

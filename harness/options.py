@@ -59,6 +59,16 @@ def parse_orders(value: str) -> tuple:
     return orders
 
 
+def parse_methods(value: str) -> tuple:
+    from .config import METHODS
+
+    methods = tuple(dict.fromkeys(m.strip() for m in value.split(",")))
+    for method in methods:
+        if method not in METHODS:
+            raise Bad(f"unknown method {method!r}; choose from: {', '.join(METHODS)}")
+    return methods
+
+
 def parse_workers(value: str) -> int:
     try:
         workers = int(value)

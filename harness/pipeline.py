@@ -18,6 +18,9 @@ from .registry import ModelSpec
 from .select import select
 
 
+PTQ_SAMPLES = 200  # representative examples from the training split for PTQ calibration
+
+
 @dataclass(frozen=True)
 class Environment:
     """Where a case runs and what it records about the machine."""
@@ -65,31 +68,41 @@ def run_case(case: Case, spec: ModelSpec, env: Environment) -> dict:
     chosen = select(units, case.selection)
     predicted = size.predict(units, chosen, case.quant)
 
-    train.set_seed(case.seed)
-    qat = quantize.annotate(base.model, chosen, case.quant)
-    train.compile_for_training(qat, config.finetune_learning_rate)
-    qat_stats = train.fit_steps(qat, data, config.finetune_steps, config.batch_size, case.seed)
-
+    ptq = case.quant.method == "ptq"
     train.set_seed(case.seed)
     control = quantize.annotate(base.model, (), case.quant)
     train.compile_for_training(control, config.finetune_learning_rate)
     control_stats = train.fit_steps(control, data, config.finetune_steps, config.batch_size, case.seed)
 
+    if ptq:  # the quantized model is the fine-tuned float control, quantized after training
+        qat, qat_stats = control, control_stats
+    else:
+        train.set_seed(case.seed)
+        qat = quantize.annotate(base.model, chosen, case.quant)
+        train.compile_for_training(qat, config.finetune_learning_rate)
+        qat_stats = train.fit_steps(qat, data, config.finetune_steps, config.batch_size, case.seed)
+
     convert_start = time.perf_counter()
-    qat_tflite = export.to_tflite(qat, quantized=bool(chosen), quant=case.quant)
+    if ptq:
+        float_layers = [name for unit in units if unit not in chosen for name in unit.members]
+        qat_tflite = export.to_tflite_ptq(control, data.x_train[:PTQ_SAMPLES], float_layers, case.quant)
+    else:
+        qat_tflite = export.to_tflite(qat, quantized=bool(chosen), quant=case.quant)
     convert_s = time.perf_counter() - convert_start
     control_tflite = export.to_tflite(control, quantized=False)
     qat_audit, control_audit = audit.inspect(qat_tflite), audit.inspect(control_tflite)
 
-    quant_keras = train.keras_accuracy(qat, data.x_test, data.y_test)
+    quant_keras = None if ptq else train.keras_accuracy(qat, data.x_test, data.y_test)
     control_keras = train.keras_accuracy(control, data.x_test, data.y_test)
     control_acc = tflite_accuracy(control_tflite, data.x_test, data.y_test)
     simulated = case.quant.deployment == "simulated"
     quant_acc = quant_keras if simulated else tflite_accuracy(qat_tflite, data.x_test, data.y_test)
 
-    step_ms = train.side_by_side_step_ms({"qat": qat, "float": control}, data, config.batch_size)
+    timed = {"float": control} if ptq else {"qat": qat, "float": control}
+    step_ms = train.side_by_side_step_ms(timed, data, config.batch_size)
+    step_ms.setdefault("qat", None)
     total_params = sum(u.params for u in units)
-    return {
+    record = {
         "units_total": len(units),
         "units_selected": [u.index for u in chosen],
         "selected_layers": [u.weight_layer for u in chosen],
@@ -102,6 +115,7 @@ def run_case(case: Case, spec: ModelSpec, env: Environment) -> dict:
         "quant_accuracy": quant_acc,
         "quant_accuracy_keras": quant_keras,
         "accuracy_source": "keras (simulated bit width)" if simulated else "tflite interpreter",
+        "ptq_samples": PTQ_SAMPLES if ptq else None,
         "accuracy_drop_pp": (control_acc - quant_acc) * 100.0,
         "tflite_bytes": len(qat_tflite),
         "control_tflite_bytes": len(control_tflite),
@@ -119,7 +133,7 @@ def run_case(case: Case, spec: ModelSpec, env: Environment) -> dict:
         "control_audit": {k: v for k, v in control_audit.as_dict().items() if k != "kernels"},
         "qat_step_ms": step_ms["qat"],
         "float_step_ms": step_ms["float"],
-        "step_ratio": step_ms["qat"] / step_ms["float"],
+        "step_ratio": step_ms["qat"] / step_ms["float"] if step_ms["qat"] else None,
         "qat_fit_step_ms": qat_stats.step_ms_median,
         "float_fit_step_ms": control_stats.step_ms_median,
         "qat_fit_s": qat_stats.wall_s,
@@ -131,3 +145,6 @@ def run_case(case: Case, spec: ModelSpec, env: Environment) -> dict:
         "wall_s": time.perf_counter() - start,
         "dataset": data.describe(),
     }
+    if ptq:  # no QAT fine-tune happened: keep the fields, empty
+        record.update(qat_fit_step_ms=None, qat_fit_s=None, qat_final_loss=None)
+    return record

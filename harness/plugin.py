@@ -23,6 +23,9 @@ def addoption(parser) -> None:
         help="comma-separated weight bit widths 2..8 (default: the tier's, e.g. 8,4)")
     add("--qat-orders", type=options.parse_orders, default=(),
         help="comma-separated selection orders: last, first, single, type (default: the tier's)")
+    add("--qat-methods", type=options.parse_methods, default=(),
+        help="comma-separated: qat (fine-tune with fake-quant) and/or ptq (selective post-training "
+             "quantization of the fine-tuned float control; 8-bit only). Default: the tier's")
     add("--qat-seeds", type=options.parse_seeds, default=(),
         help="comma-separated seeds (default: the tier's)")
     add("--qat-strategy", type=options.parse_strategy, default="default",
@@ -56,6 +59,7 @@ def run_options(config) -> RunOptions:
     get = config.getoption
     return RunOptions(
         tier=get("qat_tier"), bits=get("qat_bits"), orders=get("qat_orders"), seeds=get("qat_seeds"),
+        methods=get("qat_methods"),
         strategy=get("qat_strategy"), workers=get("qat_workers"), results=str(get("qat_results")),
         run_id=get("qat_resume") or get("qat_run_id"), baseline=get("qat_baseline"),
         save_baseline=get("qat_save_baseline"), resume=get("qat_resume"),
@@ -71,10 +75,13 @@ def cases_for(opts: RunOptions) -> list:
         tier = spec.tier(opts.tier)
         for order in opts.orders or tier.orders:
             for selection in _selections(spec, tier, order):
-                for bits in opts.bits or tier.bits:
-                    for seed in opts.seeds or tier.seeds:
-                        cases.append(Case(spec.name, selection, QuantConfig(bits), opts.tier, seed,
-                                          opts.strategy, opts.workers))
+                for method in opts.methods or tier.methods:
+                    for bits in opts.bits or tier.bits:
+                        if method == "ptq" and bits != 8:
+                            continue
+                        for seed in opts.seeds or tier.seeds:
+                            cases.append(Case(spec.name, selection, QuantConfig(bits, method=method), opts.tier,
+                                              seed, opts.strategy, opts.workers))
     return cases
 
 
@@ -83,6 +90,8 @@ def _selections(spec, tier, order) -> list:
         return [Selection("type", kind=kind) for kind in spec.unit_kinds]
     if order == "single":
         return [Selection("single", k) for k in range(spec.num_units)]
+    if order == "first":  # first 0 and first L are the same models as last 0 and last L
+        return [Selection(order, n) for n in tier.n_values if 0 < n < spec.num_units]
     return [Selection(order, n) for n in tier.n_values if n <= spec.num_units]
 
 

@@ -66,7 +66,7 @@ MLP = ModelSpec(
                             n_values=(0, 1, 2, 3, 4, 5), bits=(8, 4), orders=("last",), seeds=(0,)),
         "full": TierConfig(train_size=None, test_size=None, pretrain_epochs=30, finetune_steps=500,
                            n_values=(0, 1, 2, 3, 4, 5), bits=(8, 7, 6, 5, 4, 3, 2),
-                           orders=("last", "first"), seeds=(0, 1, 2)),
+                           orders=("last", "first", "single", "type"), seeds=(0, 1, 2), methods=("qat", "ptq")),
     },
 )
 

@@ -75,5 +75,9 @@ def test_case_ids_read_like_the_design():
 def test_the_grid_follows_the_options():
     cases = plugin.cases_for(RunOptions(tier="smoke", bits=(8,), orders=("first", "type"), seeds=(0, 1)))
     ids = [c.id for c in cases if c.model == "mlp"]
-    assert "mlp-first5-w8a8-s1" in ids and "mlp-type-dense-w8a8" in ids
-    assert len(ids) == (6 + 1) * 2
+    assert "mlp-first4-w8a8-s1" in ids and "mlp-type-dense-w8a8" in ids
+    assert "mlp-first5-w8a8-s1" not in ids  # the same model as mlp-last5: not measured twice
+    assert len(ids) == (4 + 1) * 2
+    ptq = plugin.cases_for(RunOptions(tier="smoke", bits=(8, 4), methods=("qat", "ptq")))
+    ptq_ids = [c.id for c in ptq if c.model == "mlp" and c.quant.method == "ptq"]
+    assert ptq_ids[:2] == ["mlp-last0-w8a8-ptq", "mlp-last1-w8a8-ptq"] and len(ptq_ids) == 6
