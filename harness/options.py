@@ -104,6 +104,7 @@ def parse_nonnegative(name: str):
 
 parse_budget = parse_nonnegative("budget")
 parse_tolerance = parse_nonnegative("tolerance")
+parse_timeout = parse_nonnegative("timeout")
 
 
 def parse_results_dir(value: str) -> Path:

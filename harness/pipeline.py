@@ -52,12 +52,29 @@ def describe_case(case: Case, spec: ModelSpec) -> dict:
         "activation_bits": case.quant.activation_bits, "per_channel": case.quant.per_channel,
         "method": case.quant.method, "deployment": case.quant.deployment, "tier": case.tier,
         "seed": case.seed, "strategy": case.strategy, "workers": case.workers,
+        "devices": 1 if case.strategy == "default" else case.workers,  # run_case records the real count
         "spec_fingerprint": spec_fingerprint(spec, case.tier),
     }
 
 
-def run_case(case: Case, spec: ModelSpec, env: Environment) -> dict:
-    """Measure one case. Raises on failure; the caller turns exceptions into failed records."""
+def _fine_tune(model, chosen, case: Case, config, data: Dataset, tuner=None) -> tuple:
+    """A copy of ``model`` with ``chosen`` units annotated, fine-tuned: (model, TrainStats)."""
+    train.set_seed(case.seed)
+    if tuner is not None:  # under a tf.distribute strategy (harness/distribute.py)
+        return tuner.fit(model, chosen, case.quant, config, data, case.seed)
+    tuned = quantize.annotate(model, chosen, case.quant)
+    train.compile_for_training(tuned, config.finetune_learning_rate)
+    return tuned, train.fit_steps(tuned, data, config.finetune_steps, config.batch_size, case.seed)
+
+
+def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
+    """Measure one case. Raises on failure; the caller turns exceptions into failed records.
+    Non-default strategies go through harness/distribute.py, which calls back here with a ``tuner``;
+    a non-chief multiworker process returns {} right after fine-tuning."""
+    if tuner is None and case.strategy != "default":
+        from . import distribute
+
+        return distribute.run(case, spec, env)
     start = time.perf_counter()
     config = spec.tier(case.tier)
     data = load_data(spec, case.tier)
@@ -69,18 +86,14 @@ def run_case(case: Case, spec: ModelSpec, env: Environment) -> dict:
     predicted = size.predict(units, chosen, case.quant)
 
     ptq = case.quant.method == "ptq"
-    train.set_seed(case.seed)
-    control = quantize.annotate(base.model, (), case.quant)
-    train.compile_for_training(control, config.finetune_learning_rate)
-    control_stats = train.fit_steps(control, data, config.finetune_steps, config.batch_size, case.seed)
+    control, control_stats = _fine_tune(base.model, (), case, config, data, tuner)
 
     if ptq:  # the quantized model is the fine-tuned float control, quantized after training
         qat, qat_stats = control, control_stats
     else:
-        train.set_seed(case.seed)
-        qat = quantize.annotate(base.model, chosen, case.quant)
-        train.compile_for_training(qat, config.finetune_learning_rate)
-        qat_stats = train.fit_steps(qat, data, config.finetune_steps, config.batch_size, case.seed)
+        qat, qat_stats = _fine_tune(base.model, chosen, case, config, data, tuner)
+    if tuner is not None and not tuner.is_chief:
+        return {}
 
     convert_start = time.perf_counter()
     if ptq:
@@ -147,4 +160,6 @@ def run_case(case: Case, spec: ModelSpec, env: Environment) -> dict:
     }
     if ptq:  # no QAT fine-tune happened: keep the fields, empty
         record.update(qat_fit_step_ms=None, qat_fit_s=None, qat_final_loss=None)
+    if tuner is not None:
+        record.update(tuner.fields(units, chosen, case.quant, qat_audit, len(qat_tflite), len(control_tflite)))
     return record

@@ -10,6 +10,7 @@ import pytest
 
 from . import checks, options, records, registry
 from .config import Case, QuantConfig, RunOptions, Selection
+from .limits import CaseTimeout, time_limit
 
 GROUP = "qatbench"
 
@@ -40,6 +41,8 @@ def addoption(parser) -> None:
         help="name of this run's folder under --qat-results (default: a UTC timestamp)")
     add("--qat-cache", type=Path, default=None,
         help="folder of pre-trained float baselines (default: $QATBENCH_CACHE or .qatbench-cache)")
+    add("--qat-timeout", type=options.parse_timeout, default=0.0,
+        help="per-case time limit in seconds; a case past it is recorded with status timeout (0: none)")
     add("--qat-baseline", type=options.parse_existing_file, default=None,
         help="baseline JSON to gate against: a case fails if its drop worsens by more than the tolerance "
              "or its .tflite grows by more than 1%%; entries with another config hash are reported stale")
@@ -110,6 +113,7 @@ class QatSession:
         self.threads = config.getoption("qat_threads")
         if self.threads is None:
             self.threads = 1 if self.is_worker else 0
+        self.timeout = config.getoption("qat_timeout")
         self.drop_tolerance = config.getoption("qat_drop_tolerance")
         self.budget = config.getoption("qat_budget")
         self.size_budget = config.getoption("qat_size_budget")
@@ -147,10 +151,12 @@ class QatSession:
             self._env = pipeline.Environment(self.cache_dir, records.git_commit(), self.threads)
         return self._env
 
-    def run(self, case: Case) -> tuple:
-        """Measure a case and write its record. Returns (record, violations)."""
+    def run(self, case: Case, runner=None) -> tuple:
+        """Measure a case and write its record. Returns (record, violations, resumed).
+        ``runner`` replaces pipeline.run_case (tests inject faults with it)."""
         from . import pipeline
 
+        runner = runner or pipeline.run_case
         spec = registry.get(case.model)
         env = self.environment()
         fields = pipeline.describe_case(case, spec)
@@ -161,7 +167,8 @@ class QatSession:
         record = records.base_record(case.id, config_hash, fields, env.describe())
         self.ran_cases += 1
         try:
-            record.update(pipeline.run_case(case, spec, env))
+            with time_limit(self.timeout):
+                record.update(runner(case, spec, env))
         except Exception as exc:  # kept as data, then reported as the case's failure
             record.update(status=_status_of(exc), error=f"{type(exc).__name__}: {_one_line(exc)}")
             records.write_atomic(records.case_path(self.run_dir, case.id), record)
@@ -242,7 +249,9 @@ class QatSession:
 def _status_of(exc: Exception) -> str:
     from .train import TrainingDiverged
 
-    return "nan" if isinstance(exc, TrainingDiverged) else "error"
+    if isinstance(exc, TrainingDiverged):
+        return "nan"
+    return "timeout" if isinstance(exc, CaseTimeout) else "error"
 
 
 def _one_line(exc: Exception) -> str:

@@ -55,18 +55,22 @@ def compile_for_training(model: "keras.Model", learning_rate: float) -> None:
     )
 
 
-def _train_dataset(data: Dataset, batch_size: int, seed: int) -> "tf.data.Dataset":
+def _train_dataset(data: Dataset, batch_size: int, seed: int, options=None) -> "tf.data.Dataset":
     ds = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
     ds = ds.shuffle(len(data.y_train), seed=seed, reshuffle_each_iteration=True)
-    return ds.repeat().batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.repeat().batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(options) if options is not None else ds
 
 
-def fit_steps(model: "keras.Model", data: Dataset, steps: int, batch_size: int, seed: int) -> TrainStats:
-    """Train a compiled model for exactly ``steps`` batches. Raises TrainingDiverged on NaN/inf loss."""
+def fit_steps(model: "keras.Model", data: Dataset, steps: int, batch_size: int, seed: int,
+              dataset_options=None, callbacks=()) -> TrainStats:
+    """Train a compiled model for exactly ``steps`` batches. Raises TrainingDiverged on NaN/inf loss.
+    Under a tf.distribute strategy, ``batch_size`` is the global batch and ``dataset_options`` carries
+    the shard policy (harness/distribute.py); ``callbacks`` run after the step timer."""
     timer = _StepTimer()
     start = time.perf_counter()
-    model.fit(_train_dataset(data, batch_size, seed), steps_per_epoch=steps, epochs=1,
-              callbacks=[timer], verbose=0)
+    model.fit(_train_dataset(data, batch_size, seed, dataset_options), steps_per_epoch=steps, epochs=1,
+              callbacks=[timer, *callbacks], verbose=0)
     wall = time.perf_counter() - start
     if timer.losses and not math.isfinite(timer.losses[-1]):
         raise TrainingDiverged(f"loss became {timer.losses[-1]} at step {len(timer.losses)}")

@@ -325,14 +325,16 @@ for _obj in (FloatQuantizeConfig, OutputQuantizeConfig, BlockQuantizeConfig, Tok
 # ---- builders ------------------------------------------------------------------------------
 
 
-def build_encoder(config: EncoderConfig, input_shape, num_classes: int, name: str) -> "keras.Model":
-    """A randomly initialised encoder classifier for token ids of shape ``input_shape`` = (seq_len,)."""
+def build_encoder(config: EncoderConfig, input_shape, num_classes: int, name: str,
+                  train_words: bool = False) -> "keras.Model":
+    """A randomly initialised encoder classifier for token ids of shape ``input_shape`` = (seq_len,).
+    The word-embedding table is frozen unless ``train_words`` (see TokenEmbeddings)."""
     (seq,) = tuple(input_shape)
     if seq > config.max_positions:
         raise ValueError(f"sequence length {seq} exceeds {config.max_positions} positions")
     ids = keras.Input((seq,), dtype="int32", name="token_ids")
     h = TokenEmbeddings(config.vocab, config.hidden, config.max_positions, config.type_vocab, config.eps,
-                        name="embeddings")(ids)
+                        train_words, name="embeddings")(ids)
     mask = PaddingMask(name="padding_mask")(ids)
     for i in range(config.layers):
         a = SelfAttention(config.hidden, config.heads, name=f"attention_{i}")([h, mask])
@@ -372,8 +374,8 @@ def build_bert_mini(input_shape=(128,), num_classes=5) -> "keras.Model":
     """BERT-mini (4 layers, hidden 256, 4 heads, FFN 1024): weights from the safetensors file named by
     $QATBENCH_BERT_MINI_WEIGHTS (Hugging Face BERT layout), else random initialisation."""
     path = os.environ.get(BERT_MINI_ENV)
-    if not path:
-        return build_encoder(BERT_MINI, input_shape, num_classes, "bert_mini")
+    if not path:  # a random word table has to be learned; a pre-trained one stays frozen
+        return build_encoder(BERT_MINI, input_shape, num_classes, "bert_mini", train_words=True)
     if not Path(path).is_file():
         raise FileNotFoundError(f"{BERT_MINI_ENV}={path}: no such file")
     return _pretrained(BERT_MINI, input_shape, num_classes, "bert_mini", Path(path))

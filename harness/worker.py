@@ -1,0 +1,78 @@
+"""One multiworker task: ``python -m harness.worker JOB.json INDEX``.
+
+Started by harness/launcher.py (TF_CONFIG set per worker) or, on a cluster, once per task by the
+cluster's launcher (TF_CONFIG set by the environment, or Slurm: ``srun python -m harness.worker
+job.json``). The MultiWorkerMirroredStrategy is created first, before any other TensorFlow op
+("Collective ops must be configured at program startup"). Every worker fine-tunes; the chief
+then converts, audits and measures and writes the record fields to ``result.json`` beside the job.
+Each worker writes only ``worker-INDEX.json`` (weight digests, or its error) in the job folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .records import write_atomic
+
+
+def _fault_callbacks(fault, index: int) -> list:
+    """Test hook: make this worker die, hang or raise at a given fine-tuning step."""
+    if not fault or int(fault.get("worker", -1)) != index:
+        return []
+    from .backend import keras
+
+    step, mode = int(fault.get("step", 1)), fault.get("mode", "kill")
+
+    class Fault(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch + 1 != step:
+                return
+            if mode == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            elif mode == "hang":
+                time.sleep(10 ** 6)
+            else:
+                raise RuntimeError(f"injected fault at step {step}")
+
+    return [Fault()]
+
+
+def main(argv: list) -> int:
+    job_path = Path(argv[0])
+    index = int(argv[1]) if len(argv) > 1 else int(os.environ.get("SLURM_PROCID", "0"))
+    job = json.loads(job_path.read_text())
+    report_path = job_path.parent / f"worker-{index}.json"
+    start = time.perf_counter()
+    try:
+        from . import distribute  # imports TensorFlow; the strategy comes next, before any op
+
+        tuner = distribute.worker_tuner(job["case"]["workers"], job["threads"],
+                                        _fault_callbacks(job.get("fault"), index))
+        from . import launcher, pipeline
+
+        case, spec = launcher.case_from_dict(job["case"]), launcher.spec_from_dict(job["spec"])
+        fingerprint = pipeline.spec_fingerprint(spec, case.tier)
+        if fingerprint != job["spec_fingerprint"]:
+            raise RuntimeError(f"spec fingerprint {fingerprint} differs from the parent's {job['spec_fingerprint']}")
+        env = pipeline.Environment(Path(job["cache_dir"]), job.get("git_commit"), job["threads"])
+        record = pipeline.run_case(case, spec, env, tuner=tuner)
+    except Exception as exc:  # reported to the parent, which turns it into the case's one-line error
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
+        write_atomic(report_path, {"index": index, "error": {"type": type(exc).__name__, "message": text}})
+        print(f"worker {index}: {type(exc).__name__}: {text}", file=sys.stderr, flush=True)
+        return 1
+    wall = time.perf_counter() - start
+    if tuner.is_chief:
+        write_atomic(job_path.parent / "result.json", {"record": record})
+    write_atomic(report_path, {"index": index, "chief": tuner.is_chief, "pid": os.getpid(), "wall_s": wall,
+                               "digests": tuner.digests})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,162 @@
+"""Faults are kept as data: every case leaves exactly one readable record, whatever happens."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import records, registry
+from harness.config import Case, QuantConfig, Selection, TierConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.tf
+
+
+class StubConfig:
+    """Just enough of pytest's Config for a QatSession."""
+
+    def __init__(self, tmp_path, **options):
+        self.values = {"qat_tier": "smoke", "qat_bits": (), "qat_orders": (), "qat_seeds": (),
+                       "qat_methods": (), "qat_strategy": "default", "qat_workers": 1,
+                       "qat_results": tmp_path / "results", "qat_run_id": "r", "qat_cache": tmp_path / "cache",
+                       "qat_threads": None, "qat_baseline": None, "qat_save_baseline": None,
+                       "qat_drop_tolerance": None, "qat_budget": None, "qat_size_budget": None,
+                       "qat_resume": None, "qat_timeout": 0.0}
+        self.values.update(options)
+
+    def getoption(self, name):
+        return self.values[name]
+
+
+@pytest.fixture
+def session(tmp_path):
+    from harness import plugin
+
+    return plugin.QatSession(StubConfig(tmp_path, qat_timeout=1.0))
+
+
+CASE = Case("mlp", Selection("last", 1), QuantConfig(8))
+
+
+def read_back(session, case=CASE):
+    return json.loads(records.case_path(session.run_dir, case.id).read_text())
+
+
+def test_a_diverged_loss_is_recorded_as_nan(session):
+    from harness.train import TrainingDiverged
+
+    def diverge(case, spec, env):
+        raise TrainingDiverged("loss became nan at step 3")
+
+    record, violations, _ = session.run(CASE, runner=diverge)
+    assert record["status"] == "nan" and read_back(session)["status"] == "nan"
+    assert violations == ["TrainingDiverged: loss became nan at step 3"]
+
+
+def test_a_slow_case_is_recorded_as_timeout(session):
+    def slow(case, spec, env):
+        time.sleep(5)
+        return {}
+
+    start = time.perf_counter()
+    record, _, _ = session.run(CASE, runner=slow)
+    assert time.perf_counter() - start < 3
+    assert read_back(session)["status"] == "timeout" and "1 s" in record["error"]
+
+
+def test_a_missing_dataset_is_one_line_with_the_install_command(session):
+    from harness.data import MissingDataset
+
+    def missing(case, spec, env):
+        raise MissingDataset("Fashion-MNIST not found in /x (missing a.gz): apt-get install dataset-fashion-mnist\nmore")
+
+    record, _, _ = session.run(CASE, runner=missing)
+    assert record["status"] == "error" and "\n" not in record["error"]
+    assert "apt-get install dataset-fashion-mnist" in read_back(session)["error"]
+
+
+def test_training_on_nan_data_raises_training_diverged():
+    from harness import data as datamod, train, zoo
+
+    x = np.ones((64, 28, 28), dtype=np.float32)
+    ds = datamod.Dataset("nan", x, np.zeros(64, dtype=np.int64), x[:8], np.zeros(8, dtype=np.int64), 10, "test")
+    model = zoo.build_mlp()
+    kernel, bias = model.get_layer("logits").get_weights()
+    model.get_layer("logits").set_weights([kernel, np.full_like(bias, np.inf)])  # logits inf - inf = nan
+    train.compile_for_training(model, 1e-3)
+    with pytest.raises(train.TrainingDiverged, match="loss became nan"):
+        train.fit_steps(model, ds, steps=5, batch_size=32, seed=0)
+
+
+TINY = {"smoke": TierConfig(train_size=600, test_size=200, pretrain_epochs=1, finetune_steps=10)}
+
+TRAIN_ONE = """
+import json, sys
+from dataclasses import replace
+from pathlib import Path
+from harness import cache, pipeline, registry
+from harness.config import TierConfig
+spec = replace(registry.get("mlp"), tiers={"smoke": TierConfig(600, 200, 1, 10)})
+data = spec.dataset.load()(600, 200)
+got = cache.pretrained(spec, "smoke", 0, data, Path(sys.argv[1]))
+print(json.dumps({"cached": got.cached, "accuracy": got.accuracy}))
+"""
+
+
+def test_two_processes_train_a_shared_baseline_once(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-c", TRAIN_ONE, str(tmp_path)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(2)]
+    results = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
+    assert sorted(r["cached"] for r in results) == [False, True]
+    assert results[0]["accuracy"] == results[1]["accuracy"]
+    entries = list(tmp_path.iterdir())
+    assert len(entries) == 1 and sorted(p.name for p in entries[0].iterdir()) == [".lock", "meta.json", "weights.h5"]
+
+
+def test_same_seed_same_numbers(tmp_path):
+    """Determinism: two runs of one case agree on every accuracy, byte and audit field."""
+    from harness import pipeline
+
+    spec = replace(registry.get("mlp"), tiers=TINY)
+    env = pipeline.Environment(cache_dir=tmp_path)
+    case = Case("mlp", Selection("last", 2), QuantConfig(4))
+    first, second = (pipeline.run_case(case, spec, env) for _ in range(2))
+    same = ("control_accuracy", "quant_accuracy", "quant_accuracy_keras", "tflite_bytes", "weight_bytes",
+            "gzip_bytes", "quantized_kernels", "audit", "qat_final_loss", "float_final_loss")
+    assert {k: first[k] for k in same} == {k: second[k] for k in same}
+    assert first["pretrained_cached"] is False and second["pretrained_cached"] is True
+
+
+@pytest.mark.slow
+def test_sigkill_mid_sweep_then_resume_loses_and_duplicates_nothing(tmp_path):
+    selection = "mlp-last1-w8a8 or mlp-last2-w8a8 or mlp-last3-w8a8"
+    base = [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "-k", selection,
+            "--qat-results", str(tmp_path), "--qat-cache", str(tmp_path / "cache")]
+    proc = subprocess.Popen(base + ["--qat-run-id", "crash"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    cases = tmp_path / "crash" / records.CASES_DIR
+    deadline = time.time() + 600
+    while time.time() < deadline and len(list(cases.glob("*.json"))) < 1:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    finished = {p.name: p.read_text() for p in cases.glob("*.json")}
+    assert 1 <= len(finished) < 3, "kill the sweep mid-way"
+    weights = list((tmp_path / "cache").glob("*/weights.h5"))
+    assert len(weights) == 1  # the baseline cache survived the kill
+
+    done = subprocess.run(base + ["--qat-resume", "crash"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert f"{len(finished)} skipped" in done.stdout  # resumed cases were not re-measured
+    for name, text in finished.items():
+        assert (cases / name).read_text() == text  # kept as written
+    merged = records.load_jsonl(tmp_path / "crash" / "records.jsonl")
+    assert sorted(r["case_id"] for r in merged) == ["mlp-last1-w8a8", "mlp-last2-w8a8", "mlp-last3-w8a8"]
+    assert not list(cases.glob(".*.tmp"))
