@@ -73,7 +73,51 @@ def _run_plan(args) -> int:
     return 0
 
 
-COMMANDS = {"plan": (_add_plan, _run_plan, "largest N within an accuracy (and size) budget")}
+def _add_perf(sub) -> None:
+    sub.add_argument("--models", default=",".join(("mlp", "cnn", "resnet20")),
+                     help="comma-separated models (default: mlp,cnn,resnet20; resnet50 works with short steps)")
+    sub.add_argument("--tier", default="smoke", choices=("smoke", "full"), help="data tier (default smoke)")
+    sub.add_argument("--last", type=int, default=3, help="N for the last-N QAT configuration (default 3)")
+    sub.add_argument("--bits", default="8,4", help="weight bit widths (default 8,4)")
+    sub.add_argument("--repeats", type=int, default=5, help="alternating rounds; ratios are min/median/max")
+    sub.add_argument("--steps", type=int, default=10, help="train steps per model per round (short: 3)")
+    sub.add_argument("--results", default="results", help="folder for the perf run folder")
+    sub.add_argument("--run-id", default=None, help="run folder name (default: perf-<timestamp>)")
+    sub.add_argument("--sweep", default=None, metavar="K_EXPR",
+                     help="also time `pytest benchmarks -k K_EXPR` at -n 0 and -n 2 (cases per hour)")
+    sub.add_argument("--cache", default=".qatbench-cache", help="pre-trained baseline cache for --sweep")
+
+
+def _run_perf(args) -> int:
+    from . import options
+
+    try:
+        models = [registry_get(m.strip()) for m in args.models.split(",")]
+        bits = options.parse_bits(args.bits)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise BadInput(str(exc)) from None
+    if args.repeats < 1 or args.steps < 1 or args.last < 0:
+        raise BadInput("--repeats and --steps must be >= 1, --last >= 0")
+    from . import perf
+
+    run_id = args.run_id or f"perf-{_records.new_run_id()}"
+    out_dir = Path(args.results) / run_id
+    perf.run([m.name for m in models], args.tier, args.last, bits, args.repeats, args.steps, out_dir,
+             args.sweep, Path(args.cache))
+    print(f"wrote {out_dir / 'perf.json'} and {out_dir / 'perf.md'}")
+    return 0
+
+
+def registry_get(name: str):
+    from . import registry
+
+    return registry.get(name)
+
+
+COMMANDS = {
+    "plan": (_add_plan, _run_plan, "largest N within an accuracy (and size) budget"),
+    "perf": (_add_perf, _run_perf, "QAT vs float step time, TFLite latency, memory, sweep throughput"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -73,12 +73,17 @@ class FitTraffic:
 
 
 def traffic_fields(qat: FitTraffic, control: Optional[FitTraffic], workers: int, devices: int,
-                   valid: bool, quantizer_sync: dict) -> dict:
-    """Record fields for the gradient all-reduce of the QAT fit (and the float control's, beside it)."""
+                   valid: bool, quantizer_sync: dict, transport: str) -> dict:
+    """Record fields for the gradient all-reduce of the QAT fit (and the float control's, beside it).
+    The QAT-minus-float loopback difference per step is the measured quantizer-variable sync."""
     per_worker, total = ring_allreduce_bytes(qat.trainable_params, workers)
     measured = qat.loopback_bytes
+    extra = None
+    if valid and control is not None and measured is not None and control.loopback_bytes is not None and qat.steps:
+        extra = (measured - control.loopback_bytes) / qat.steps
     fields = {
         "devices": devices,
+        "allreduce_transport": transport,
         "trainable_params": qat.trainable_params,
         "allreduce_bytes_per_step_per_worker_predicted": per_worker,
         "allreduce_bytes_per_step_predicted": total,
@@ -88,15 +93,10 @@ def traffic_fields(qat: FitTraffic, control: Optional[FitTraffic], workers: int,
         "measured_over_predicted": measured / (total * qat.steps) if measured and total else None,
         "measured_valid": bool(valid),
         "measured_note": MEASURED_NOTE,
-        "quantizer_sync": quantizer_sync,
+        "quantizer_sync": {**quantizer_sync, "measured_extra_bytes_per_step": extra},
+        "control_allreduce_bytes_predicted": control.predicted_total(workers) if control else None,
+        "control_loopback_bytes_measured": control.loopback_bytes if control else None,
     }
-    if control is not None:
-        fields.update(
-            control_allreduce_bytes_predicted=control.predicted_total(workers),
-            control_loopback_bytes_measured=control.loopback_bytes,
-        )
-        if measured is not None and control.loopback_bytes is not None and qat.steps:
-            quantizer_sync["measured_extra_bytes_per_step"] = (measured - control.loopback_bytes) / qat.steps
     return fields
 
 

@@ -64,12 +64,9 @@ def load_bert_weights(model, path: Path, layers: int) -> None:
         value = _lookup(tensors, name)
         if value is None:
             raise ValueError(f"{path}: tensor {name!r} is missing")
-        value = value.T if transpose else value
-        want = tuple(variable.shape)
+        want = tuple(variable.shape)[::-1] if transpose else tuple(variable.shape)  # checkpoint orientation
         if tuple(value.shape) != want:
-            got = tuple(value.shape[::-1]) if transpose else tuple(value.shape)
-            raise ValueError(f"{path}: tensor {name!r} has shape {got}, the model needs "
-                             f"{want[::-1] if transpose else want}")
-        plan.append((variable, np.asarray(value, dtype="float32")))
+            raise ValueError(f"{path}: tensor {name!r} has shape {tuple(value.shape)}, the model needs {want}")
+        plan.append((variable, np.asarray(value.T if transpose else value, dtype="float32")))
     for variable, value in plan:
         variable.assign(value)

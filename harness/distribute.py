@@ -189,23 +189,18 @@ class Tuner:
         """Record fields: devices, all-reduce predicted vs measured, quantizer sync, payload."""
         synced, local = self.quantizers.get("vars", ([], []))
         sync = bandwidth.quantizer_sync_estimate(sum(s for _, s in synced), sum(s for _, s in local),
-                                                 self.workers_for_traffic, len(synced), len(local))
+                                                 self.devices, len(synced), len(local))
         qat = self.traffic.get("qat") or self.traffic["float"]
         control = self.traffic.get("float") if "qat" in self.traffic else None
         valid = bandwidth.measured_valid_here(self.in_process) and qat.loopback_bytes is not None
-        fields = bandwidth.traffic_fields(qat, control, self.workers_for_traffic, self.devices, valid, sync)
+        transport = "in-process copies (no network)" if self.in_process else "RING collectives over gRPC"
+        fields = bandwidth.traffic_fields(qat, control, self.devices, self.devices, valid, sync, transport)
         kernel_bytes = sum(k.bytes + k.bias_bytes for k in qat_audit.kernels if k.quantized)
         fields.update(bandwidth.payload_fields(units, chosen, quant, tflite_bytes, control_tflite_bytes,
                                                kernel_bytes))
         fields.update(shard_policy=SHARD_POLICY, replica_weight_digests=dict(self.digests),
                       replicas_identical={k: len(set(v)) == 1 for k, v in self.digests.items()})
         return fields
-
-    @property
-    def workers_for_traffic(self) -> int:
-        """Participants of the all-reduce: worker processes (multiworker) or devices (mirrored)."""
-        return self.devices
-
 
 def run(case, spec, env, **launch) -> dict:
     """Run a mirrored case in this process, or a multiworker case in W worker processes."""

@@ -36,7 +36,9 @@ ABSL_LINE = re.compile(r"^[IWEF]\d{4} |^WARNING: All log messages")
 
 
 class WorkerFailed(RuntimeError):
-    """A worker died, failed or hung; the message is one line."""
+    """A worker died, failed or hung; the message is one line. ``pids``: the workers (all stopped)."""
+
+    pids: tuple = ()
 
 
 # -- job files ----------------------------------------------------------------------------------
@@ -208,7 +210,12 @@ def launch(job: Job, workers: int, timeout_s: Optional[float] = None, keep: bool
     try:
         (folder / "job.json").write_text(json.dumps(asdict(job)))
         procs = spawn(folder, workers)
-        elapsed = watch(procs, folder, TIMEOUT_S if timeout_s is None else timeout_s)
+        try:
+            elapsed = watch(procs, folder, TIMEOUT_S if timeout_s is None else timeout_s)
+        except WorkerFailed as exc:
+            exc.args = (f"{exc.args[0]} (logs: {folder})",)
+            exc.pids = tuple(p.pid for p in procs)
+            raise
         result = json.loads((folder / RESULT).read_text())
         reports = [json.loads((folder / f"worker-{i}.json").read_text()) for i in range(workers)]
         ok = True

@@ -56,6 +56,8 @@ def addoption(parser) -> None:
         help="with --qat-budget: also require the .tflite to be at most this many bytes")
     add("--qat-resume", type=options.parse_run_id, default=None,
         help="continue run RUN_ID: cases whose record with the same config hash exists are not re-measured")
+    add("--qat-check-gpu", action="store_true", default=False,
+        help="fail at start-up unless TensorFlow sees a GPU (for GPU runners)")
 
 
 def run_options(config) -> RunOptions:
@@ -119,6 +121,8 @@ class QatSession:
         self.size_budget = config.getoption("qat_size_budget")
         if self.size_budget is not None and self.budget is None:
             raise pytest.UsageError("--qat-size-budget needs --qat-budget")
+        if config.getoption("qat_check_gpu"):
+            _check_gpu()
         self.baseline = self._load_baseline(self.options.baseline)
         if self.options.resume and not (self.run_dir / records.CASES_DIR).is_dir():
             raise pytest.UsageError(f"--qat-resume {self.options.resume}: no run folder {self.run_dir}")
@@ -244,6 +248,14 @@ class QatSession:
                                          report_path=self.report_path)
         lines.append(f"records: {self.run_dir / 'records.jsonl'}")
         return lines
+
+
+def _check_gpu() -> None:
+    from .backend import tf  # lists devices without initializing TensorFlow
+
+    if not tf.config.list_physical_devices("GPU"):
+        raise pytest.UsageError("--qat-check-gpu: TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') "
+                                "is empty): check the driver, CUDA libraries and CUDA_VISIBLE_DEVICES")
 
 
 def _status_of(exc: Exception) -> str:

@@ -85,10 +85,12 @@ def keras_accuracy(model: "keras.Model", x: np.ndarray, y: np.ndarray, batch_siz
     return float(np.mean(np.argmax(logits, axis=-1) == y))
 
 
-def side_by_side_step_ms(models: dict, data: Dataset, batch_size: int, rounds: int = 3, steps: int = 10) -> dict:
+def side_by_side_step_ms(models: dict, data: Dataset, batch_size: int, rounds: int = 3, steps: int = 10,
+                         per_round: bool = False) -> dict:
     """Median train-step time (ms) of each compiled model, timed in alternating rounds so machine
     noise hits all of them alike. Calls each model's compiled train function directly (what fit
-    runs per step), without fit's per-step Python callbacks. Trains the models further: call it last."""
+    runs per step), without fit's per-step Python callbacks. Trains the models further: call it last.
+    With ``per_round`` the result is a list of per-round medians per model."""
     runners = {}
     for name, model in models.items():
         iterator = iter(_train_dataset(data, batch_size, seed=0))
@@ -99,9 +101,13 @@ def side_by_side_step_ms(models: dict, data: Dataset, batch_size: int, rounds: i
     samples = {name: [] for name in models}
     for _ in range(rounds):
         for name, (step, iterator) in runners.items():
+            times = []
             for _ in range(steps):
                 start = time.perf_counter()
                 logs = step(iterator)
                 float(logs["loss"])  # wait for the step to finish
-                samples[name].append(time.perf_counter() - start)
-    return {name: float(np.median(times)) * 1000.0 for name, times in samples.items()}
+                times.append(time.perf_counter() - start)
+            samples[name].append(times)
+    if per_round:
+        return {name: [float(np.median(t)) * 1000.0 for t in rounds_] for name, rounds_ in samples.items()}
+    return {name: float(np.median(np.concatenate(rounds_))) * 1000.0 for name, rounds_ in samples.items()}
