@@ -135,6 +135,8 @@ def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
         "gzip_bytes": len(gzip.compress(qat_tflite, 9)),
         "control_gzip_bytes": len(gzip.compress(control_tflite, 9)),
         "weight_bytes": qat_audit.weight_bytes,
+        "overhead_bytes": len(qat_tflite) - qat_audit.weight_bytes,
+        "quant_param_values": qat_audit.quant_param_values,
         "control_weight_bytes": control_audit.weight_bytes,
         "predicted_weight_bytes": predicted.weight_bytes,
         "predicted_float_bytes": predicted.float_bytes,

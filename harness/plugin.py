@@ -131,6 +131,7 @@ class QatSession:
         self._env = None
         self.merged: list = []
         self.problems: list = []
+        self.notes: list = []
 
     @staticmethod
     def _load_baseline(path):
@@ -225,6 +226,7 @@ class QatSession:
             save_baseline(self.merged, self.options.save_baseline)
         self.report_path = report.write_report(self.merged, self.run_dir, budget_pp=self.budget,
                                                size_budget=self.size_budget, problems=self.problems).path
+        self.notes = checks.size_not_decreasing(self.merged, "tflite_bytes")
         trouble = checks.size_not_decreasing(self.merged) + self.problems
         return "; ".join(trouble) if trouble else None
 
@@ -246,6 +248,7 @@ class QatSession:
             lines.append(f"baseline: {len(stale)} stale entries not compared (config changed): {', '.join(stale)}")
         lines += report.terminal_summary(self.merged, budget_pp=self.budget, size_budget=self.size_budget,
                                          report_path=self.report_path)
+        lines += [f"note: {note} (file metadata, not weights)" for note in self.notes]
         lines.append(f"records: {self.run_dir / 'records.jsonl'}")
         return lines
 

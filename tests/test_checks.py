@@ -34,9 +34,11 @@ def test_simulated_bits_skip_the_interpreter_comparison():
 def test_size_must_fall_strictly_with_n():
     def r(n, size, **over):
         base = dict(status="passed", order="last", model="m", weight_bits=8, method="qat", seed=0,
-                    tier="smoke", n=n, tflite_bytes=size, case_id=f"m-last{n}")
+                    tier="smoke", n=n, weight_bytes=size, tflite_bytes=size + 10 * n, case_id=f"m-last{n}")
         return {**base, **over}
     assert size_not_decreasing([r(0, 400), r(1, 300), r(2, 200)]) == []
     problems = size_not_decreasing([r(0, 400), r(1, 300), r(2, 300)])
     assert len(problems) == 1 and "m-last1" in problems[0]
     assert size_not_decreasing([r(0, 400), r(1, 500, status="error")]) == []
+    files = size_not_decreasing([r(0, 400), r(1, 395)], "tflite_bytes")  # 400 -> 405 B on disk
+    assert len(files) == 1 and "tflite_bytes" in files[0]
