@@ -62,3 +62,54 @@ def test_stratified_split_is_disjoint_and_complete():
     train, test = data.stratified_split(y, 0.25, seed=3)
     assert sorted(np.concatenate([train, test]).tolist()) == list(range(100))
     assert np.bincount(y[test]).tolist() == [5] * 5
+
+
+def _cifar_batch(count, seed):
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    return pickle.dumps({b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
+                         b"labels": list(rng.integers(0, 10, count))})
+
+
+def _cifar_tarball(path):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, blob in [(f"data_batch_{i}", _cifar_batch(6, i)) for i in range(1, 6)] + [("test_batch", _cifar_batch(4, 9))]:
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+
+
+def test_cifar10_reads_the_python_tarball_and_its_folder(tmp_path):
+    import tarfile
+
+    _cifar_tarball(tmp_path / "cifar-10-python.tar.gz")
+    ds = data.cifar10(tmp_path / "cifar-10-python.tar.gz")
+    assert ds.x_train.shape == (30, 32, 32, 3) and ds.x_test.shape == (4, 32, 32, 3)
+    assert ds.x_train.dtype == np.float32 and ds.x_train.max() <= 1.0
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz") as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    folder = data.cifar10(tmp_path / "x" / "cifar-10-batches-py")
+    assert np.array_equal(folder.x_test, ds.x_test) and np.array_equal(folder.y_train, ds.y_train)
+    # channel order: the pickle stores planes R, G, B of 1024 values each
+    import pickle
+
+    raw = pickle.loads(_cifar_batch(4, 9))[b"data"]
+    assert np.allclose(ds.x_test[0, 0, 0], raw[0, [0, 1024, 2048]] / 255.0)
+
+
+def test_cifar10_errors_are_clear(tmp_path):
+    with pytest.raises(data.MissingDataset, match="QATBENCH_CIFAR10"):
+        data.cifar10(tmp_path / "nope.tar.gz")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not the python CIFAR-10 release"):
+        data.cifar10(tmp_path / "empty")
+
+
+def test_images_32x3_prefers_cifar_when_configured(tmp_path, monkeypatch):
+    _cifar_tarball(tmp_path / "c.tar.gz")
+    monkeypatch.setenv(data.CIFAR10_ENV, str(tmp_path / "c.tar.gz"))
+    assert data.images_32x3().name == "cifar-10"
