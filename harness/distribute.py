@@ -27,6 +27,10 @@ from .backend import tf
 SHARD_POLICY = "DATA"  # each worker reads the data and keeps every W-th example: same global batches
 
 
+STEP_TIME_NOTE = ("qat_fit_step_ms/float_fit_step_ms: median step while fine-tuning under the strategy; "
+                  "qat_step_ms/float_step_ms: plain copies timed afterwards in the chief alone (one process)")
+
+
 class DistributeError(RuntimeError):
     """A strategy cannot be set up as asked; the message is one line."""
 
@@ -163,8 +167,9 @@ class Tuner:
         return int(self.strategy.num_replicas_in_sync)
 
     def fit(self, base_model, chosen: Sequence, quant, config, data, seed: int) -> tuple:
-        """Fine-tune a copy of ``base_model`` (``chosen`` units quantized); returns (plain model, stats)."""
-        label = "qat" if chosen else "float"
+        """Fine-tune a copy of ``base_model`` (``chosen`` units quantized); returns (plain model, stats).
+        A case fine-tunes the float control first, then the QAT model (which has no quantized unit at N = 0)."""
+        label = "qat" if "float" in self.traffic else "float"
         with self.strategy.scope():
             model = quantize.annotate(base_model, chosen, quant)
             train.compile_for_training(model, config.finetune_learning_rate)
@@ -198,9 +203,11 @@ class Tuner:
         kernel_bytes = sum(k.bytes + k.bias_bytes for k in qat_audit.kernels if k.quantized)
         fields.update(bandwidth.payload_fields(units, chosen, quant, tflite_bytes, control_tflite_bytes,
                                                kernel_bytes))
-        fields.update(shard_policy=SHARD_POLICY, replica_weight_digests=dict(self.digests),
+        fields.update(step_time_note=STEP_TIME_NOTE, shard_policy=SHARD_POLICY,
+                      replica_weight_digests=dict(self.digests),
                       replicas_identical={k: len(set(v)) == 1 for k, v in self.digests.items()})
         return fields
+
 
 def run(case, spec, env, **launch) -> dict:
     """Run a mirrored case in this process, or a multiworker case in W worker processes."""

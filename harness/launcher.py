@@ -175,7 +175,8 @@ def _failure(folder: Path, index: int, code: int, elapsed: float) -> Exception:
 
         return TrainingDiverged(f"worker {index}: {error['message']}")
     if error:
-        return WorkerFailed(f"multiworker: worker {index} failed: {error['type']}: {error['message']}; stopped the others")
+        return WorkerFailed(f"multiworker: worker {index} failed: {error['type']}: {error['message']}; "
+                            "stopped the others")
     reason = _last_line(folder / f"worker-{index}.log")
     return WorkerFailed(f"multiworker: worker {index} {_describe_exit(code)} after {elapsed:.1f} s; stopped the "
                         "others" + (f"; its last line: {reason}" if reason else ""))
@@ -230,6 +231,7 @@ def run_case(case: Case, spec: ModelSpec, env, timeout_s: Optional[float] = None
     """Pre-train or load the float model here (once, not in every worker), then fine-tune on W workers."""
     from . import cache, pipeline
 
+    start = time.perf_counter()
     data = pipeline.load_data(spec, case.tier)
     base = cache.pretrained(spec, case.tier, case.seed, data, env.cache_dir)
     threads = worker_threads(env.threads, case.workers)
@@ -243,6 +245,7 @@ def run_case(case: Case, spec: ModelSpec, env, timeout_s: Optional[float] = None
         worker_weight_digests=digests,
         workers_identical={label: len({d[label][0] for d in digests}) == 1 for label in digests[0]},
         worker_wall_s=[r["wall_s"] for r in out["reports"]], launch_s=out["launch_s"],
+        chief_wall_s=record.get("wall_s"), wall_s=time.perf_counter() - start,
     )
     record["measured_valid"] = bool(record.get("measured_valid")) and job.measured_valid
     return record

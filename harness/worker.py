@@ -42,9 +42,39 @@ def _fault_callbacks(fault, index: int) -> list:
     return [Fault()]
 
 
+def task_index() -> int:
+    """This task's index on a cluster: TF_CONFIG's, else Slurm's."""
+    if os.environ.get("TF_CONFIG"):
+        return int(json.loads(os.environ["TF_CONFIG"]).get("task", {}).get("index", 0))
+    return int(os.environ.get("SLURM_PROCID", "0"))
+
+
+def write_job(path: Path, case_id: str, tier: str, workers: int, cache_dir: str, threads: int) -> Path:
+    """A job file for a cluster run of one suite case (``--write-job``)."""
+    from dataclasses import asdict
+
+    from . import launcher, pipeline, plugin, registry
+    from .config import RunOptions
+
+    found = [c for c in plugin.cases_for(RunOptions(tier=tier, strategy="multiworker", workers=workers))
+             if c.id == case_id]
+    if not found:
+        raise SystemExit(f"no case {case_id!r} in tier {tier!r}")
+    case, spec = found[0], registry.get(found[0].model)
+    job = launcher.Job(case.as_dict(), launcher.spec_to_dict(spec, tier), pipeline.spec_fingerprint(spec, tier),
+                       cache_dir, threads)
+    path.write_text(json.dumps(asdict(job), indent=1))
+    return path
+
+
 def main(argv: list) -> int:
+    if argv and argv[0] == "--write-job":  # --write-job JOB.json CASE_ID [TIER [WORKERS [CACHE [THREADS]]]]
+        rest = argv[1:] + [None] * 6
+        print(write_job(Path(rest[0]), rest[1], rest[2] or "smoke", int(rest[3] or 2),
+                        rest[4] or ".qatbench-cache", int(rest[5] or 0)))
+        return 0
     job_path = Path(argv[0])
-    index = int(argv[1]) if len(argv) > 1 else int(os.environ.get("SLURM_PROCID", "0"))
+    index = int(argv[1]) if len(argv) > 1 else task_index()
     job = json.loads(job_path.read_text())
     report_path = job_path.parent / f"worker-{index}.json"
     start = time.perf_counter()

@@ -7,6 +7,8 @@ epochs, 30 fine-tuning steps) and a private cache folder, so they pre-train once
 import dataclasses
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -200,3 +202,6 @@ def test_a_dead_or_hung_worker_fails_the_case(env, single, mode):
         assert "still running after 60 s" in message
         assert elapsed < timeout + 40  # + the kill and reaping
     assert len(info.value.pids) == 2 and gone(info.value.pids)
+    logs = re.search(r"\(logs: (\S+)\)$", message)
+    assert logs and Path(logs.group(1)).is_dir()
+    shutil.rmtree(logs.group(1))

@@ -1,0 +1,58 @@
+"""The GitHub workflows parse and have what the nightly GPU run and CI need. Pure: no TensorFlow."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+WORKFLOWS = Path(__file__).resolve().parents[1] / ".github" / "workflows"
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((WORKFLOWS / name).read_text())
+
+
+def triggers(workflow: dict) -> dict:
+    return workflow.get("on", workflow.get(True))  # PyYAML (YAML 1.1) reads the key `on` as True
+
+
+def run_text(job: dict) -> str:
+    return "\n".join(step.get("run", "") for step in job["steps"])
+
+
+@pytest.mark.parametrize("name", ["nightly-gpu.yml", "ci.yml"])
+def test_workflow_loads_with_required_keys(name):
+    workflow = load(name)
+    assert workflow["name"] and triggers(workflow) and workflow["jobs"]
+    for job in workflow["jobs"].values():
+        assert job["runs-on"] and job["steps"]
+        assert any(step.get("uses", "").startswith("actions/checkout@") for step in job["steps"])
+        assert "./install.sh" in run_text(job)
+
+
+def test_nightly_gpu_schedule_runner_command_and_artifact():
+    workflow = load("nightly-gpu.yml")
+    on = triggers(workflow)
+    assert "workflow_dispatch" in on
+    minute = on["schedule"][0]["cron"].split()[0]
+    assert minute.isdigit() and int(minute) % 2 == 1  # an odd minute, away from the top-of-hour rush
+    (job,) = workflow["jobs"].values()
+    assert job["runs-on"] == ["self-hosted", "linux", "x64", "gpu"]
+    command = run_text(job)
+    for part in ("pytest benchmarks", "--qat-tier full", "--qat-strategy mirrored", "-n \"$gpus\"",
+                 "nvidia-smi -L", "--qat-check-gpu", "--qat-baseline results/baselines/full.json",
+                 "--qat-save-baseline"):
+        assert part in command.replace("$baseline", "results/baselines/full.json"), part
+    upload = [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
+    assert upload and upload[0]["with"]["path"].rstrip("/") == "results" and upload[0].get("if") == "always()"
+
+
+def test_ci_runs_the_readme_test_command_on_push():
+    workflow = load("ci.yml")
+    assert "push" in triggers(workflow)
+    (job,) = workflow["jobs"].values()
+    assert job["runs-on"] == "ubuntu-latest"
+    commands = [line.strip() for line in run_text(job).splitlines()]
+    assert commands.index("./install.sh") < commands.index("python -m pytest")
+    readme = (WORKFLOWS.parents[1] / "README.md").read_text()
+    assert "python -m pytest " in readme or "python -m pytest\n" in readme
