@@ -45,7 +45,8 @@ def code_hash(spec: ModelSpec) -> str:
 
 
 def cache_key(spec: ModelSpec, tier: str, seed: int) -> str:
-    return f"{spec.name}-{tier}-s{seed}-{stable_hash([spec.fingerprint(tier), code_hash(spec)])}"
+    user_weights = os.environ.get(spec.weights_env, "") if spec.weights_env else ""
+    return f"{spec.name}-{tier}-s{seed}-{stable_hash([spec.fingerprint(tier), code_hash(spec), user_weights])}"
 
 
 def pretrained(spec: ModelSpec, tier: str, seed: int, data: Dataset, cache_dir: Path = DEFAULT_CACHE_DIR) -> Pretrained:

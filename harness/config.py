@@ -126,6 +126,8 @@ class TierConfig:
     orders: tuple = ("last",)
     seeds: tuple = (0,)
     methods: tuple = ("qat",)  # "ptq" cases run at 8 bits only (TFLite PTQ is 8-bit)
+    timing_rounds: int = 3  # side-by-side QAT vs float step timing after the measurements
+    timing_steps: int = 10
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,16 @@ class Environment:
 def load_data(spec: ModelSpec, tier: str) -> Dataset:
     config = spec.tier(tier)
     return spec.dataset.load()(config.train_size, config.test_size)
+
+
+def _initial_weights(spec: ModelSpec, model) -> str:
+    """Where the float model's weights came from before the tier's pre-training on the task."""
+    source = getattr(model, "pretrained_from", None)
+    if source:
+        return f"pre-trained: {source}"
+    if spec.weights_env and os.environ.get(spec.weights_env):
+        return f"user weights: {os.environ[spec.weights_env]}"
+    return "random initialisation"
 
 
 def spec_fingerprint(spec: ModelSpec, tier: str) -> str:
@@ -112,7 +123,7 @@ def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
     quant_acc = quant_keras if simulated else tflite_accuracy(qat_tflite, data.x_test, data.y_test)
 
     timed = {"float": control} if ptq else {"qat": qat, "float": control}
-    step_ms = train.side_by_side_step_ms(timed, data, config.batch_size)
+    step_ms = train.side_by_side_step_ms(timed, data, config.batch_size, config.timing_rounds, config.timing_steps)
     step_ms.setdefault("qat", None)
     total_params = sum(u.params for u in units)
     record = {
@@ -122,6 +133,7 @@ def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
         "param_fraction": sum(u.params for u in chosen) / total_params,
         "pretrained_accuracy": base.accuracy,
         "pretrained_cached": base.cached,
+        "initial_weights": _initial_weights(spec, base.model),
         "pretrain_s": base.train_s,
         "control_accuracy": control_acc,
         "control_accuracy_keras": control_keras,

@@ -133,8 +133,8 @@ def annotate(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig) -
 
     def clone(layer):
         fresh = layer.__class__.from_config(layer.get_config())
-        if layer.name not in names:
-            return fresh
+        if layer.name not in names or getattr(layer, "qat_float", False):
+            return fresh  # qat_float: a layer that must stay float (an int32-token embedding)
         return quantize.quantize_annotate_layer(fresh, quantize_config=_config_for(layer, quant))
 
     with quantize.quantize_scope(CUSTOM_OBJECTS):

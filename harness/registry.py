@@ -33,6 +33,7 @@ class ModelSpec:
     thresholds: Thresholds
     tiers: Mapping = field(default_factory=dict)  # tier name -> TierConfig
     description: str = ""
+    weights_env: str = ""  # env var naming a user's weights file: part of the pre-trained cache key
 
     def tier(self, name: str) -> TierConfig:
         if name not in self.tiers:
@@ -114,6 +115,7 @@ RESNET50 = ModelSpec(
     num_units=54,
     unit_kinds=("conv", "dense"),
     description="keras.applications ResNet-50 at 32x32x3, 10 classes (the seed's set-up); full tier only",
+    weights_env="QATBENCH_RESNET50_WEIGHTS",
     thresholds=Thresholds(max_drop_pp=((8, 2.0), (4, 5.0)), min_whole_compression=((8, 3.5), (4, 6.0))),
     tiers={
         "full": TierConfig(train_size=None, test_size=None, pretrain_epochs=10, finetune_steps=1000,
@@ -122,7 +124,58 @@ RESNET50 = ModelSpec(
     },
 )
 
-REGISTRY: Mapping[str, ModelSpec] = {spec.name: spec for spec in (MLP, CNN, RESNET20, RESNET50)}
+TEXT_THRESHOLDS = dict(max_drop_pp=((8, 1.5), (4, 3.0)), tflite_vs_keras_pp=1.0)  # 1 test article = 0.23 pp
+TEXT_TIMING = dict(batch_size=16, timing_rounds=2, timing_steps=5)
+
+MINILM2 = ModelSpec(
+    name="minilm2",
+    builder=Ref("harness.transformer:build_minilm_2layer"),
+    dataset=Ref("harness.text:bbc_news_64"),
+    input_shape=(64,),
+    num_units=5,
+    unit_kinds=("attention", "dense", "ffn"),
+    description="First 2 layers of all-MiniLM-L6-v2 (real weights, word table frozen) on BBC News, 64 tokens",
+    thresholds=Thresholds(min_whole_compression=((8, 1.2), (4, 1.25)), **TEXT_THRESHOLDS),
+    tiers={"smoke": TierConfig(train_size=800, test_size=None, pretrain_epochs=2, finetune_steps=40,
+                               learning_rate=1e-4, finetune_learning_rate=2e-4, n_values=(3, 5), bits=(8, 4),
+                               **TEXT_TIMING)},
+)
+
+MINILM = ModelSpec(
+    name="minilm",
+    builder=Ref("harness.transformer:build_minilm"),
+    dataset=Ref("harness.text:bbc_news_128"),
+    input_shape=(128,),
+    num_units=13,
+    unit_kinds=("attention", "dense", "ffn"),
+    description="all-MiniLM-L6-v2 (6 layers, real weights, word table frozen) on BBC News, 128 tokens",
+    thresholds=Thresholds(min_whole_compression=((8, 1.5), (4, 1.65)), **TEXT_THRESHOLDS),
+    tiers={"full": TierConfig(train_size=None, test_size=None, pretrain_epochs=2, finetune_steps=200,
+                              learning_rate=1e-4, finetune_learning_rate=1e-4, n_values=(0, 1, 3, 5, 7, 9, 13),
+                              bits=(8, 4), orders=("last", "first", "type"), seeds=(0, 1, 2), batch_size=16)},
+)
+
+BERT_MINI = ModelSpec(
+    name="bert_mini",
+    builder=Ref("harness.transformer:build_bert_mini"),
+    dataset=Ref("harness.text:bbc_news_64"),
+    input_shape=(64,),
+    num_units=9,
+    unit_kinds=("attention", "dense", "ffn"),
+    description="BERT-mini (L4/H256) on BBC News, 64 tokens; random init unless $QATBENCH_BERT_MINI_WEIGHTS",
+    weights_env="QATBENCH_BERT_MINI_WEIGHTS",
+    thresholds=Thresholds(min_whole_compression=((8, 1.25), (4, 1.3)), **TEXT_THRESHOLDS),
+    tiers={"smoke": TierConfig(train_size=800, test_size=None, pretrain_epochs=3, finetune_steps=40,
+                               learning_rate=5e-4, finetune_learning_rate=2e-4, n_values=(9,), bits=(8, 4),
+                               **TEXT_TIMING),
+           "full": TierConfig(train_size=None, test_size=None, pretrain_epochs=6, finetune_steps=200,
+                              learning_rate=5e-4, finetune_learning_rate=1e-4, n_values=(0, 1, 3, 5, 7, 9),
+                              bits=(8, 4), orders=("last", "first", "type"), seeds=(0, 1, 2), batch_size=16)},
+)
+
+REGISTRY: Mapping[str, ModelSpec] = {
+    spec.name: spec for spec in (MLP, CNN, RESNET20, RESNET50, MINILM2, MINILM, BERT_MINI)
+}
 
 
 def get(name: str) -> ModelSpec:

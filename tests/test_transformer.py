@@ -163,9 +163,6 @@ def test_the_last_attention_unit_converts_to_exactly_its_four_kernels(tiny, bits
     assert predicted.weight_bytes == report.weight_bytes
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "needs quantize.annotate to skip layers with qat_float = True: annotating the embeddings (unit 0) "
-    "makes tfmot fake-quantize the int32 token input"))
 def test_every_unit_selected_quantizes_every_kernel_but_not_the_embeddings(tiny):
     units = quantize.units_of(tiny)
     report = convert(tiny, units, 8)
@@ -176,7 +173,7 @@ def test_every_unit_selected_quantizes_every_kernel_but_not_the_embeddings(tiny)
 @pytest.mark.slow
 def test_pretrained_minilm_beats_random_init_after_the_same_short_fine_tune(record_property):
     """2-layer truncation, seq 64, 400 articles, 60 steps of batch 16 at lr 1e-4 (word table frozen in both).
-    Measured: pre-trained 0.94, random init 0.23-0.49 (0.49 with a trainable word table)."""
+    Measured: pre-trained 0.944, random init 0.234 (0.491 if the word table is trainable in both)."""
     data = text.bbc_news_64(train_size=400, test_size=None)
     accuracy = {}
     for name, builder in (("pretrained", T.build_minilm_2layer), ("random", T.build_minilm_random)):
