@@ -69,24 +69,21 @@ def parse_methods(value: str) -> tuple:
     return methods
 
 
-def parse_workers(value: str) -> int:
-    try:
-        workers = int(value)
-    except ValueError:
-        raise Bad(f"workers must be an integer >= 1, got {value!r}") from None
-    if workers < 1:
-        raise Bad(f"workers must be >= 1, got {workers}")
-    return workers
+def _int_at_least(name: str, low: int, note: str = ""):
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise Bad(f"{name} must be an integer >= {low}{note}, got {value!r}") from None
+        if number < low:
+            raise Bad(f"{name} must be >= {low}{note}, got {number}")
+        return number
+    parse.__name__ = name
+    return parse
 
 
-def parse_threads(value: str) -> int:
-    try:
-        threads = int(value)
-    except ValueError:
-        raise Bad(f"threads must be an integer >= 0 (0: TensorFlow's default), got {value!r}") from None
-    if threads < 0:
-        raise Bad(f"threads must be >= 0 (0: TensorFlow's default), got {threads}")
-    return threads
+parse_workers = _int_at_least("workers", 1)
+parse_threads = _int_at_least("threads", 0, " (0: TensorFlow's default)")
 
 
 def parse_nonnegative(name: str):

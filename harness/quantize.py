@@ -99,7 +99,29 @@ class DenseWeightConfig(quantize.QuantizeConfig):
         return {"bits": self.bits, "per_channel": self.per_channel}
 
 
-CUSTOM_OBJECTS = {"DenseWeightConfig": DenseWeightConfig}
+class NoOpQuantizeConfig(quantize.QuantizeConfig):
+    """Quantizes nothing: a pass-through or float helper layer inside a selected unit."""
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        return {}
+
+
+CUSTOM_OBJECTS = {"DenseWeightConfig": DenseWeightConfig, "NoOpQuantizeConfig": NoOpQuantizeConfig}
 
 
 def scheme_for(quant: QuantConfig):

@@ -30,7 +30,7 @@ from typing import Optional
 from .backend import keras, quantize, tf
 from .bert_weights import bert_weight_map, load_bert_weights, read_safetensors  # noqa: F401 (re-exported)
 from .config import QuantConfig
-from .quantize import QatBlock, UnsupportedQuantization, register_custom_object
+from .quantize import NoOpQuantizeConfig, QatBlock, UnsupportedQuantization, register_custom_object
 from .text import PAD_ID, minilm_files
 
 BERT_MINI_ENV = "QATBENCH_BERT_MINI_WEIGHTS"
@@ -60,26 +60,7 @@ def _init():
 # ---- QuantizeConfigs ------------------------------------------------------------------------
 
 
-class FloatQuantizeConfig(quantize.QuantizeConfig):
-    """Quantizes nothing: for float helper layers (embeddings, residual Add, LayerNorm) inside a unit."""
-
-    def get_weights_and_quantizers(self, layer):
-        return []
-
-    def get_activations_and_quantizers(self, layer):
-        return []
-
-    def set_quantize_weights(self, layer, quantize_weights):
-        pass
-
-    def set_quantize_activations(self, layer, quantize_activations):
-        pass
-
-    def get_output_quantizers(self, layer):
-        return []
-
-    def get_config(self):
-        return {}
+FloatQuantizeConfig = NoOpQuantizeConfig  # quantizes nothing: embeddings, residual Add, LayerNorm
 
 
 class OutputQuantizeConfig(FloatQuantizeConfig):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .backend import keras, quantize, tf
-from .quantize import register_custom_object
+from .backend import keras, tf
+from .quantize import NoOpQuantizeConfig, register_custom_object
 
 
 def build_mlp(input_shape=(28, 28), num_classes=10) -> "keras.Model":
@@ -37,30 +37,7 @@ class ChannelPad(keras.layers.Layer):
         return NoOpQuantizeConfig()
 
 
-class NoOpQuantizeConfig(quantize.QuantizeConfig):
-    """A pass-through layer: nothing to quantize, its output keeps its input's range."""
-
-    def get_weights_and_quantizers(self, layer):
-        return []
-
-    def get_activations_and_quantizers(self, layer):
-        return []
-
-    def set_quantize_weights(self, layer, quantize_weights):
-        pass
-
-    def set_quantize_activations(self, layer, quantize_activations):
-        pass
-
-    def get_output_quantizers(self, layer):
-        return []
-
-    def get_config(self):
-        return {}
-
-
 register_custom_object(ChannelPad)
-register_custom_object(NoOpQuantizeConfig)
 
 
 def _conv_bn_relu(x, filters, name, strides=1, relu=True):

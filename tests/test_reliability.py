@@ -28,7 +28,7 @@ class StubConfig:
                        "qat_results": tmp_path / "results", "qat_run_id": "r", "qat_cache": tmp_path / "cache",
                        "qat_threads": None, "qat_baseline": None, "qat_save_baseline": None,
                        "qat_drop_tolerance": None, "qat_budget": None, "qat_size_budget": None,
-                       "qat_resume": None, "qat_timeout": 0.0}
+                       "qat_resume": None, "qat_timeout": 0.0, "qat_check_gpu": False}
         self.values.update(options)
 
     def getoption(self, name):
