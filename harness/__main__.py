@@ -86,6 +86,8 @@ def _add_perf(sub) -> None:
     sub.add_argument("--sweep", default=None, metavar="K_EXPR",
                      help="also time `pytest benchmarks -k K_EXPR` at -n 0 and -n 2 (cases per hour)")
     sub.add_argument("--cache", default=".qatbench-cache", help="pre-trained baseline cache for --sweep")
+    sub.add_argument("--determinism", action="store_true",
+                     help="also time float and whole-model QAT steps with op determinism on vs off (fresh processes)")
 
 
 def _run_perf(args) -> int:
@@ -103,7 +105,7 @@ def _run_perf(args) -> int:
     run_id = args.run_id or f"perf-{_records.new_run_id()}"
     out_dir = Path(args.results) / run_id
     perf.run([m.name for m in models], args.tier, args.last, bits, args.repeats, args.steps, out_dir,
-             args.sweep, Path(args.cache))
+             args.sweep, Path(args.cache), args.determinism)
     print(f"wrote {out_dir / 'perf.json'} and {out_dir / 'perf.md'}")
     return 0
 

@@ -20,13 +20,14 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 from tensorflow.lite.python import schema_py_generated as tflite_schema  # noqa: E402
+from tensorflow_model_optimization.python.core.quantization.keras import quant_ops  # noqa: E402
 
 if not keras.__version__.startswith("2."):  # pragma: no cover - environment guard
     raise ImportError(f"qatbench needs Keras 2 (tf_keras), found Keras {keras.__version__}")
 
 quantize = tfmot.quantization.keras
 
-__all__ = ["tf", "keras", "tfmot", "quantize", "tflite_schema", "versions"]
+__all__ = ["tf", "keras", "tfmot", "quantize", "quant_ops", "tflite_schema", "versions"]
 
 
 def versions() -> dict:
@@ -35,4 +36,5 @@ def versions() -> dict:
         "tf_keras": keras.__version__,
         "tfmot": getattr(tfmot, "__version__", "unknown"),
         "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        "fast_fakequant_grad": os.environ.get("QATBENCH_FAST_FAKEQUANT_GRAD", "1"),
     }

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable, Optional
 
 from filelock import FileLock
 
@@ -81,3 +82,75 @@ def _train(spec: ModelSpec, tier: str, seed: int, data: Dataset):
     train.fit_steps(model, data, steps, config.batch_size, seed)
     seconds = time.perf_counter() - start
     return model, train.keras_accuracy(model, data.x_test, data.y_test), seconds
+
+
+@dataclass(frozen=True)
+class Control:
+    """The float control of a (model, tier, seed): the pre-trained model fine-tuned for the tier's
+    steps without quantization, with its .tflite and accuracies. Every case of that model compares
+    against the same control, so it is fine-tuned once and shared like the pre-trained baseline."""
+
+    model: "keras.Model"
+    tflite: bytes
+    keras_accuracy: float
+    tflite_accuracy: float
+    stats: Optional[train.TrainStats]  # None when loaded: its fit timings belong to another case
+    key: str
+    cached: bool
+
+
+def _pipeline_code_hash() -> str:
+    """Source of what shapes a control: fine-tuning, annotation/cloning, conversion, evaluation."""
+    import inspect
+
+    from . import evaluate, export, quantize
+    from .backend import versions
+
+    return stable_hash([inspect.getsource(m) for m in (train, quantize, export, evaluate)] + [versions()])
+
+
+def float_control(base: Pretrained, produce: Callable[[], Control], rebuild: Callable[[], "keras.Model"],
+                  cache_dir: Path = DEFAULT_CACHE_DIR) -> Control:
+    """The control for ``base``: loaded if cached, else ``produce()``d and stored (locked, atomic).
+    ``rebuild()`` returns the compiled float architecture the cached weights are loaded into."""
+    key = f"{base.key}-control-{_pipeline_code_hash()}"
+    memo = (str(Path(cache_dir).resolve()), key)
+    if memo in _IN_MEMORY:  # this process loaded or trained it already: its train step is traced too
+        return _IN_MEMORY[memo]
+    control = _load_or_produce(key, base, produce, rebuild, cache_dir)
+    _IN_MEMORY.clear()  # cases run model by model: keep only the latest control in memory
+    _IN_MEMORY[memo] = replace(control, cached=True, stats=None)
+    return control
+
+
+_IN_MEMORY: dict = {}
+
+
+def _load_or_produce(key: str, base: Pretrained, produce, rebuild, cache_dir: Path) -> Control:
+    folder = Path(cache_dir) / base.key / f"control-{key.rsplit('-', 1)[-1]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    weights, tflite, meta = folder / "weights.h5", folder / "control.tflite", folder / "meta.json"
+    with FileLock(str(folder / ".lock")):
+        if weights.exists() and tflite.exists() and meta.exists():
+            model = rebuild()
+            model.load_weights(str(weights))
+            info = json.loads(meta.read_text())
+            return Control(model, tflite.read_bytes(), info["keras_accuracy"], info["tflite_accuracy"],
+                           None, key, True)
+        control = produce()
+        _write_atomic(weights, lambda tmp: control.model.save_weights(str(tmp)))
+        _write_atomic(tflite, lambda tmp: tmp.write_bytes(control.tflite))
+        _write_atomic(meta, lambda tmp: tmp.write_text(json.dumps({
+            "keras_accuracy": control.keras_accuracy, "tflite_accuracy": control.tflite_accuracy,
+            "key": key, "stats": asdict(control.stats) if control.stats else None}, indent=1)))
+        return Control(control.model, control.tflite, control.keras_accuracy, control.tflite_accuracy,
+                       control.stats, key, False)
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -40,13 +40,30 @@ def train_step_ratios(spec, data, last_n: int, bits_list, repeats: int, steps: i
         models[f"qat-whole-w{bits}"] = quantize.annotate(base, units, QuantConfig(bits))
         chosen = select(units, Selection("last", min(last_n, len(units))))
         models[f"qat-last{len(chosen)}-w{bits}"] = quantize.annotate(base, chosen, QuantConfig(bits))
+        if bits == bits_list[0]:  # before/after of harness/fakequant.py, in the same rounds
+            models[f"qat-whole-w{bits}-tfgrad"] = quantize.annotate(base, units, QuantConfig(bits))
     for model in models.values():
         train.compile_for_training(model, 1e-4)
+    for name, model in models.items():
+        if name.endswith("-tfgrad"):
+            _trace_with_tensorflow_gradient(model, data)
     rounds = train.side_by_side_step_ms(models, data, 32, rounds=repeats, steps=steps, per_round=True)
     ms = {name: _spread(rounds[name]) for name in models}
     ratios = {name: _spread([q / f for q, f in zip(rounds[name], rounds["float"])])
               for name in models if name != "float"}
     return {"step_ms": ms, "qat_over_float": ratios, "models": models}
+
+
+def _trace_with_tensorflow_gradient(model, data) -> None:
+    """Trace ``model``'s train step with TensorFlow's own FakeQuantWithMinMaxVarsPerChannelGradient
+    (harness/fakequant.py off), so both variants are timed side by side in one process."""
+    from . import fakequant, train
+
+    fakequant.install(False)
+    try:
+        model.make_train_function()(iter(train._train_dataset(data, 32, seed=0)))
+    finally:
+        fakequant.install(fakequant.enabled())
 
 
 def latency_ratios(models: dict, data, bits_list, repeats: int, invokes: int = 50) -> dict:
@@ -59,15 +76,15 @@ def latency_ratios(models: dict, data, bits_list, repeats: int, invokes: int = 5
         files[f"w{bits}"] = export.to_tflite(models[f"qat-whole-w{bits}"], quantized=True, quant=QuantConfig(bits))
     out = {"bytes": {k: len(v) for k, v in files.items()}}
     for batch in (1, 32):
-        x = np.ascontiguousarray(data.x_test[:batch], dtype=np.float32)
         samples = {name: [] for name in files}
         interps = {}
         for name, content in files.items():
             interp = interpreter(content, threads=1)
-            index = interp.get_input_details()[0]["index"]
-            interp.resize_tensor_input(index, x.shape)
+            detail = interp.get_input_details()[0]
+            x = np.ascontiguousarray(data.x_test[:batch], dtype=detail["dtype"])  # token ids stay integers
+            interp.resize_tensor_input(detail["index"], x.shape)
             interp.allocate_tensors()
-            interp.set_tensor(index, x)
+            interp.set_tensor(detail["index"], x)
             interp.invoke()
             interps[name] = interp
         for _ in range(repeats):
@@ -105,8 +122,55 @@ def sweep_throughput(expr: str, cache_dir: Path, results: Path) -> dict:
     return out
 
 
+DETERMINISM_CHILD = """
+import json, sys
+from harness import perf
+print(json.dumps(perf.step_ms_in_this_process(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1")))
+"""
+
+
+def step_ms_in_this_process(model: str, tier: str, steps: int, deterministic: bool) -> dict:
+    """Median float and whole-model W8 QAT train-step ms in a fresh process, optionally with
+    ``tf.config.experimental.enable_op_determinism()`` (a process-wide switch, hence the process)."""
+    from . import quantize, train
+    from .backend import tf
+    from .config import QuantConfig
+    from .pipeline import load_data
+
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    spec = registry.get(model)
+    data = load_data(spec, tier if tier in spec.tiers else next(iter(spec.tiers)))
+    train.set_seed(0)
+    base = spec.builder.load()(spec.input_shape, data.num_classes)
+    models = {"float": quantize.annotate(base, (), QuantConfig(8)),
+              "qat": quantize.annotate(base, quantize.units_of(base), QuantConfig(8))}
+    for m in models.values():
+        train.compile_for_training(m, 1e-4)
+    return train.side_by_side_step_ms(models, data, 32, rounds=3, steps=steps)
+
+
+def determinism_cost(models, tier: str, repeats: int, steps: int) -> dict:
+    """Step time with op determinism on vs off: fresh processes, alternated off/on ``repeats`` times."""
+    out = {}
+    for model in models:
+        samples = {False: [], True: []}
+        for _ in range(repeats):
+            for deterministic in (False, True):
+                done = subprocess.run([sys.executable, "-c", DETERMINISM_CHILD, model, tier, str(steps),
+                                       "1" if deterministic else "0"], capture_output=True, text=True, timeout=3600)
+                if done.returncode != 0:
+                    raise RuntimeError(f"determinism child failed: {done.stderr.strip().splitlines()[-1:]}")
+                samples[deterministic].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        out[model] = {kind: {"off_ms": _spread([s[kind] for s in samples[False]]),
+                             "on_ms": _spread([s[kind] for s in samples[True]]),
+                             "on_over_off": _spread([on[kind] / off[kind] for on, off in zip(samples[True], samples[False])])}
+                      for kind in ("float", "qat")}
+    return out
+
+
 def run(models, tier: str, last_n: int, bits_list, repeats: int, steps: int, out_dir: Path,
-        sweep: str | None, cache_dir: Path) -> dict:
+        sweep: str | None, cache_dir: Path, determinism: bool = False) -> dict:
     from .backend import versions
     from .pipeline import load_data
 
@@ -115,21 +179,32 @@ def run(models, tier: str, last_n: int, bits_list, repeats: int, steps: int, out
               "models": {}}
     for name in models:
         spec = registry.get(name)
-        data = load_data(spec, tier)
+        model_tier = tier if tier in spec.tiers else next(iter(spec.tiers))  # minilm2: smoke, resnet50: full
+        data = load_data(spec, model_tier)
         start = time.perf_counter()
         step = train_step_ratios(spec, data, last_n, bits_list, repeats, steps)
         entry = {k: v for k, v in step.items() if k != "models"}
+        entry["tier"] = model_tier
         entry["latency"] = latency_ratios(step["models"], data, bits_list, repeats)
         entry["wall_s"] = time.perf_counter() - start
         entry["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         report["models"][name] = entry
         print("\n".join(table({name: entry})), flush=True)
+        _write(report, out_dir)  # a later model's failure loses nothing measured so far
     if sweep:
         report["sweep"] = sweep_throughput(sweep, cache_dir, out_dir / "sweep")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "perf.json").write_text(json.dumps(report, indent=1))
-    (out_dir / "perf.md").write_text("\n".join(["```"] + table(report["models"]) + sweep_lines(report) + ["```"]) + "\n")
+    if determinism:
+        report["determinism"] = determinism_cost(models, tier, max(2, repeats // 2), steps)
+    print("\n".join(sweep_lines(report)), flush=True)
+    _write(report, out_dir)
     return report
+
+
+def _write(report: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records.write_text_atomic(out_dir / "perf.json", json.dumps(report, indent=1))
+    records.write_text_atomic(out_dir / "perf.md",
+                              "\n".join(["```"] + table(report["models"]) + sweep_lines(report) + ["```"]) + "\n")
 
 
 def table(models: dict) -> list:
@@ -150,8 +225,13 @@ def table(models: dict) -> list:
 
 
 def sweep_lines(report: dict) -> list:
+    lines = []
+    for model, kinds in report.get("determinism", {}).items():
+        for kind, d in kinds.items():
+            lines.append(f"op determinism {model} {kind}: {d['off_ms']['median']:.1f} -> {d['on_ms']['median']:.1f} ms/step, "
+                         f"on/off {d['on_over_off']['min']:.2f} {d['on_over_off']['median']:.2f} {d['on_over_off']['max']:.2f}")
     sweep = report.get("sweep")
     if not sweep:
-        return []
-    return [f"sweep: -n 0 {sweep['n0']['cases_per_hour']:.0f} cases/h, -n 2 {sweep['n2']['cases_per_hour']:.0f} "
+        return lines
+    return lines + [f"sweep: -n 0 {sweep['n0']['cases_per_hour']:.0f} cases/h, -n 2 {sweep['n2']['cases_per_hour']:.0f} "
             f"cases/h: {sweep['speedup']:.2f}x"]

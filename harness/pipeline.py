@@ -3,6 +3,7 @@ convert both, audit, measure, and return a record. No pytest here."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import os
@@ -29,6 +30,10 @@ class Environment:
     cache_dir: Path = cache.DEFAULT_CACHE_DIR
     git_commit: str | None = None
     threads: int = 0
+
+    @property
+    def interpreter_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
 
     def describe(self) -> dict:
         return {"versions": versions(), "machine": records.machine(), "git_commit": self.git_commit,
@@ -78,6 +83,44 @@ def _fine_tune(model, chosen, case: Case, config, data: Dataset, tuner=None) -> 
     return tuned, train.fit_steps(tuned, data, config.finetune_steps, config.batch_size, case.seed)
 
 
+class Phases:
+    """Wall seconds per named phase of a case, recorded as ``phase_s`` (where a case's time goes)."""
+
+    def __init__(self):
+        self.seconds: dict = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def _float_control(case: Case, config, data: Dataset, base, env: Environment, tuner=None) -> cache.Control:
+    """The fine-tuned float control: shared through the cache, except under a distributed strategy,
+    where fine-tuning it is part of what the case measures (its traffic and step times)."""
+
+    def produce() -> cache.Control:
+        model, stats = _fine_tune(base.model, (), case, config, data, tuner)
+        if tuner is not None and not tuner.is_chief:
+            return cache.Control(model, b"", float("nan"), float("nan"), stats, "", False)
+        content = export.to_tflite(model, quantized=False)
+        return cache.Control(model, content, train.keras_accuracy(model, data.x_test, data.y_test),
+                             tflite_accuracy(content, data.x_test, data.y_test, threads=env.interpreter_threads),
+                             stats, "", False)
+
+    def rebuild():
+        model = quantize.annotate(base.model, (), case.quant)
+        train.compile_for_training(model, config.finetune_learning_rate)
+        return model
+
+    if tuner is not None:
+        return produce()
+    return cache.float_control(base, produce, rebuild, env.cache_dir)
+
+
 def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
     """Measure one case. Raises on failure; the caller turns exceptions into failed records.
     Non-default strategies go through harness/distribute.py, which calls back here with a ``tuner``;
@@ -87,43 +130,53 @@ def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
 
         return distribute.run(case, spec, env)
     start = time.perf_counter()
+    phase = Phases()
     config = spec.tier(case.tier)
-    data = load_data(spec, case.tier)
-    base = cache.pretrained(spec, case.tier, case.seed, data, env.cache_dir)
-    units = quantize.units_of(base.model)
+    with phase("load"):
+        data = load_data(spec, case.tier)
+        base = cache.pretrained(spec, case.tier, case.seed, data, env.cache_dir)
+        units = quantize.units_of(base.model)
     if len(units) != spec.num_units:
         raise ValueError(f"{spec.name}: built model has {len(units)} units, spec says {spec.num_units}")
     chosen = select(units, case.selection)
     predicted = size.predict(units, chosen, case.quant)
 
     ptq = case.quant.method == "ptq"
-    control, control_stats = _fine_tune(base.model, (), case, config, data, tuner)
+    with phase("float_control"):
+        control = _float_control(case, config, data, base, env, tuner)
 
-    if ptq:  # the quantized model is the fine-tuned float control, quantized after training
-        qat, qat_stats = control, control_stats
-    else:
-        qat, qat_stats = _fine_tune(base.model, chosen, case, config, data, tuner)
+    with phase("qat_fit"):
+        if ptq:  # the quantized model is the fine-tuned float control, quantized after training
+            qat, qat_stats = control.model, None
+        else:
+            qat, qat_stats = _fine_tune(base.model, chosen, case, config, data, tuner)
     if tuner is not None and not tuner.is_chief:
         return {}
 
-    convert_start = time.perf_counter()
-    if ptq:
-        float_layers = [name for unit in units if unit not in chosen for name in unit.members]
-        qat_tflite = export.to_tflite_ptq(control, data.x_train[:PTQ_SAMPLES], float_layers, case.quant)
-    else:
-        qat_tflite = export.to_tflite(qat, quantized=bool(chosen), quant=case.quant)
-    convert_s = time.perf_counter() - convert_start
-    control_tflite = export.to_tflite(control, quantized=False)
-    qat_audit, control_audit = audit.inspect(qat_tflite), audit.inspect(control_tflite)
+    with phase("convert"):
+        if ptq and not chosen:  # N = 0: nothing to quantize; the debugger refuses an all-float denylist
+            qat_tflite = control.tflite
+        elif ptq:
+            float_layers = [name for unit in units if unit not in chosen for name in unit.members]
+            qat_tflite = export.to_tflite_ptq(control.model, data.x_train[:PTQ_SAMPLES], float_layers, case.quant)
+        else:
+            qat_tflite = export.to_tflite(qat, quantized=bool(chosen), quant=case.quant)
+    convert_s = phase.seconds["convert"]
+    control_tflite = control.tflite
+    with phase("audit"):
+        qat_audit, control_audit = audit.inspect(qat_tflite), audit.inspect(control_tflite)
 
-    quant_keras = None if ptq else train.keras_accuracy(qat, data.x_test, data.y_test)
-    control_keras = train.keras_accuracy(control, data.x_test, data.y_test)
-    control_acc = tflite_accuracy(control_tflite, data.x_test, data.y_test)
     simulated = case.quant.deployment == "simulated"
-    quant_acc = quant_keras if simulated else tflite_accuracy(qat_tflite, data.x_test, data.y_test)
+    with phase("eval"):
+        quant_keras = None if ptq else train.keras_accuracy(qat, data.x_test, data.y_test)
+        quant_acc = quant_keras if simulated else tflite_accuracy(qat_tflite, data.x_test, data.y_test,
+                                                                  threads=env.interpreter_threads)
+    control_acc, control_keras = control.tflite_accuracy, control.keras_accuracy
 
-    timed = {"float": control} if ptq else {"qat": qat, "float": control}
-    step_ms = train.side_by_side_step_ms(timed, data, config.batch_size, config.timing_rounds, config.timing_steps)
+    with phase("step_timing"):
+        timed = {"float": control.model} if ptq else {"qat": qat, "float": control.model}
+        step_ms = train.side_by_side_step_ms(timed, data, config.batch_size, config.timing_rounds,
+                                             config.timing_steps)
     step_ms.setdefault("qat", None)
     total_params = sum(u.params for u in units)
     record = {
@@ -161,19 +214,20 @@ def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
         "qat_step_ms": step_ms["qat"],
         "float_step_ms": step_ms["float"],
         "step_ratio": step_ms["qat"] / step_ms["float"] if step_ms["qat"] else None,
-        "qat_fit_step_ms": qat_stats.step_ms_median,
-        "float_fit_step_ms": control_stats.step_ms_median,
-        "qat_fit_s": qat_stats.wall_s,
-        "float_fit_s": control_stats.wall_s,
-        "qat_final_loss": qat_stats.final_loss,
-        "float_final_loss": control_stats.final_loss,
-        "finetune_steps": qat_stats.steps,
+        "qat_fit_step_ms": qat_stats.step_ms_median if qat_stats else None,
+        "float_fit_step_ms": control.stats.step_ms_median if control.stats else None,
+        "qat_fit_s": qat_stats.wall_s if qat_stats else None,
+        "float_fit_s": control.stats.wall_s if control.stats else None,
+        "qat_final_loss": qat_stats.final_loss if qat_stats else None,
+        "float_final_loss": control.stats.final_loss if control.stats else None,
+        "finetune_steps": config.finetune_steps,
+        "control_cached": control.cached,
+        "control_key": control.key,
         "convert_s": convert_s,
         "wall_s": time.perf_counter() - start,
+        "phase_s": {name: round(seconds, 3) for name, seconds in phase.seconds.items()},
         "dataset": data.describe(),
     }
-    if ptq:  # no QAT fine-tune happened: keep the fields, empty
-        record.update(qat_fit_step_ms=None, qat_fit_s=None, qat_final_loss=None)
     if tuner is not None:
         record.update(tuner.fields(units, chosen, case.quant, qat_audit, len(qat_tflite), len(control_tflite)))
     return record

@@ -164,7 +164,7 @@ class QatSession:
         runner = runner or pipeline.run_case
         spec = registry.get(case.model)
         env = self.environment()
-        fields = pipeline.describe_case(case, spec)
+        fields = {**pipeline.describe_case(case, spec), "run_id": self.run_id}
         config_hash = case.config_hash(pipeline.spec_fingerprint(spec, case.tier))
         previous = self._finished_record(case.id, config_hash)
         if previous is not None:
@@ -236,9 +236,10 @@ class QatSession:
         lines = [f"{'case':<28} {'status':<7} {'drop pp':>8} {'tflite B':>10} {'x smaller':>9} {'qat/float':>9}"]
         for r in self.merged:
             if r.get("tflite_bytes"):
+                ratio = "-" if r.get("step_ratio") is None else f"{r['step_ratio']:.2f}"  # PTQ: no QAT step
                 lines.append(f"{r['case_id']:<28} {r['status']:<7} {r['accuracy_drop_pp']:>8.2f} "
                              f"{r['tflite_bytes']:>10} {r['control_tflite_bytes'] / r['tflite_bytes']:>9.2f} "
-                             f"{r['step_ratio']:>9.2f}")
+                             f"{ratio:>9}")
             else:
                 lines.append(f"{r['case_id']:<28} {r['status']:<7} {r.get('error') or ''}")
         from . import report

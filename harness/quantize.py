@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from . import fakequant  # noqa: F401  (installs the cheaper per-channel training gradient)
 from .backend import keras, quantize
 from .config import QuantConfig
 from .units import LayerInfo, Unit, group_units

@@ -78,7 +78,7 @@ def write_atomic(path: Path, record: dict) -> Path:
     """Write a record as JSON: temp file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(path, json.dumps(record, indent=1, sort_keys=True, default=_jsonable))
+    write_text_atomic(path, json.dumps(record, indent=1, sort_keys=True, default=_jsonable))
     return path
 
 
@@ -123,12 +123,12 @@ def merge(run_dir: Path) -> tuple:
         if known is None or record.get("created", "") >= known.get("created", ""):
             by_case[record["case_id"]] = record
     merged = [by_case[key] for key in sorted(by_case)]
-    _write_text_atomic(run_dir / "records.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in merged))
+    write_text_atomic(run_dir / "records.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in merged))
     _write_summary(run_dir / "summary.csv", merged)
     return merged, problems
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     """The one way files are written here: a killed process never leaves a half-written file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -148,7 +148,7 @@ def _write_summary(path: Path, records: Iterable[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(records)
-    _write_text_atomic(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
 
 
 def load_jsonl(path: Path) -> list:

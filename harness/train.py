@@ -89,12 +89,13 @@ def side_by_side_step_ms(models: dict, data: Dataset, batch_size: int, rounds: i
                          per_round: bool = False) -> dict:
     """Median train-step time (ms) of each compiled model, timed in alternating rounds so machine
     noise hits all of them alike. Calls each model's compiled train function directly (what fit
-    runs per step), without fit's per-step Python callbacks. Trains the models further: call it last.
+    runs per step; fit's traced one when there is one), without fit's per-step Python callbacks.
+    The models' weights are restored afterwards (optimizer slots are not).
     With ``per_round`` the result is a list of per-round medians per model."""
-    runners = {}
+    runners, saved = {}, {name: model.get_weights() for name, model in models.items()}
     for name, model in models.items():
         iterator = iter(_train_dataset(data, batch_size, seed=0))
-        step = model.make_train_function(force=True)
+        step = model.train_function or model.make_train_function()
         for _ in range(WARMUP_STEPS):
             step(iterator)
         runners[name] = (step, iterator)
@@ -108,6 +109,8 @@ def side_by_side_step_ms(models: dict, data: Dataset, batch_size: int, rounds: i
                 float(logs["loss"])  # wait for the step to finish
                 times.append(time.perf_counter() - start)
             samples[name].append(times)
+    for name, model in models.items():
+        model.set_weights(saved[name])
     if per_round:
         return {name: [float(np.median(t)) * 1000.0 for t in rounds_] for name, rounds_ in samples.items()}
     return {name: float(np.median(np.concatenate(rounds_))) * 1000.0 for name, rounds_ in samples.items()}

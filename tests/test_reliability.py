@@ -120,18 +120,37 @@ def test_two_processes_train_a_shared_baseline_once(tmp_path):
     assert len(entries) == 1 and sorted(p.name for p in entries[0].iterdir()) == [".lock", "meta.json", "weights.h5"]
 
 
+SAME = ("control_accuracy", "control_accuracy_keras", "quant_accuracy", "quant_accuracy_keras", "tflite_bytes",
+        "control_tflite_bytes", "weight_bytes", "gzip_bytes", "quantized_kernels", "audit", "qat_final_loss")
+
+
 def test_same_seed_same_numbers(tmp_path):
-    """Determinism: two runs of one case agree on every accuracy, byte and audit field."""
+    """Determinism: two runs of one case, each training its own baseline and control from scratch,
+    agree on every accuracy, byte and audit field."""
     from harness import pipeline
 
     spec = replace(registry.get("mlp"), tiers=TINY)
-    env = pipeline.Environment(cache_dir=tmp_path)
     case = Case("mlp", Selection("last", 2), QuantConfig(4))
-    first, second = (pipeline.run_case(case, spec, env) for _ in range(2))
-    same = ("control_accuracy", "quant_accuracy", "quant_accuracy_keras", "tflite_bytes", "weight_bytes",
-            "gzip_bytes", "quantized_kernels", "audit", "qat_final_loss", "float_final_loss")
-    assert {k: first[k] for k in same} == {k: second[k] for k in same}
-    assert first["pretrained_cached"] is False and second["pretrained_cached"] is True
+    first, second = (pipeline.run_case(case, spec, pipeline.Environment(cache_dir=tmp_path / run))
+                     for run in ("a", "b"))
+    assert {k: first[k] for k in SAME} == {k: second[k] for k in SAME}
+    assert first["pretrained_cached"] is second["pretrained_cached"] is False
+    assert first["control_cached"] is second["control_cached"] is False
+
+
+def test_the_float_control_is_fine_tuned_once_per_model_and_changes_no_number(tmp_path):
+    from harness import pipeline
+
+    spec = replace(registry.get("mlp"), tiers=TINY)
+    shared = pipeline.Environment(cache_dir=tmp_path / "shared")
+    cases = [Case("mlp", Selection("last", 1), QuantConfig(8)), Case("mlp", Selection("last", 3), QuantConfig(4))]
+    first, second = (pipeline.run_case(case, spec, shared) for case in cases)
+    assert (first["control_cached"], second["control_cached"]) == (False, True)
+    assert first["control_key"] == second["control_key"]
+    assert second["float_fit_s"] is None and second["float_step_ms"] > 0  # timed here, side by side
+    alone = pipeline.run_case(cases[1], spec, pipeline.Environment(cache_dir=tmp_path / "alone"))
+    assert alone["control_cached"] is False
+    assert {k: second[k] for k in SAME} == {k: alone[k] for k in SAME}
 
 
 @pytest.mark.slow
@@ -160,3 +179,41 @@ def test_sigkill_mid_sweep_then_resume_loses_and_duplicates_nothing(tmp_path):
     merged = records.load_jsonl(tmp_path / "crash" / "records.jsonl")
     assert sorted(r["case_id"] for r in merged) == ["mlp-last1-w8a8", "mlp-last2-w8a8", "mlp-last3-w8a8"]
     assert not list(cases.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_two_pytest_sessions_at_once_into_different_run_ids_do_not_interfere(tmp_path):
+    selection = "mlp-last1-w8a8 or mlp-last2-w4a8"
+    base = [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "-k", selection,
+            "--qat-results", str(tmp_path), "--qat-cache", str(tmp_path / "cache")]
+    procs = {run: subprocess.Popen(base + ["--qat-run-id", run], cwd=ROOT, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True) for run in ("one", "two")}
+    outputs = {run: proc.communicate(timeout=1200)[0] for run, proc in procs.items()}
+    assert all(proc.returncode == 0 for proc in procs.values()), outputs
+    merged = {run: records.load_jsonl(tmp_path / run / "records.jsonl") for run in procs}
+    for run, rows in merged.items():
+        assert sorted(r["case_id"] for r in rows) == ["mlp-last1-w8a8", "mlp-last2-w4a8"]
+        assert {r["run_id"] for r in rows} == {run} and {r["status"] for r in rows} == {"passed"}
+        assert (tmp_path / run / "report.md").exists()
+    one, two = ({r["case_id"]: r for r in rows} for rows in merged.values())
+    for case_id in one:
+        assert {k: one[case_id][k] for k in SAME} == {k: two[case_id][k] for k in SAME}
+    everything = merged["one"] + merged["two"]
+    assert sum(not r["pretrained_cached"] for r in everything) == 1  # the shared baseline: trained once
+    assert sum(not r["control_cached"] for r in everything) == 1  # and so was the float control
+
+
+def test_the_terminal_summary_survives_ptq_and_failed_records(session):
+    """PTQ records have no QAT step time and failed ones no bytes: the summary still prints them."""
+    common = dict(model="mlp", order="last", n=2, weight_bits=8, tier="smoke", seed=0, units_total=5,
+                  param_fraction=0.1, control_accuracy=0.95, quant_accuracy=0.95, accuracy_drop_pp=0.0,
+                  tflite_bytes=500, control_tflite_bytes=1000, weight_bytes=400, predicted_weight_bytes=400,
+                  size_error_rel=0.0, config_hash="h")
+    session.merged = [dict(common, case_id="mlp-last2-w8a8-ptq", status="passed", method="ptq", step_ratio=None),
+                      dict(common, case_id="mlp-last2-w8a8", status="passed", method="qat", step_ratio=1.2),
+                      dict(case_id="mlp-last3-w8a8", status="error", error="ConversionError: x", model="mlp",
+                           order="last", n=3, weight_bits=8, method="qat", seed=0, accuracy_drop_pp=None,
+                           tflite_bytes=None)]
+    session.notes, session.report_path = [], None
+    text = "\n".join(session.summary_lines())
+    assert "mlp-last2-w8a8-ptq" in text and "ConversionError: x" in text and "1.20" in text
