@@ -62,13 +62,9 @@ def pretrained(spec: ModelSpec, tier: str, seed: int, data: Dataset, cache_dir: 
             info = json.loads(meta.read_text())
             return Pretrained(model, key, info["accuracy"], 0.0, True)
         model, accuracy, seconds = _train(spec, tier, seed, data)
-        tmp = folder / f"weights.tmp-{os.getpid()}.h5"
-        model.save_weights(str(tmp))
-        os.replace(tmp, weights)
-        tmp_meta = folder / f"meta.tmp-{os.getpid()}.json"
-        tmp_meta.write_text(json.dumps({"accuracy": accuracy, "train_s": seconds, "key": key,
-                                        "data": data.describe()}, indent=1))
-        os.replace(tmp_meta, meta)
+        _write_atomic(weights, lambda tmp: model.save_weights(str(tmp)))
+        _write_atomic(meta, lambda tmp: tmp.write_text(json.dumps(
+            {"accuracy": accuracy, "train_s": seconds, "key": key, "data": data.describe()}, indent=1)))
         return Pretrained(model, key, accuracy, seconds, False)
 
 
@@ -148,6 +144,8 @@ def _load_or_produce(key: str, base: Pretrained, produce, rebuild, cache_dir: Pa
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Cache files are written beside their final name and renamed: a killed process leaves no
+    half-written entry (records use records.write_text_atomic; weights files need a path to write to)."""
     tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         write(tmp)
