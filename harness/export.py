@@ -70,9 +70,11 @@ def ops_touching(content: bytes, layers) -> list:
     return found
 
 
-def to_tflite_ptq(model: "keras.Model", representative_x, float_layers, quant: QuantConfig) -> bytes:
+def to_tflite_ptq(model: "keras.Model", representative_x, float_layers, quant: QuantConfig,
+                  float_tflite: bytes | None = None) -> bytes:
     """Selective post-training quantization: full-integer (INT8 weights and activations) for every op
-    except those of ``float_layers``, which the TFLite quantization debugger's denylist keeps float."""
+    except those of ``float_layers``, which the TFLite quantization debugger's denylist keeps float.
+    ``float_tflite``: the model's float conversion, if the caller has it (op names come from it)."""
     if quant.weight_bits != 8:
         raise ConversionError(f"PTQ in TFLite is 8-bit only; {quant.weight_bits}-bit weights need QAT")
 
@@ -80,7 +82,7 @@ def to_tflite_ptq(model: "keras.Model", representative_x, float_layers, quant: Q
         for i in range(len(representative_x)):
             yield [representative_x[i:i + 1].astype("float32")]
 
-    denylist = ops_touching(to_tflite(model, quantized=False), set(float_layers))
+    denylist = ops_touching(float_tflite or to_tflite(model, quantized=False), set(float_layers))
     converter = converter_for(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative

@@ -122,6 +122,11 @@ def sweep_throughput(expr: str, cache_dir: Path, results: Path) -> dict:
     return out
 
 
+def tier_of(spec, tier: str) -> str:
+    """The asked tier if the model has it, else its only one (minilm2: smoke, resnet50: full)."""
+    return tier if tier in spec.tiers else next(iter(spec.tiers))
+
+
 DETERMINISM_CHILD = """
 import json, sys
 from harness import perf
@@ -140,7 +145,7 @@ def step_ms_in_this_process(model: str, tier: str, steps: int, deterministic: bo
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     spec = registry.get(model)
-    data = load_data(spec, tier if tier in spec.tiers else next(iter(spec.tiers)))
+    data = load_data(spec, tier_of(spec, tier))
     train.set_seed(0)
     base = spec.builder.load()(spec.input_shape, data.num_classes)
     models = {"float": quantize.annotate(base, (), QuantConfig(8)),
@@ -179,7 +184,7 @@ def run(models, tier: str, last_n: int, bits_list, repeats: int, steps: int, out
               "models": {}}
     for name in models:
         spec = registry.get(name)
-        model_tier = tier if tier in spec.tiers else next(iter(spec.tiers))  # minilm2: smoke, resnet50: full
+        model_tier = tier_of(spec, tier)
         data = load_data(spec, model_tier)
         start = time.perf_counter()
         step = train_step_ratios(spec, data, last_n, bits_list, repeats, steps)

@@ -158,7 +158,8 @@ def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
             qat_tflite = control.tflite
         elif ptq:
             float_layers = [name for unit in units if unit not in chosen for name in unit.members]
-            qat_tflite = export.to_tflite_ptq(control.model, data.x_train[:PTQ_SAMPLES], float_layers, case.quant)
+            qat_tflite = export.to_tflite_ptq(control.model, data.x_train[:PTQ_SAMPLES], float_layers, case.quant,
+                                              float_tflite=control.tflite)
         else:
             qat_tflite = export.to_tflite(qat, quantized=bool(chosen), quant=case.quant)
     convert_s = phase.seconds["convert"]

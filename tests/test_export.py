@@ -74,3 +74,11 @@ def test_a_layers_ops_do_not_include_the_next_layer_that_reads_its_output(mlp):
 def test_ptq_below_8_bits_is_a_one_line_error(mlp):
     with pytest.raises(export.ConversionError, match="8-bit only"):
         export.to_tflite_ptq(mlp, X, [], QuantConfig(4))
+
+
+def test_selective_ptq_with_the_callers_float_conversion_is_the_same_file(mlp, units):
+    chosen = select(units, Selection("last", 2))
+    float_layers = [name for unit in units if unit not in chosen for name in unit.members]
+    given = export.to_tflite_ptq(mlp, X, float_layers, QuantConfig(8), float_tflite=export.to_tflite(mlp, quantized=False))
+    assert kernel_dtypes_by_layer(given, units) == kernel_dtypes_by_layer(
+        export.to_tflite_ptq(mlp, X, float_layers, QuantConfig(8)), units)
