@@ -32,22 +32,35 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("qat_case", cases, ids=[case.id for case in cases])
 
 
+def pytest_collection_finish(session):
+    session.config.stash[SESSION].collection_finished(session.items)
+
+
+def pytest_deselected(items):
+    # pytest passes no config here; the items carry it
+    if items:
+        items[0].config.stash[SESSION].deselected(items)
+
+
 @pytest.fixture
 def qat_session(request):
     return request.config.stash[SESSION]
 
 
 def pytest_sessionfinish(session, exitstatus):
-    problem = session.config.stash[SESSION].finish()
+    problem = session.config.stash[SESSION].finish()  # its lines are in .problems, printed below
     if problem and session.exitstatus == 0:
-        session.config.stash[SESSION].problems.append(problem)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     qat = config.stash[SESSION]
-    lines = qat.summary_lines()
+    try:
+        lines = qat.summary_lines()
+    except Exception as exc:  # noqa: BLE001 - the problems below must still be printed
+        lines = [f"summary failed: {type(exc).__name__}: {exc}".splitlines()[0]]
+    lines += [f"problem: {p}" for p in qat.problems]
     if lines:
         terminalreporter.section("qatbench")
-        for line in lines + [f"problem: {p}" for p in qat.problems]:
+        for line in lines:
             terminalreporter.write_line(line)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from . import records as _records
+from .config import METHODS, ORDERS
 
 EXIT_BAD_INPUT = 2
 
@@ -25,15 +26,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def load_run(results: str) -> list:
-    """Records of a run folder: records.jsonl if present, else cases/*.json."""
+    """Records of a run folder: cases/*.json if present, else records.jsonl; bad records skipped with a note."""
     run_dir = Path(results)
     if not run_dir.is_dir():
         raise BadInput(f"results folder not found: {run_dir}")
-    merged = run_dir / "records.jsonl"
+    merged, problems = run_dir / "records.jsonl", []
+    cases = run_dir / _records.CASES_DIR
     try:
-        records = _records.load_jsonl(merged) if merged.is_file() else _records.read_case_records(run_dir)[0]
+        if any(cases.glob("*.json")) or not merged.is_file():  # the case files are the source of truth
+            records, problems = _records.read_case_records(run_dir)
+        else:  # a copied records.jsonl without its cases/
+            records = _records.load_jsonl(merged, problems)
     except (OSError, ValueError) as exc:
         raise BadInput(f"cannot read {merged}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    for problem in problems:  # malformed or unknown-schema records: skipped, one line each
+        print(f"note: {problem}", file=sys.stderr)
     if not records:
         raise BadInput(f"no records in {run_dir} (expected records.jsonl or cases/*.json)")
     return records
@@ -44,8 +51,8 @@ def _add_plan(sub) -> None:
     sub.add_argument("--budget", required=True, type=float, help="accuracy budget, percentage points (>= 0)")
     sub.add_argument("--size-budget", type=float, default=None, help="max .tflite bytes")
     sub.add_argument("--model", default=None, help="only this model")
-    sub.add_argument("--order", default="last", help="selection order to plan for (default: last)")
-    sub.add_argument("--method", default=None, help="qat or ptq (default: both)")
+    sub.add_argument("--order", default="last", choices=ORDERS, help="selection order to plan for (default: last)")
+    sub.add_argument("--method", default=None, choices=METHODS, help="qat or ptq (default: both)")
     sub.add_argument("--extrapolate", action="store_true", help="allow N beyond the largest measured N")
 
 
@@ -90,20 +97,48 @@ def _add_perf(sub) -> None:
                      help="also time float and whole-model QAT steps with op determinism on vs off (fresh processes)")
 
 
-def _run_perf(args) -> int:
+LIMITS = {"repeats": (1, 1000), "steps": (1, 100000), "last": (0, 1000)}
+
+
+def _check_perf(args) -> tuple:
+    """Every perf argument checked before anything is measured: (models, bits, out_dir)."""
     from . import options
 
     try:
         models = [registry_get(m.strip()) for m in args.models.split(",")]
         bits = options.parse_bits(args.bits)
+        results = options.parse_results_dir(args.results)
+        options.parse_cache_dir(args.cache)
+        run_id = options.parse_run_id(args.run_id) if args.run_id is not None else f"perf-{_records.new_run_id()}"
     except (ValueError, argparse.ArgumentTypeError) as exc:
         raise BadInput(str(exc)) from None
-    if args.repeats < 1 or args.steps < 1 or args.last < 0:
-        raise BadInput("--repeats and --steps must be >= 1, --last >= 0")
+    for name, (low, high) in LIMITS.items():
+        if not low <= getattr(args, name) <= high:
+            raise BadInput(f"--{name} must be in {low}..{high}, got {getattr(args, name)}")
+    out_dir = results / run_id
+    if (out_dir / "perf.json").exists():
+        raise BadInput(f"--run-id {run_id}: {out_dir} already holds a perf run; choose another run id")
+    if args.sweep is not None and not sweep_cases(args.sweep):
+        raise BadInput(f"--sweep {args.sweep!r}: no benchmark case matches (pytest benchmarks -k {args.sweep!r})")
+    return models, bits, out_dir
+
+
+def sweep_cases(expr: str) -> int:
+    """How many benchmark cases ``pytest -k expr`` selects (collection only: no TensorFlow)."""
+    import subprocess
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "--collect-only", "-q", "-p",
+                           "no:cacheprovider", "-k", expr, "--qat-results", tempfile.gettempdir()],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+    return sum(1 for line in done.stdout.splitlines() if "::" in line)
+
+
+def _run_perf(args) -> int:
+    models, bits, out_dir = _check_perf(args)
     from . import perf
 
-    run_id = args.run_id or f"perf-{_records.new_run_id()}"
-    out_dir = Path(args.results) / run_id
     perf.run([m.name for m in models], args.tier, args.last, bits, args.repeats, args.steps, out_dir,
              args.sweep, Path(args.cache), args.determinism)
     print(f"wrote {out_dir / 'perf.json'} and {out_dir / 'perf.md'}")
@@ -116,8 +151,80 @@ def registry_get(name: str):
     return registry.get(name)
 
 
+def _add_baseline(sub) -> None:
+    sub.add_argument("--results", required=True, help="a finished run folder (cases/*.json)")
+    sub.add_argument("--save", required=True, help="baseline JSON to write (per-seed drops, accuracies, bytes, noise)")
+
+
+def _run_baseline(args) -> int:
+    from .baseline import save_baseline
+
+    records = load_run(args.results)
+    tiers = sorted({str(r.get("tier")) for r in records})
+    if len(tiers) != 1:
+        raise BadInput(f"{args.results} mixes tiers {', '.join(tiers)}: a baseline is for one tier")
+    machines = [r.get("env", {}).get("machine") for r in records if isinstance(r.get("env"), dict)]
+    try:
+        saved = save_baseline(records, args.save, tier=tiers[0], machine=machines[0] if machines else None)
+    except OSError as exc:
+        raise BadInput(f"cannot write {args.save}: {exc.strerror or exc}") from None
+    print(f"baseline {args.save}: {len(saved.entries)} entries from {len(records)} records (tier {tiers[0]})")
+    for line in noise_lines(saved):
+        print(line)
+    return 0
+
+
+def noise_lines(saved) -> list:
+    """Per (model, bits): the measured noise, and the regression the gate catches with 80% power."""
+    from .gate import detectable_effects
+
+    def pp(value):
+        return "-" if value is None else f"{value:.2f}"
+
+    lines = [f"  {'model/bits':<14} {'keys':>4} {'seeds':>5} {'SD':>6} {'seed SD':>8} {'case SD':>8} "
+             f"{'detectable: one key':>20} {'whole group':>12}"]
+    effects = {d.group: d for d in detectable_effects(saved)}
+    for name, noise in sorted(saved.noise.items()):
+        d = effects.get(name)
+        lines.append(f"  {name:<14} {d.keys if d else '-':>4} {d.seeds if d else '-':>5} {pp(noise.sd_pp):>6} "
+                     f"{pp(noise.seed_sd_pp):>8} {pp(noise.case_sd_pp):>8} {pp(d.key_pp if d else None):>20} "
+                     f"{pp(d.group_pp if d else None):>12}")
+    return lines
+
+
+def _add_rerun(sub) -> None:
+    sub.add_argument("first", help="run folder A (e.g. the run the baseline came from)")
+    sub.add_argument("second", help="run folder B: the same cases on another machine or with other numerics")
+
+
+def _run_rerun(args) -> int:
+    from . import rerun
+
+    rows = rerun.summary(load_run(args.first), load_run(args.second))
+    if not rows:
+        raise BadInput(f"no case measured in both {args.first} and {args.second} with the same config hash")
+    for line in rerun.format_summary(rows):
+        print(line)
+    return 0
+
+
+def _add_report(sub) -> None:
+    sub.add_argument("--results", required=True, help="run folder whose report.md and plots to write anew")
+
+
+def _run_report(args) -> int:
+    from . import report
+
+    path = report.write_report(load_run(args.results), Path(args.results)).path
+    print(f"report: {path}")
+    return 0
+
+
 COMMANDS = {
     "plan": (_add_plan, _run_plan, "largest N within an accuracy (and size) budget"),
+    "baseline": (_add_baseline, _run_baseline, "save a regression baseline from a finished run"),
+    "rerun": (_add_rerun, _run_rerun, "how far each case's drop moved between two runs of the same cases"),
+    "report": (_add_report, _run_report, "write a run folder's report.md and plots again"),
     "perf": (_add_perf, _run_perf, "QAT vs float step time, TFLite latency, memory, sweep throughput"),
 }
 

@@ -27,7 +27,7 @@ if not keras.__version__.startswith("2."):  # pragma: no cover - environment gua
 
 quantize = tfmot.quantization.keras
 
-__all__ = ["tf", "keras", "tfmot", "quantize", "quant_ops", "tflite_schema", "versions"]
+__all__ = ["tf", "keras", "tfmot", "quantize", "quant_ops", "tflite_schema", "versions", "numerics"]
 
 
 def versions() -> dict:
@@ -35,6 +35,14 @@ def versions() -> dict:
         "tensorflow": tf.__version__,
         "tf_keras": keras.__version__,
         "tfmot": getattr(tfmot, "__version__", "unknown"),
+    }
+
+
+def numerics() -> dict:
+    """Settings that change rounding, not the experiment: like another CPU, they are recorded and
+    key the caches (a cached model is reused only under the same numerics), but stay out of the
+    config hash, so the regression gate compares runs across them and measures how far they move."""
+    return {
         "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "fast_fakequant_grad": os.environ.get("QATBENCH_FAST_FAKEQUANT_GRAD", "1"),
     }

@@ -9,7 +9,7 @@ from typing import Optional
 
 ORDERS = ("last", "first", "single", "type")
 METHODS = ("qat", "ptq")
-TIERS = ("smoke", "full")
+TIERS = ("smoke", "full", "reference")
 STRATEGIES = ("default", "mirrored", "multiworker")
 MIN_BITS, MAX_BITS = 2, 8
 
@@ -101,7 +101,13 @@ class Thresholds:
     min_whole_compression: tuple = ((8, 3.8), (4, 7.0))  # float bytes / whole-model bytes
     size_tolerance: float = 0.01  # |predicted - measured| / measured weight bytes
     tflite_vs_keras_pp: float = 0.5
-    baseline_drop_tolerance_pp: float = 1.0
+    # The regression gate (harness/gate.py): the smallest increase of the mean drop over seeds that
+    # counts as a regression, even when the noise says it is real; and the .tflite growth allowed.
+    min_regression_pp: float = 1.0
+    baseline_size_growth_rel: float = 0.01
+    # A float control below this test accuracy means training collapsed: the case fails, since a
+    # drop measured against a model at chance is no evidence about quantization.
+    min_control_accuracy: float = 0.0
 
     def drop_bound(self, bits: int) -> Optional[float]:
         return dict(self.max_drop_pp).get(bits)
@@ -125,9 +131,18 @@ class TierConfig:
     bits: tuple = (8, 4)
     orders: tuple = ("last",)
     seeds: tuple = (0,)
+    # True: a seed changes the pre-training too (the full tier: seed-to-seed variance includes it).
+    # False: one pre-trained model (seed 0) per tier, and a seed changes only the fine-tuning of the
+    # QAT model and of its float control (the smoke tier: replication for the gate at low cost).
+    pretrain_per_seed: bool = True
     methods: tuple = ("qat",)  # "ptq" cases run at 8 bits only (TFLite PTQ is 8-bit)
     timing_rounds: int = 3  # side-by-side QAT vs float step timing after the measurements
     timing_steps: int = 10
+    timing_seeds: tuple = ()  # time the steps only for these seeds (empty: every seed); timing is per case, not per seed
+
+    def pretrain_seed(self, seed: int) -> int:
+        """The seed of the pre-trained model that a case of ``seed`` starts from."""
+        return seed if self.pretrain_per_seed else 0
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 
-FASHION_MNIST_DIR = Path(os.environ.get("QATBENCH_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+FASHION_MNIST_DIR = Path(os.environ.get("QATBENCH_FASHION_MNIST") or "/usr/share/datasets/fashion-mnist")
 
 
 class MissingDataset(RuntimeError):
@@ -130,11 +130,82 @@ def fashion_mnist_32x3(train_size=None, test_size=None) -> Dataset:
 
 
 CIFAR10_ENV = "QATBENCH_CIFAR10"
+FASHION_MNIST_ENV = "QATBENCH_FASHION_MNIST"
+
+# Environment variables naming data files each loader of this module reads: their contents go into
+# the cache key and config hash (cache.input_digests). A loader not listed may read any of them.
+DATA_ENV = (CIFAR10_ENV, FASHION_MNIST_ENV)
+_READS = {"mnist_5k": (), "fashion_mnist": (FASHION_MNIST_ENV,), "fashion_mnist_28x1": (FASHION_MNIST_ENV,),
+          "fashion_mnist_32x1": (FASHION_MNIST_ENV,), "fashion_mnist_32x3": (FASHION_MNIST_ENV,),
+          "images_32x3": DATA_ENV}
+
+
+def env_inputs(target: str) -> tuple:
+    """The data environment variables a loader ("module:function") reads."""
+    module, _, name = target.partition(":")
+    if module == __name__:
+        return _READS.get(name, DATA_ENV)
+    return () if module == "harness.text" else DATA_ENV  # text data ships in packages
+
+
+class UnsafePickle(ValueError):
+    """A CIFAR-10 batch that asks the unpickler for anything but arrays, dicts, lists and bytes."""
+
+
+def _safe_globals() -> dict:
+    import codecs
+
+    def latin1(text, encoding="utf-8", errors="strict"):  # protocol-2 pickles store bytes this way
+        if str(encoding).lower().replace("_", "-") not in ("latin1", "latin-1"):
+            raise UnsafePickle(f"_codecs.encode with encoding {encoding!r} refused")
+        return codecs.encode(text, "latin-1", errors)
+
+    reconstruct, scalar = np.zeros(1).__reduce__()[0], np.float64(0).__reduce__()[0]
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): latin1}
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(module, "_reconstruct")], allowed[(module, "scalar")] = reconstruct, scalar
+    return allowed
+
+
+def safe_unpickle(blob: bytes, what: str = "pickle"):
+    """Unpickle the python CIFAR-10 format without executing code: only numpy arrays, dtypes and
+    scalars resolve; any other global (os.system, builtins.eval, ...) is refused naming it."""
+    import io
+    import pickle
+
+    allowed = _safe_globals()
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) not in allowed:
+                raise UnsafePickle(f"{what}: refused to load {module}.{name} (only numpy arrays and plain "
+                                   "data are allowed in a CIFAR-10 batch)")
+            return allowed[(module, name)]
+
+    return Restricted(io.BytesIO(blob), encoding="bytes").load()
+
+
+def _cifar_batch(blob: bytes, name: str) -> tuple:
+    try:
+        d = safe_unpickle(blob, name)
+    except UnsafePickle:
+        raise
+    except Exception as exc:  # truncated or not a pickle at all
+        raise ValueError(f"{name}: not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
+    if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
+        raise ValueError(f"{name}: not a CIFAR-10 python batch (no data/labels)")
+    x, y = np.asarray(d[b"data"]), np.asarray(d[b"labels"])
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or y.ndim != 1 or len(y) != len(x) \
+            or y.dtype.kind not in "iu":
+        raise ValueError(f"{name}: data must be uint8 (N, 3072) with N integer labels, got {x.dtype} {x.shape}, "
+                         f"labels {y.dtype} {y.shape}")
+    x = x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return (x / 255.0).astype("float32"), y.astype("int64")
 
 
 def cifar10(path, train_size: Optional[int] = None, test_size: Optional[int] = None) -> Dataset:
-    """CIFAR-10 from the standard python-pickle release: the .tar.gz or its extracted folder."""
-    import pickle
+    """CIFAR-10 from the standard python-pickle release: the .tar.gz or its extracted folder. The
+    batches are unpickled by a restricted unpickler (safe_unpickle): a crafted file runs no code."""
     import tarfile
 
     path = Path(path)
@@ -154,14 +225,9 @@ def cifar10(path, train_size: Optional[int] = None, test_size: Optional[int] = N
     if not train_names or "test_batch" not in batches:
         raise ValueError(f"{path}: no data_batch_* / test_batch files (not the python CIFAR-10 release)")
 
-    def decode(blob):
-        d = pickle.loads(blob, encoding="bytes")
-        x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        return (x / 255.0).astype("float32"), np.asarray(d[b"labels"], dtype="int64")
-
-    parts = [decode(batches[n]) for n in train_names]
+    parts = [_cifar_batch(batches[n], n) for n in train_names]
     x_train, y_train = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    x_test, y_test = decode(batches["test_batch"])
+    x_test, y_test = _cifar_batch(batches["test_batch"], "test_batch")
     x_train, y_train = subset(x_train, y_train, train_size, seed=1)
     x_test, y_test = subset(x_test, y_test, test_size, seed=2)
     return Dataset("cifar-10", x_train, y_train, x_test, y_test, 10, str(path))

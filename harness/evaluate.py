@@ -27,5 +27,10 @@ def tflite_predict(content: bytes, x: np.ndarray, batch_size: int = 1000, thread
     return np.concatenate(outputs)
 
 
+def tflite_labels(content: bytes, x: np.ndarray, threads: int = 1) -> np.ndarray:
+    """Predicted class of every example in the TFLite interpreter."""
+    return np.argmax(tflite_predict(content, x, threads=threads), axis=-1)
+
+
 def tflite_accuracy(content: bytes, x: np.ndarray, y: np.ndarray, threads: int = 1) -> float:
-    return float(np.mean(np.argmax(tflite_predict(content, x, threads=threads), axis=-1) == y))
+    return float(np.mean(tflite_labels(content, x, threads) == y))

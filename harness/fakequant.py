@@ -9,7 +9,7 @@ two gradients are thrown away. Here the weight gradient alone is computed, exact
 does it: upstream gradient where nudged_min <= w <= nudged_max, else 0 (tests/test_fakequant.py
 checks it equals TensorFlow's gradient element for element). The forward op is TensorFlow's own, and
 inference graphs (what the TFLite converter sees) are untouched: only ``is_training=True`` calls
-change. ``QATBENCH_FAST_FAKEQUANT_GRAD=0`` turns it off; records carry the setting in ``env.versions``.
+change. ``QATBENCH_FAST_FAKEQUANT_GRAD=0`` turns it off; records carry the setting in ``env.numerics``.
 """
 
 from __future__ import annotations

@@ -1,93 +1,58 @@
 """Accuracy-drop formulas vs N, one fit per group (model, order, weight_bits, method). Pure.
 
-Candidate forms (``FORMS``), each fitted by least squares with ``scipy.optimize.curve_fit``:
+The candidate forms and the fit of one form live in ``harness.forms`` (re-exported here).
 
-  linear      drop = a*N                 (through the origin: N=0 quantizes nothing)
-  affine      drop = a + b*N
-  fraction    drop = a*f                 (f = param_fraction, the quantized share of weights)
-  power       drop = a*N^b
-  saturating  drop = a*(1 - exp(-b*N))
+What is fitted: the seed means at each measured N (duplicate runs of one (N, seed) averaged
+first), weighted by the number of seeds. The shape of the curve is only known at distinct N, so a
+form needs more N means than parameters + 1 (else it is skipped, with the reason), and a group
+needs >= 3 distinct N > 0 (N = 0 is used as data but not counted). The lowest AICc wins; when no
+fitted form has a defined AICc they all have the same number of parameters and the lowest residual
+wins. A fitted parameter sitting on its bound (the power exponent at POWER_MAX_EXPONENT, a
+saturating rate at its limit) is flagged in ``FormFit.at_bound``.
 
-Every record of a group is a point (several seeds per N are fine). The form with the lowest
-AICc (K = fitted parameters + 1 for the noise variance) wins. When no form has a defined AICc
-(too few points: n - K - 1 <= 0) the plain AIC decides and ``GroupFit.selection`` says "aic".
-Parameter intervals are 95% Wald intervals: estimate +- t(0.975, n-k) * sqrt(diag(cov)), with
-cov the residual-variance-scaled covariance from curve_fit. The two-parameter a*g(x, b) forms
-start curve_fit at a profile-likelihood optimum (a is linear given b; b scanned on a log grid),
-which the leave-one-N-out refits use directly.
+Prediction band for ONE new run at N (``interval="prediction"``); the target is the
+accuracy_drop_pp that run would record on the benchmark's test split:
 
-``predict`` returns the estimate with a two-sided 95% band from the delta method (numerical
-gradient of the formula wrt the parameters). ``interval="prediction"`` (default) adds the residual
-variance, i.e. it bounds the drop of one new run at that N; ``interval="confidence"`` bounds the
-mean curve (what the report shades).
+  var = curve + seed shift + run
+  curve       g' Cov g, delta method on the fit of the N means (its residual variance includes any
+              lack of fit);
+  seed shift  every N mean carries the same seeds' shifts, which the fit partly follows:
+              sigma2_shift * sum_s (g' V_s)^2 with V_s the parameter response to seed s's shift;
+  run         the pooled within-N variance across seeds (``seedstats.noise_model``): one new run
+              brings its own seed shift and its own run noise.
+  The across-seed variance already contains the test-set counting noise (each model errs on
+  other examples), so the binomial variance of a paired drop, ((b+c)/n - ((b-c)/n)^2)/n from the
+  record's discordant counts, is NOT added: it is a floor for the run term (max, not sum), which
+  guards against a spread estimated from a few seeds coming out implausibly small. Without two
+  seeds at any N the run term is the fit's residual variance and the note says seed-to-seed
+  variance could not be separated. The t quantile uses Satterthwaite's dof: with 3 seeds the
+  band is wide whatever the number of N. ``interval="confidence"`` (the mean curve, shaded in
+  plots) is curve + seed shift. Simulated coverage of one new run (tests/test_simulation.py):
+  0.93 at 3-4 seeds, 0.94 at 6, 0.95 without a seed effect; the plug-in dof is the shortfall.
 
-Fraction form at a new N: f is looked up in the N -> param_fraction map built from the records
-(plus the anchor N=0 -> f=0), and interpolated linearly between measured N. Outside the measured
-N range f is unknown (it depends on layer sizes), so predictions fall back to the best N-based
-form and say so in ``Prediction.note`` -- unless the caller passes ``fraction=`` explicitly.
+Fraction form at an N without records: with a ``unit_table`` in the records the exact fraction at
+every N comes from ``select`` (``GroupFit.fraction_source == "unit_table"``); else f is interpolated
+between measured N and, outside them, predictions fall back to the best N-based form (noted).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
-from scipy import optimize, stats
 
-MIN_DISTINCT_N = 3
-CONFIDENCE = 0.95
-MEASURED = ("passed", "failed")
+from . import seedstats
+from .config import Selection
+from .forms import (CONFIDENCE, FORMS, FORMS_BY_NAME, POWER_MAX_EXPONENT, Form, FormFit,  # noqa: F401 (API)
+                    enough_points, fit_form, predict_form)
+from .select import select
+from .units import Unit
 
-
-# A drop growing faster than N^3 over a handful of N is a step, not a trend: with b up to 10 the
-# AICc winner for cnn W4 (drop only at N = 5) was 6.6e-08 × N^10, which predicts nothing useful.
-POWER_MAX_EXPONENT = 3.0
-
-
-@dataclass(frozen=True)
-class Form:
-    name: str
-    variable: str  # "n" or "fraction"
-    params: tuple
-    func: Callable
-    template: str  # str.format template, one {} per parameter
-    bounds: tuple = (-np.inf, np.inf)
-
-
-FORMS = (
-    Form("linear", "n", ("a",), lambda x, a: a * x, "drop_pp ≈ {} × N"),
-    Form("affine", "n", ("a", "b"), lambda x, a, b: a + b * x, "drop_pp ≈ {} + {} × N"),
-    Form("fraction", "fraction", ("a",), lambda x, a: a * x, "drop_pp ≈ {} × f  (f = quantized param fraction)"),
-    Form("power", "n", ("a", "b"), lambda x, a, b: a * np.power(x, b), "drop_pp ≈ {} × N^{}",
-         ((-np.inf, 1e-3), (np.inf, POWER_MAX_EXPONENT))),
-    Form("saturating", "n", ("a", "b"), lambda x, a, b: -a * np.expm1(-b * x), "drop_pp ≈ {} × (1 − e^(−{} × N))",
-         ((-np.inf, 1e-4), (np.inf, 50.0))),
-)
-FORMS_BY_NAME = {form.name: form for form in FORMS}
-
-
-@dataclass(frozen=True)
-class FormFit:
-    form: str
-    variable: str
-    param_names: tuple
-    params: tuple
-    ci_low: tuple
-    ci_high: tuple
-    cov: tuple  # k x k, as nested tuples
-    sigma: float  # residual standard deviation, sqrt(RSS / (n - k))
-    dof: int
-    n_points: int
-    rss: float
-    r2: float
-    aic: float
-    aicc: float  # inf when undefined (too few points)
-    loo_rmse: float  # leave-one-N-out RMSE; nan when no fold could be fitted
-    formula: str
+MIN_DISTINCT_N = 3  # distinct N > 0
+MEASURED = seedstats.MEASURED
 
 
 @dataclass(frozen=True)
@@ -96,15 +61,20 @@ class GroupFit:
     order: str
     weight_bits: int
     method: str
-    n_points: int
-    n_values: tuple
+    n_points: int  # measured records used
+    n_values: tuple  # distinct N, 0 included
     fitted: bool
     reason: str  # why there is no fit, or how the winner was picked
     best: Optional[FormFit]
     candidates: tuple  # FormFit, best first
-    fractions: tuple  # ((n, param_fraction), ...) including the anchor (0, 0.0)
+    fractions: tuple  # ((n, param_fraction), ...) including (0, 0.0)
     units_total: Optional[int]
-    selection: str  # "aicc", "aic" or "" (no fit)
+    selection: str  # "aicc", "rss" or "" (no fit)
+    skipped: tuple = ()  # "form: why it was not fitted", ...
+    noise: Optional[seedstats.Noise] = None
+    sampling_var: tuple = ()  # ((n, mean binomial variance of a paired drop, pp²), ...)
+    fraction_source: str = "measured"  # or "unit_table"
+    seeds: int = 0
 
     @property
     def key(self) -> tuple:
@@ -121,35 +91,16 @@ class Prediction:
     interval: str  # "prediction" or "confidence"
     fraction: Optional[float]
     note: str
+    dof: float = math.inf
+    parts: tuple = ()  # (("curve", var), ("seed shift", var), ("run", var)) in pp²
 
 
-@dataclass(frozen=True)
-class SizeCheck:
-    model: str
-    order: str
-    weight_bits: int
-    method: str
-    n_records: int
-    max_rel_error: Optional[float]
-    worst_case_id: Optional[str]
-    tolerance: float
-    ok: bool
-
-
-def as_number(value) -> Optional[float]:
-    """A finite float, or None (None, bools, text, nan, inf)."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
+as_number = seedstats.as_number  # a finite float, or None
 
 
 def usable(record: dict) -> bool:
-    """A point for fitting: has N and a finite accuracy drop."""
-    return record.get("n") is not None and as_number(record.get("accuracy_drop_pp")) is not None
+    """A point for fitting: a measured record (passed/failed) with N and a finite accuracy drop."""
+    return record.get("n") is not None and seedstats.drop_of(record) is not None
 
 
 def group_key(record: dict) -> tuple:
@@ -189,161 +140,110 @@ def interpolate(table: Sequence, n: float) -> Optional[float]:
 
 fraction_at = interpolate  # param_fraction at N from GroupFit.fractions
 
-
-def _start(form: Form, x: np.ndarray, y: np.ndarray) -> list:
-    """Starting parameters: closed-form least squares where the form is linear, else a profile search."""
-    if form.name in ("linear", "fraction"):
-        sxx = float(np.dot(x, x))
-        return [float(np.dot(x, y) / sxx) if sxx > 0 else 1.0]
-    if form.name == "affine":
-        b, a = np.polyfit(x, y, 1) if np.ptp(x) > 0 else (0.0, float(np.mean(y)))
-        return [float(a), float(b)]
-    return _profile_start(form, x, y)
+UNIT_FIELDS = ("index", "kind", "weight_layer", "kernel_params", "bias_params", "channels", "kernels")
 
 
-def _profile_start(form: Form, x: np.ndarray, y: np.ndarray) -> list:
-    """[a, b] for a*g(x, b) forms: a is linear given b, so scan b on a log scale, then refine."""
-    lo, hi = form.bounds[0][1], form.bounds[1][1]
-
-    def rss_and_a(log_b):
-        g = form.func(x, 1.0, math.exp(log_b))
-        gg = float(np.dot(g, g))
-        a = float(np.dot(g, y) / gg) if gg > 0 else 0.0
-        return float(np.sum((y - a * g) ** 2)), a
-
-    grid = np.linspace(math.log(lo), math.log(hi), 41)
-    best = min(grid, key=lambda v: rss_and_a(v)[0])
-    step = grid[1] - grid[0]
-    res = optimize.minimize_scalar(lambda v: rss_and_a(v)[0], bounds=(max(best - step, grid[0]), min(best + step, grid[-1])),
-                                   method="bounded", options={"xatol": 1e-6})
-    log_b = float(res.x) if res.fun <= rss_and_a(best)[0] else float(best)
-    return [rss_and_a(log_b)[1], math.exp(log_b)]
-
-
-def _curve_fit(form: Form, x: np.ndarray, y: np.ndarray, p0: Sequence[float]):
-    """(params, cov, rss), or None when the fit fails.
-
-    Bounded forms start at the profile optimum and get few evaluations; if the solver does not
-    converge in time the start is kept, with the Jacobian covariance.
-    """
-    bounded = form.bounds != (-np.inf, np.inf)
-    p0 = np.asarray(p0, float)
-    if bounded:
-        p0 = np.clip(p0, np.array(form.bounds[0]) + 1e-12, np.array(form.bounds[1]) - 1e-12)
-    kwargs = {"bounds": form.bounds, "max_nfev": 50} if bounded else {"maxfev": 5000}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            params, cov = optimize.curve_fit(form.func, x, y, p0=p0, **kwargs)
-    except RuntimeError:
-        if not bounded:
-            return None
-        jac = np.array([_gradient(form, xi, p0) for xi in x])  # s^2 (J'J)^-1, as curve_fit computes it
-        cov = np.linalg.pinv(jac.T @ jac) * float(np.sum((y - form.func(x, *p0)) ** 2)) / max(len(y) - len(p0), 1)
-        params = p0
-    except (ValueError, FloatingPointError, optimize.OptimizeWarning):
-        return None
-    rss = float(np.sum((y - form.func(x, *params)) ** 2))
-    return (params, cov, rss) if math.isfinite(rss) else None
-
-
-def _information(rss: float, m: int, k: int, y: np.ndarray) -> tuple:
-    rss = max(rss, 1e-12 * (1.0 + float(np.dot(y, y))))
-    big_k = k + 1  # + noise variance
-    aic = m * math.log(rss / m) + 2 * big_k
-    aicc = aic + 2 * big_k * (big_k + 1) / (m - big_k - 1) if m - big_k - 1 > 0 else math.inf
-    return aic, aicc
-
-
-def _format(form: Form, params: Sequence[float]) -> str:
-    return form.template.format(*(f"{p:.3g}" for p in params))
-
-
-def fit_form(form: Form, x: Sequence[float], y: Sequence[float], n_for_loo: Optional[Sequence] = None,
-             loo: bool = True) -> Optional[FormFit]:
-    """Fit one form to (x, y); None when it cannot be fitted (needs more points than parameters).
-
-    ``n_for_loo``: the N of each point (defaults to x) for the leave-one-N-out error; loo=False skips it.
-    """
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    m, k = len(y), len(form.params)
-    if m <= k:
-        return None
-    found = _curve_fit(form, x, y, _start(form, x, y))
-    if found is None:
-        return None
-    params, cov, rss = found
-    dof = m - k
-    cov = np.atleast_2d(np.asarray(cov, float))
-    half = stats.t.ppf(0.5 + CONFIDENCE / 2, dof) * np.sqrt(np.clip(np.diag(cov), 0, None))
-    half = np.where(np.isfinite(np.diag(cov)), half, np.inf)
-    tss = float(np.sum((y - y.mean()) ** 2))
-    aic, aicc = _information(rss, m, k, y)
-    loo_rmse = _loo_rmse(form, x, y, np.asarray(n_for_loo if n_for_loo is not None else x, float), params) if loo else math.nan
-    return FormFit(
-        form=form.name, variable=form.variable, param_names=form.params,
-        params=tuple(float(p) for p in params),
-        ci_low=tuple(float(v) for v in params - half), ci_high=tuple(float(v) for v in params + half),
-        cov=tuple(tuple(float(v) for v in row) for row in cov),
-        sigma=math.sqrt(rss / dof), dof=dof, n_points=m, rss=rss,
-        r2=1.0 - rss / tss if tss > 0 else math.nan, aic=aic, aicc=aicc,
-        loo_rmse=loo_rmse, formula=_format(form, params),
-    )
-
-
-def _loo_rmse(form: Form, x: np.ndarray, y: np.ndarray, ns: np.ndarray, full_params) -> float:
-    """Hold out every point of one N at a time, refit, predict them; RMSE over all held-out points.
-
-    Two-parameter a*g(x, b) forms are refitted by the profile search alone (fast, no covariance needed).
-    """
-    errors = []
-    for held in np.unique(ns):
-        train = ns != held
-        if len(np.unique(ns[train])) < 2 or train.sum() <= len(form.params):
+def units_from_records(records: Iterable[dict]) -> Optional[tuple]:
+    """The model's units from the first record with a usable ``unit_table``; None for old records."""
+    for record in records:
+        table = record.get("unit_table")
+        if not isinstance(table, list) or not table:
             continue
-        if form.bounds != (-np.inf, np.inf):
-            params = _profile_start(form, x[train], y[train])
-        else:
-            found = _curve_fit(form, x[train], y[train], full_params)
-            if found is None:
+        try:
+            return tuple(Unit(**{k: row[k] for k in UNIT_FIELDS if k in row}, members=()) for row in table)
+        except (TypeError, KeyError):
+            continue
+    return None
+
+
+def exact_fraction(units: Sequence[Unit], order: str, n: int) -> float:
+    """Share of the model's parameters (kernels + biases) that quantizing ``order`` N units selects."""
+    total = sum(u.params for u in units)
+    return sum(u.params for u in select(units, Selection(order, int(n)))) / total if total else 0.0
+
+
+def _n_means(points: Sequence[dict]) -> tuple:
+    """(ns, seed means, seeds per N, seed sets, cells): seed-level means of the drop at each N."""
+    cells = seedstats.cell_means(points, key=lambda r: int(r["n"]))
+    per_n = defaultdict(dict)
+    for (n, seed), v in cells.items():
+        per_n[n][seed] = v
+    ns = np.array(sorted(per_n), float)
+    means = np.array([np.mean(list(per_n[n].values())) for n in sorted(per_n)])
+    sets = [frozenset(per_n[n]) for n in sorted(per_n)]
+    return ns, means, np.array([len(s) for s in sets], float), sets, cells
+
+
+def _fractions(records: Sequence[dict], points: Sequence[dict], order, total) -> tuple:
+    """(((n, f), ...), source): exact at every N from the unit table when present, else measured."""
+    units = units_from_records(records)
+    if units is not None and order in ("first", "last") and (total is None or total == len(units)):
+        return tuple((n, exact_fraction(units, order, n)) for n in range(len(units) + 1)), "unit_table"
+    return fraction_map(points), "measured"
+
+
+def _sampling_table(points: Sequence[dict]) -> tuple:
+    seen = defaultdict(list)
+    for r in points:
+        v = seedstats.sampling_var_pp2(r)
+        if v is not None:
+            seen[int(r["n"])].append(v)
+    return tuple(sorted((n, float(np.mean(v))) for n, v in seen.items()))
+
+
+def _or_nan(value: Optional[float]) -> float:
+    return math.nan if value is None else value
+
+
+def _fit_candidates(forms, ns, means, counts, sets, fractions) -> tuple:
+    """(fits, skipped reasons) of every form on the N means."""
+    fits, skipped = [], []
+    for form in forms:
+        k, m = len(form.params), len(ns)
+        if not enough_points(m, k):
+            skipped.append(f"{form.name}: {m} N means <= {k} parameter{'s' if k > 1 else ''} + 1")
+            continue
+        x = ns
+        if form.variable == "fraction":
+            x = np.array([_or_nan(fraction_at(fractions, n)) for n in ns])
+            if np.isnan(x).any():
+                skipped.append(f"{form.name}: param_fraction unknown at some N")
                 continue
-            params = found[0]
-        errors.extend(y[~train] - form.func(x[~train], *params))
-    return math.sqrt(float(np.mean(np.square(errors)))) if errors else math.nan
+        fitted = fit_form(form, x, means, n_for_loo=ns, weights=counts, seed_sets=sets)
+        if fitted is None:
+            skipped.append(f"{form.name}: the solver failed")
+        else:
+            fits.append(fitted)
+    return fits, skipped
 
 
 def fit_group(records: Sequence[dict], forms: Sequence[Form] = FORMS) -> GroupFit:
-    """Fit every candidate form to one group's records and pick the best by AICc."""
+    """Fit every candidate form to one group's N means and pick the best (see module docstring)."""
     points = [r for r in records if usable(r)]
     key = group_key(records[0]) if records else (None, None, None, None)
-    ns = np.array([int(r["n"]) for r in points], float)
-    y = np.array([as_number(r["accuracy_drop_pp"]) for r in points], float)
-    fractions = fraction_map(points)
-    totals = [r.get("units_total") for r in records if r.get("units_total") is not None]
-    n_values = tuple(int(v) for v in np.unique(ns))
+    ns, means, counts, sets, cells = _n_means(points)
+    totals = [int(r["units_total"]) for r in records if r.get("units_total") is not None]
+    total = max(totals) if totals else None
+    fractions, source = _fractions(records, points, key[1], total)
     base = dict(model=key[0], order=key[1], weight_bits=key[2], method=key[3], n_points=len(points),
-                n_values=n_values, fractions=fractions, units_total=int(max(totals)) if totals else None)
-    if len(n_values) < MIN_DISTINCT_N:
-        reason = f"not enough N to fit: {len(n_values)} distinct N, need {MIN_DISTINCT_N}"
+                n_values=tuple(int(v) for v in ns), fractions=fractions, units_total=total,
+                noise=seedstats.noise_model(cells), sampling_var=_sampling_table(points),
+                fraction_source=source, seeds=len({s for _, s in cells}))
+    positive = int(np.sum(ns > 0))
+    if positive < MIN_DISTINCT_N:
+        reason = f"not enough N to fit: {positive} distinct N > 0, need {MIN_DISTINCT_N}"
         return GroupFit(fitted=False, reason=reason, best=None, candidates=(), selection="", **base)
-    fits = []
-    for form in forms:
-        if form.variable == "fraction":
-            fs = [as_number(r.get("param_fraction")) for r in points]
-            if any(f is None for f in fs):
-                continue
-            fitted = fit_form(form, fs, y, n_for_loo=ns)
-        else:
-            fitted = fit_form(form, ns, y)
-        if fitted is not None:
-            fits.append(fitted)
+    fits, skipped = _fit_candidates(forms, ns, means, counts, sets, fractions)
     if not fits:
-        return GroupFit(fitted=False, reason="no candidate form could be fitted", best=None,
-                        candidates=(), selection="", **base)
-    selection = "aicc" if any(math.isfinite(f.aicc) for f in fits) else "aic"
-    fits.sort(key=lambda f: (f.aicc if selection == "aicc" else f.aic))
-    reason = f"best of {len(fits)} forms by {'AICc' if selection == 'aicc' else 'AIC'}"
-    return GroupFit(fitted=True, reason=reason, best=fits[0], candidates=tuple(fits), selection=selection, **base)
+        return GroupFit(fitted=False, reason="no form could be fitted: " + "; ".join(skipped), best=None,
+                        candidates=(), selection="", skipped=tuple(skipped), **base)
+    fits.sort(key=lambda f: (f.aicc, f.aic))
+    if math.isfinite(fits[0].aicc):
+        selection, reason = "aicc", f"best of {len(fits)} forms by AICc"
+    else:  # every fitted form has the same parameter count and m = k + 2 points: AICc undefined
+        selection, reason = "rss", f"AICc undefined with {len(ns)} N means: lowest residual of {len(fits)} forms"
+    return GroupFit(fitted=True, reason=reason, best=fits[0], candidates=tuple(fits), selection=selection,
+                    skipped=tuple(skipped), **base)
 
 
 def fit_records(records: Iterable[dict], orders: Optional[Sequence[str]] = ("last", "first")) -> tuple:
@@ -351,26 +251,10 @@ def fit_records(records: Iterable[dict], orders: Optional[Sequence[str]] = ("las
     return tuple(fit_group(group) for group in group_records(records, orders).values())
 
 
-def _gradient(form: Form, x: float, params: np.ndarray) -> np.ndarray:
-    """Central-difference d f(x; p) / dp."""
-    steps = 1e-6 * np.maximum(np.abs(params), 1.0)
-    value = lambda p: form.func(np.array([float(x)]), *p)[0]  # noqa: E731
-    return np.array([(value(params + e) - value(params - e)) / (2 * h) for e, h in zip(np.diag(steps), steps)])
-
-
-def predict_form(fit: FormFit, x: float, interval: str = "prediction") -> tuple:
-    """(estimate, lower95, upper95) of one fitted form at x (N, or f for the fraction form)."""
-    if interval not in ("prediction", "confidence"):
-        raise ValueError(f"interval must be 'prediction' or 'confidence', got {interval!r}")
-    form = FORMS_BY_NAME[fit.form]
-    params = np.array(fit.params, float)
-    estimate = float(form.func(np.array([float(x)]), *params)[0])
-    grad = _gradient(form, float(x), params)
-    var = float(grad @ np.array(fit.cov, float) @ grad)
-    if interval == "prediction":
-        var += fit.sigma ** 2
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, fit.dof) * math.sqrt(max(var, 0.0))) if math.isfinite(var) else math.inf
-    return estimate, estimate - half, estimate + half
+def _sampling_at(group: GroupFit, n: float) -> float:
+    if not group.sampling_var:
+        return 0.0
+    return float(np.interp(n, [p[0] for p in group.sampling_var], [p[1] for p in group.sampling_var]))
 
 
 def predict(group: GroupFit, n: int, *, form: Optional[str] = None, fraction: Optional[float] = None,
@@ -385,18 +269,20 @@ def predict(group: GroupFit, n: int, *, form: Optional[str] = None, fraction: Op
     pool = [c for c in group.candidates if form is None or c.form == form]
     if not pool:
         raise ValueError(f"form {form!r} was not fitted for this group")
-    chosen, note = pool[0], ""
+    chosen, notes = pool[0], []
     f = fraction if fraction is not None else fraction_at(group.fractions, n)
     if chosen.variable == "fraction" and f is None:
         fallback = [c for c in group.candidates if c.variable == "n"]
         if not fallback:
             return None
-        note = f"param fraction unknown at N={n}; used {fallback[0].form} instead of fraction form"
+        notes.append(f"param fraction unknown at N={n}; used {fallback[0].form} instead of fraction form")
         chosen = fallback[0]
+    if group.noise is None and interval == "prediction":
+        notes.append("no N has two seeds: the band uses the fit residuals, seed-to-seed variance not separated")
     x = f if chosen.variable == "fraction" else n
-    estimate, low, high = predict_form(chosen, x, interval)
-    return Prediction(n=int(n), form=chosen.form, drop_pp=estimate, lower95=low, upper95=high,
-                      interval=interval, fraction=f, note=note)
+    estimate, low, high, dof, parts = predict_form(chosen, x, interval, group.noise, _sampling_at(group, n))
+    return Prediction(n=int(n), form=chosen.form, drop_pp=estimate, lower95=low, upper95=high, interval=interval,
+                      fraction=f, note="; ".join(notes), dof=dof, parts=parts)
 
 
 def curve(group: GroupFit, ns: Sequence[float], interval: str = "confidence") -> tuple:
@@ -405,21 +291,6 @@ def curve(group: GroupFit, ns: Sequence[float], interval: str = "confidence") ->
     for n in ns if best is not None else ():
         x = fraction_at(group.fractions, n) if best.variable == "fraction" else n
         if x is not None:
-            out.append((n, *predict_form(best, x, interval)))
+            out.append((n, *predict_form(best, x, interval, group.noise, _sampling_at(group, n))[:3]))
     arr = np.array(out, float).reshape(-1, 4)
     return arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3]
-
-
-def size_check(records: Iterable[dict], tolerance: float = 0.01) -> tuple:
-    """Max |predicted_weight_bytes - weight_bytes| / weight_bytes per group."""
-    out = []
-    for key, group in group_records(records).items():
-        errors = []
-        for r in group:
-            measured, predicted = as_number(r.get("weight_bytes")), as_number(r.get("predicted_weight_bytes"))
-            if measured and predicted is not None:
-                errors.append((abs(predicted - measured) / measured, r.get("case_id")))
-        worst = max(errors, key=lambda e: e[0]) if errors else (None, None)
-        out.append(SizeCheck(*key, n_records=len(errors), max_rel_error=worst[0], worst_case_id=worst[1],
-                             tolerance=tolerance, ok=worst[0] is None or worst[0] <= tolerance))
-    return tuple(out)

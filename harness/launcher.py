@@ -29,7 +29,7 @@ from .config import Case, QuantConfig, Selection, Thresholds, TierConfig
 from .registry import ModelSpec, Ref
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT_S = float(os.environ.get("QATBENCH_WORKER_TIMEOUT", "1800"))  # whole case, all workers
+TIMEOUT_ENV, DEFAULT_TIMEOUT_S = "QATBENCH_WORKER_TIMEOUT", 1800.0  # whole case, all workers
 POLL_S = 0.2
 RESULT = "result.json"  # the chief's record fields
 ABSL_LINE = re.compile(r"^[IWEF]\d{4} |^WARNING: All log messages")
@@ -41,21 +41,40 @@ class WorkerFailed(RuntimeError):
     pids: tuple = ()
 
 
+def worker_timeout() -> float:
+    """$QATBENCH_WORKER_TIMEOUT seconds (finite, 1 s .. 7 days), else 1800; a bad value names the variable."""
+    from .options import Bad, env_seconds
+
+    try:
+        return env_seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
+    except Bad as exc:
+        raise ValueError(str(exc)) from None
+
+
 # -- job files ----------------------------------------------------------------------------------
 def spec_to_dict(spec: ModelSpec, tier: str) -> dict:
+    """Every field of the spec a worker needs, so that it computes the same cache key and config hash
+    (weights_env keys the cache by the user's weights file) and checks the same thresholds."""
     return {"name": spec.name, "builder": spec.builder.target, "dataset": spec.dataset.target,
             "input_shape": list(spec.input_shape), "num_units": spec.num_units,
-            "unit_kinds": list(spec.unit_kinds), "tier": tier, "tier_config": asdict(spec.tier(tier))}
+            "unit_kinds": list(spec.unit_kinds), "tier": tier, "tier_config": asdict(spec.tier(tier)),
+            "thresholds": asdict(spec.thresholds), "description": spec.description,
+            "weights_env": spec.weights_env}
 
 
 def _tuples(mapping: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in mapping.items()}
+    """JSON lists back to the tuples (of tuples) the frozen configs hold."""
+    def back(value):
+        return tuple(back(v) for v in value) if isinstance(value, list) else value
+    return {k: back(v) for k, v in mapping.items()}
 
 
 def spec_from_dict(d: dict) -> ModelSpec:
     """The parent's spec (registry entry or a custom one built in a test), rebuilt in a worker."""
+    thresholds = Thresholds(**_tuples(d["thresholds"])) if "thresholds" in d else Thresholds()
     return ModelSpec(d["name"], Ref(d["builder"]), Ref(d["dataset"]), tuple(d["input_shape"]), d["num_units"],
-                     tuple(d["unit_kinds"]), Thresholds(), {d["tier"]: TierConfig(**_tuples(d["tier_config"]))})
+                     tuple(d["unit_kinds"]), thresholds, {d["tier"]: TierConfig(**_tuples(d["tier_config"]))},
+                     description=d.get("description", ""), weights_env=d.get("weights_env", ""))
 
 
 def case_from_dict(d: dict) -> Case:
@@ -212,7 +231,7 @@ def launch(job: Job, workers: int, timeout_s: Optional[float] = None, keep: bool
         (folder / "job.json").write_text(json.dumps(asdict(job)))
         procs = spawn(folder, workers)
         try:
-            elapsed = watch(procs, folder, TIMEOUT_S if timeout_s is None else timeout_s)
+            elapsed = watch(procs, folder, worker_timeout() if timeout_s is None else timeout_s)
         except WorkerFailed as exc:
             exc.args = (f"{exc.args[0]} (logs: {folder})",)
             exc.pids = tuple(p.pid for p in procs)
@@ -229,13 +248,14 @@ def launch(job: Job, workers: int, timeout_s: Optional[float] = None, keep: bool
 # -- the parent's side of a multiworker case ----------------------------------------------------
 def run_case(case: Case, spec: ModelSpec, env, timeout_s: Optional[float] = None, fault: Optional[dict] = None) -> dict:
     """Pre-train or load the float model here (once, not in every worker), then fine-tune on W workers."""
-    from . import cache, pipeline
+    from . import cache
 
     start = time.perf_counter()
-    data = pipeline.load_data(spec, case.tier)
-    base = cache.pretrained(spec, case.tier, case.seed, data, env.cache_dir)
+    data = cache.load_data(spec, case.tier)
+    base = cache.pretrained(spec, case.tier, spec.tier(case.tier).pretrain_seed(case.seed), data,
+                                env.cache_dir)
     threads = worker_threads(env.threads, case.workers)
-    job = Job(case.as_dict(), spec_to_dict(spec, case.tier), pipeline.spec_fingerprint(spec, case.tier),
+    job = Job(case.as_dict(), spec_to_dict(spec, case.tier), cache.spec_fingerprint(spec, case.tier),
               str(env.cache_dir), threads, env.git_commit, "PYTEST_XDIST_WORKER" not in os.environ, fault)
     out = launch(job, case.workers, timeout_s)
     record = dict(out["record"])

@@ -1,14 +1,44 @@
-"""Type parsers for the --qat-* options: a bad value fails at parse time with the allowed choices."""
+"""Type parsers for the --qat-* options and the QATBENCH_* environment variables.
+
+A bad value fails when parsed, in one line naming the allowed range or choices. Ranges are what a
+user would expect on a real machine: threads at most a small multiple of the cores, workers at most
+the cores (a documented cap), seeds below 2**32, timeouts finite and positive.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 from pathlib import Path
 
 from .config import MAX_BITS, MIN_BITS, ORDERS, STRATEGIES, TIERS
 
 Bad = argparse.ArgumentTypeError
+
+THREADS_PER_CORE = 4  # --qat-threads at most this many per core (oversubscription beyond is only slower)
+MAX_SEED = 2 ** 32 - 1  # numpy / TensorFlow seeds are 32-bit
+MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a week: SIGALRM and the worker watchdog take finite, bounded times
+MAX_PP = 100.0  # accuracy budgets and tolerances are percentage points of accuracy
+MAX_SIZE_BYTES = 1e12
+RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@,-]{0,99}")
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def max_threads() -> int:
+    return THREADS_PER_CORE * cores()
+
+
+def max_workers() -> int:
+    """Devices (mirrored) or TensorFlow processes (multiworker) on one machine: one per core, at least 2."""
+    return max(2, cores())
 
 
 def _choice(name: str, choices: tuple):
@@ -24,17 +54,18 @@ parse_tier = _choice("tier", TIERS)
 parse_strategy = _choice("strategy", STRATEGIES)
 
 
-def _int_list(name: str, low: int, high: int | None):
+def _int_list(name: str, low: int, high):
     def parse(value: str) -> tuple:
+        top = high() if callable(high) else high
         items = []
         for raw in value.split(","):
             raw = raw.strip()
             try:
                 item = int(raw)
             except ValueError:
-                raise Bad(f"{name} must be integers{_range(low, high)}, got {raw!r}") from None
-            if item < low or (high is not None and item > high):
-                raise Bad(f"{name} must be{_range(low, high)}, got {item}")
+                raise Bad(f"{name} must be integers in {low}..{top}, got {raw!r}") from None
+            if not low <= item <= top:
+                raise Bad(f"{name} must be in {low}..{top}, got {item}")
             items.append(item)
         if not items:
             raise Bad(f"{name} needs at least one value")
@@ -43,76 +74,107 @@ def _int_list(name: str, low: int, high: int | None):
     return parse
 
 
-def _range(low, high):
-    return f" in {low}..{high}" if high is not None else f" >= {low}"
-
-
 parse_bits = _int_list("bits", MIN_BITS, MAX_BITS)
-parse_seeds = _int_list("seeds", 0, None)
+parse_seeds = _int_list("seeds", 0, MAX_SEED)
 
 
-def parse_orders(value: str) -> tuple:
-    orders = tuple(dict.fromkeys(o.strip() for o in value.split(",")))
-    for order in orders:
-        if order not in ORDERS:
-            raise Bad(f"unknown order {order!r}; choose from: {', '.join(ORDERS)}")
-    return orders
+def _names(kind: str, choices: tuple):
+    def parse(value: str) -> tuple:
+        names = tuple(dict.fromkeys(n.strip() for n in value.split(",")))
+        for name in names:
+            if name not in choices:
+                raise Bad(f"unknown {kind} {name!r}; choose from: {', '.join(choices)}")
+        return names
+    parse.__name__ = kind
+    return parse
+
+
+parse_orders = _names("order", ORDERS)
 
 
 def parse_methods(value: str) -> tuple:
     from .config import METHODS
 
-    methods = tuple(dict.fromkeys(m.strip() for m in value.split(",")))
-    for method in methods:
-        if method not in METHODS:
-            raise Bad(f"unknown method {method!r}; choose from: {', '.join(METHODS)}")
-    return methods
+    return _names("method", METHODS)(value)
 
 
-def _int_at_least(name: str, low: int, note: str = ""):
+def _int_range(name: str, low: int, high, note: str = ""):
     def parse(value: str) -> int:
+        top = high()
         try:
             number = int(value)
         except ValueError:
-            raise Bad(f"{name} must be an integer >= {low}{note}, got {value!r}") from None
-        if number < low:
-            raise Bad(f"{name} must be >= {low}{note}, got {number}")
+            raise Bad(f"{name} must be an integer in {low}..{top}{note}, got {value!r}") from None
+        if not low <= number <= top:
+            raise Bad(f"{name} must be in {low}..{top}{note}, got {number}")
         return number
     parse.__name__ = name
     return parse
 
 
-parse_workers = _int_at_least("workers", 1)
-parse_threads = _int_at_least("threads", 0, " (0: TensorFlow's default)")
+parse_workers = _int_range("workers", 1, max_workers, " (at most one device or process per core)")
+parse_threads = _int_range("threads", 0, max_threads,
+                           f" (0: TensorFlow's default; at most {THREADS_PER_CORE} per core)")
+
+
+def _number(name: str, low: float, high: float, unit: str, positive: bool = False, zero_ok: bool = False):
+    """A finite number in [low, high] (or > low with ``positive``); ``zero_ok``: 0 also means "none"."""
+    lower = f"> {low:g}" if positive else f">= {low:g}"
+    allowed = f"a finite number {lower} and <= {high:g}{unit}" + (" (0: none)" if zero_ok else "")
+
+    def parse(value) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise Bad(f"{name} must be {allowed}, got {value!r}") from None
+        if zero_ok and number == 0:
+            return 0.0
+        if not math.isfinite(number) or number > high or number < low or (positive and number == low):
+            raise Bad(f"{name} must be {allowed}, got {value!r}")
+        return number
+    parse.__name__ = name
+    return parse
 
 
 def parse_nonnegative(name: str):
-    def parse(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            raise Bad(f"{name} must be a number >= 0, got {value!r}") from None
-        if not number >= 0 or number == float("inf"):
-            raise Bad(f"{name} must be a finite number >= 0, got {value!r}")
-        return number
-    parse.__name__ = name
-    return parse
+    return _number(name, 0.0, math.inf, "")
 
 
-parse_budget = parse_nonnegative("budget")
-parse_tolerance = parse_nonnegative("tolerance")
-parse_timeout = parse_nonnegative("timeout")
+parse_budget = _number("budget", 0.0, MAX_PP, " pp")
+parse_tolerance = _number("tolerance", 0.0, MAX_PP, " pp")
+parse_size_budget = _number("size budget", 0.0, MAX_SIZE_BYTES, " bytes", positive=True)
+parse_timeout = _number("timeout", 1.0, MAX_TIMEOUT_S, " s", zero_ok=True)
+parse_seconds = _number("seconds", 1.0, MAX_TIMEOUT_S, " s")
 
 
-def parse_results_dir(value: str) -> Path:
+def _writable_folder(what: str, value) -> Path:
     path = Path(value)
     if path.exists() and not path.is_dir():
-        raise Bad(f"results path {value!r} exists and is not a directory")
+        raise Bad(f"{what} {str(value)!r} exists and is not a directory")
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise Bad(f"results directory {value!r} is not writable ({probe} is not a writable folder)")
+        raise Bad(f"{what} {str(value)!r} is not writable ({probe} is not a writable folder)")
+    return path
+
+
+def parse_results_dir(value: str) -> Path:
+    return _writable_folder("results directory", value)
+
+
+def parse_cache_dir(value: str) -> Path:
+    return _writable_folder("cache directory", value)
+
+
+def parse_output_file(value: str) -> Path:
+    """A file this run will write at the end (--qat-save-baseline): checked now, not after the sweep."""
+    path = Path(value)
+    if not value or path.is_dir() or value.endswith(os.sep):
+        raise Bad(f"output file {value!r} is a directory; name a file, e.g. {Path(value or '.') / 'baseline.json'}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise Bad(f"output file {value!r} exists and is not writable")
+    _writable_folder("folder of output file", path.parent if str(path.parent) else ".")
     return path
 
 
@@ -124,6 +186,77 @@ def parse_existing_file(value: str) -> Path:
 
 
 def parse_run_id(value: str) -> str:
-    if not value or "/" in value or value.startswith("."):
-        raise Bad(f"run id must be a plain folder name, got {value!r}")
+    if not RUN_ID.fullmatch(value or ""):
+        raise Bad(f"run id must be a plain folder name of 1..100 letters, digits and _.+=@,- not starting with "
+                  f"'.' or '-', got {value!r}")
     return value
+
+
+# -- environment variables -----------------------------------------------------------------------
+def env_seconds(name: str, default: float) -> float:
+    """A duration from the environment, validated like --qat-timeout; the error names the variable."""
+    raw = os.environ.get(name, "")
+    return _seconds(name, raw) if raw.strip() else default
+
+
+def _seconds(name: str, raw: str) -> float:
+    try:
+        return parse_seconds(raw.strip())
+    except Bad:
+        raise Bad(f"{name}={raw!r}: must be a finite number of seconds in 1..{MAX_TIMEOUT_S:g}") from None
+
+
+def _env_path(name: str, kind: str, extra: tuple = ()):
+    def check(raw: str) -> None:
+        if raw in extra:
+            return
+        path = Path(raw)
+        ok = path.is_file() if kind == "file" else path.is_dir() if kind == "folder" else path.exists()
+        if not ok:
+            raise Bad(f"{name}={raw!r}: no such {kind}" + (f" (or one of: {', '.join(extra)})" if extra else ""))
+    return check
+
+
+def _env_flag(name: str):
+    def check(raw: str) -> None:
+        if raw not in ("0", "1"):
+            raise Bad(f"{name}={raw!r}: must be 0 or 1")
+    return check
+
+
+ENVIRONMENT = {
+    "QATBENCH_WORKER_TIMEOUT": lambda raw: _seconds("QATBENCH_WORKER_TIMEOUT", raw),
+    "QATBENCH_LOCK_TIMEOUT": lambda raw: _seconds("QATBENCH_LOCK_TIMEOUT", raw),
+    "QATBENCH_CACHE": lambda raw: _prefixed("QATBENCH_CACHE", parse_cache_dir, raw),
+    "QATBENCH_CIFAR10": _env_path("QATBENCH_CIFAR10", "file or folder"),
+    "QATBENCH_FASHION_MNIST": _env_path("QATBENCH_FASHION_MNIST", "folder"),
+    "QATBENCH_RESNET50_WEIGHTS": _env_path("QATBENCH_RESNET50_WEIGHTS", "file", ("imagenet",)),
+    "QATBENCH_BERT_MINI_WEIGHTS": _env_path("QATBENCH_BERT_MINI_WEIGHTS", "file"),
+    "QATBENCH_FAST_FAKEQUANT_GRAD": _env_flag("QATBENCH_FAST_FAKEQUANT_GRAD"),
+}
+
+
+def _prefixed(name: str, parse, raw: str) -> None:
+    try:
+        parse(raw)
+    except Bad as exc:
+        raise Bad(f"{name}: {exc}") from None
+
+
+def check_environment(environ=None) -> None:
+    """Raise Bad (one line naming the variable) for the first QATBENCH_* variable with a bad value."""
+    environ = os.environ if environ is None else environ
+    for name, check in ENVIRONMENT.items():
+        raw = environ.get(name)
+        if raw is not None and raw != "":
+            check(raw)
+
+
+def check_combination(strategy: str, workers: int, threads) -> None:
+    """Values that are each fine but make no sense together."""
+    if strategy == "default" and workers != 1:
+        raise Bad(f"--qat-workers {workers} needs --qat-strategy mirrored or multiworker "
+                  "(the default strategy runs on one device)")
+    if strategy == "multiworker" and threads and threads * workers > max_threads():
+        raise Bad(f"--qat-threads {threads} x --qat-workers {workers} = {threads * workers} threads; at most "
+                  f"{max_threads()} ({THREADS_PER_CORE} per core) on this machine")

@@ -116,9 +116,10 @@ def sweep_throughput(expr: str, cache_dir: Path, results: Path) -> dict:
                               capture_output=True, text=True, timeout=7200)
         wall = time.perf_counter() - start
         cases = len(list((results / f"perf-n{workers}" / records.CASES_DIR).glob("*.json")))
-        out[f"n{workers}"] = {"wall_s": wall, "cases": cases, "cases_per_hour": cases / wall * 3600,
+        out[f"n{workers}"] = {"wall_s": wall, "cases": cases, "cases_per_hour": cases / max(wall, 1e-9) * 3600,
                               "exit": done.returncode}
-    out["speedup"] = out["n2"]["cases_per_hour"] / out["n0"]["cases_per_hour"]
+    # no case ran (nothing matched, or every run failed): no ratio rather than a division by zero
+    out["speedup"] = out["n2"]["cases_per_hour"] / out["n0"]["cases_per_hour"] if out["n0"]["cases"] else None
     return out
 
 
@@ -176,10 +177,11 @@ def determinism_cost(models, tier: str, repeats: int, steps: int) -> dict:
 
 def run(models, tier: str, last_n: int, bits_list, repeats: int, steps: int, out_dir: Path,
         sweep: str | None, cache_dir: Path, determinism: bool = False) -> dict:
-    from .backend import versions
+    from .backend import numerics, versions
     from .pipeline import load_data
 
-    report = {"env": {"versions": versions(), "machine": records.machine(), "git_commit": records.git_commit()},
+    report = {"env": {"versions": versions(), "numerics": numerics(), "machine": records.machine(),
+                      "git_commit": records.git_commit()},
               "tier": tier, "last_n": last_n, "bits": list(bits_list), "repeats": repeats, "steps": steps,
               "models": {}}
     for name in models:
@@ -238,5 +240,6 @@ def sweep_lines(report: dict) -> list:
     sweep = report.get("sweep")
     if not sweep:
         return lines
+    ratio = "no case ran" if sweep.get("speedup") is None else f"{sweep['speedup']:.2f}x"
     return lines + [f"sweep: -n 0 {sweep['n0']['cases_per_hour']:.0f} cases/h, -n 2 {sweep['n2']['cases_per_hour']:.0f} "
-            f"cases/h: {sweep['speedup']:.2f}x"]
+            f"cases/h: {ratio}"]

@@ -4,6 +4,7 @@ convert both, audit, measure, and return a record. No pytest here."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gzip
 import os
@@ -11,16 +12,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import audit, cache, export, quantize, records, size, train
-from .backend import versions
+import numpy as np
+
+from . import audit, cache, export, paired, quantize, records, size, train
+from .backend import numerics, versions
 from .config import Case
 from .data import Dataset
-from .evaluate import tflite_accuracy
+from .evaluate import tflite_accuracy, tflite_labels
 from .registry import ModelSpec
 from .select import select
 
 
 PTQ_SAMPLES = 200  # representative examples from the training split for PTQ calibration
+PREDICTIONS = "_predictions"  # record key of the predicted labels; stored beside the record, not in it
+load_data = cache.load_data  # the tier's data, loaded once per process
+spec_fingerprint = cache.spec_fingerprint  # what a config hash covers
 
 
 @dataclass(frozen=True)
@@ -36,14 +42,9 @@ class Environment:
         return self.threads or os.cpu_count() or 1
 
     def describe(self) -> dict:
-        return {"versions": versions(), "machine": records.machine(), "git_commit": self.git_commit,
+        return {"versions": versions(), "numerics": numerics(), "machine": records.machine(),
+                "git_commit": self.git_commit,
                 "threads": self.threads}
-
-
-@functools.lru_cache(maxsize=4)
-def load_data(spec: ModelSpec, tier: str) -> Dataset:
-    config = spec.tier(tier)
-    return spec.dataset.load()(config.train_size, config.test_size)
 
 
 def _initial_weights(spec: ModelSpec, model) -> str:
@@ -54,11 +55,6 @@ def _initial_weights(spec: ModelSpec, model) -> str:
     if spec.weights_env and os.environ.get(spec.weights_env):
         return f"user weights: {os.environ[spec.weights_env]}"
     return "random initialisation"
-
-
-def spec_fingerprint(spec: ModelSpec, tier: str) -> str:
-    """The spec's data plus its builder/loader source: what a config hash must cover."""
-    return f"{spec.fingerprint(tier)}-{cache.code_hash(spec)}"
 
 
 def describe_case(case: Case, spec: ModelSpec) -> dict:
@@ -118,88 +114,94 @@ def _float_control(case: Case, config, data: Dataset, base, env: Environment, tu
 
     if tuner is not None:
         return produce()
-    return cache.float_control(base, produce, rebuild, env.cache_dir)
+    return cache.float_control(base, produce, rebuild, env.cache_dir, finetune_seed=case.seed)
 
 
-def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
-    """Measure one case. Raises on failure; the caller turns exceptions into failed records.
-    Non-default strategies go through harness/distribute.py, which calls back here with a ``tuner``;
-    a non-chief multiworker process returns {} right after fine-tuning."""
-    if tuner is None and case.strategy != "default":
-        from . import distribute
+_CONTROL_LABELS: dict = {}
 
-        return distribute.run(case, spec, env)
-    start = time.perf_counter()
-    phase = Phases()
-    config = spec.tier(case.tier)
-    with phase("load"):
-        data = load_data(spec, case.tier)
-        base = cache.pretrained(spec, case.tier, case.seed, data, env.cache_dir)
-        units = quantize.units_of(base.model)
-    if len(units) != spec.num_units:
-        raise ValueError(f"{spec.name}: built model has {len(units)} units, spec says {spec.num_units}")
-    chosen = select(units, case.selection)
-    predicted = size.predict(units, chosen, case.quant)
 
-    ptq = case.quant.method == "ptq"
-    with phase("float_control"):
-        control = _float_control(case, config, data, base, env, tuner)
+@functools.lru_cache(maxsize=2)
+def _control_gzip_bytes(content: bytes) -> int:
+    """Every case of a seed shares its control's file: compress it once (4.5 s for minilm2's 61 MB)."""
+    return len(gzip.compress(content, 9))
 
-    with phase("qat_fit"):
-        if ptq:  # the quantized model is the fine-tuned float control, quantized after training
-            qat, qat_stats = control.model, None
-        else:
-            qat, qat_stats = _fine_tune(base.model, chosen, case, config, data, tuner)
-    if tuner is not None and not tuner.is_chief:
-        return {}
 
-    with phase("convert"):
-        if ptq and not chosen:  # N = 0: nothing to quantize; the debugger refuses an all-float denylist
-            qat_tflite = control.tflite
-        elif ptq:
-            float_layers = [name for unit in units if unit not in chosen for name in unit.members]
-            qat_tflite = export.to_tflite_ptq(control.model, data.x_train[:PTQ_SAMPLES], float_layers, case.quant,
-                                              float_tflite=control.tflite)
-        else:
-            qat_tflite = export.to_tflite(qat, quantized=bool(chosen), quant=case.quant)
-    convert_s = phase.seconds["convert"]
-    control_tflite = control.tflite
-    with phase("audit"):
-        qat_audit, control_audit = audit.inspect(qat_tflite), audit.inspect(control_tflite)
+def _control_labels(control: cache.Control, data: Dataset, threads: int) -> np.ndarray:
+    """The control's predicted labels, computed once per control (every case of a seed shares it)."""
+    key = (control.key, len(data.y_test))
+    if key not in _CONTROL_LABELS:
+        _CONTROL_LABELS.clear()  # cases run model by model, seed by seed: keep only the latest
+        _CONTROL_LABELS[key] = tflite_labels(control.tflite, data.x_test, threads)
+    return _CONTROL_LABELS[key]
 
+
+def _accuracy_fields(case: Case, control: cache.Control, qat, qat_tflite: bytes, data: Dataset,
+                     env: Environment) -> dict:
+    """Accuracies of the control and the quantized model, scored on the same test examples, with
+    the paired evidence of their difference (harness/paired.py). ``qat`` is None for PTQ (no Keras
+    model of the quantized file). The predicted labels go back under ``PREDICTIONS`` for the caller
+    to store beside the record, so any analysis can be redone from the run folder."""
+    threads = env.interpreter_threads
     simulated = case.quant.deployment == "simulated"
-    with phase("eval"):
-        quant_keras = None if ptq else train.keras_accuracy(qat, data.x_test, data.y_test)
-        quant_acc = quant_keras if simulated else tflite_accuracy(qat_tflite, data.x_test, data.y_test,
-                                                                  threads=env.interpreter_threads)
-    control_acc, control_keras = control.tflite_accuracy, control.keras_accuracy
+    control_labels = _control_labels(control, data, threads)
+    keras_labels = None if qat is None else train.keras_labels(qat, data.x_test)
+    quant_labels = keras_labels if simulated else tflite_labels(qat_tflite, data.x_test, threads)
+    control_acc = float(np.mean(control_labels == data.y_test))
+    quant_acc = float(np.mean(quant_labels == data.y_test))
+    return {
+        "control_accuracy": control_acc,
+        "control_accuracy_keras": control.keras_accuracy,
+        "quant_accuracy": quant_acc,
+        "quant_accuracy_keras": None if keras_labels is None else float(np.mean(keras_labels == data.y_test)),
+        "accuracy_source": "keras (simulated bit width)" if simulated else "tflite interpreter",
+        "ptq_samples": PTQ_SAMPLES if qat is None else None,
+        "accuracy_drop_pp": (control_acc - quant_acc) * 100.0,
+        **paired.evidence(data.y_test, control_labels, quant_labels),
+        PREDICTIONS: {"y_true": data.y_test, "control": control_labels, "quant": quant_labels},
+    }
 
-    with phase("step_timing"):
-        timed = {"float": control.model} if ptq else {"qat": qat, "float": control.model}
-        step_ms = train.side_by_side_step_ms(timed, data, config.batch_size, config.timing_rounds,
-                                             config.timing_steps)
-    step_ms.setdefault("qat", None)
-    total_params = sum(u.params for u in units)
-    record = {
+
+def _quantized_model(case: Case, chosen, control: cache.Control, base, config, data: Dataset, tuner) -> tuple:
+    """(model, TrainStats or None) of the quantized side of the case."""
+    if case.quant.method == "ptq":  # the fine-tuned float control, quantized after training
+        return control.model, None
+    if not chosen and tuner is None:
+        # N = 0: annotated with nothing and fine-tuned with the control's seed, data and steps is
+        # the very same call as the control's: reuse it (under a strategy its traffic is measured).
+        return control.model, control.stats
+    return _fine_tune(base.model, chosen, case, config, data, tuner)
+
+
+def _convert(case: Case, units, chosen, control: cache.Control, qat, data: Dataset) -> bytes:
+    if not chosen and (case.quant.method == "ptq" or qat is control.model):
+        return control.tflite  # N = 0 (PTQ: the debugger refuses an all-float denylist)
+    if case.quant.method == "ptq":
+        float_layers = [name for unit in units if unit not in chosen for name in unit.members]
+        return export.to_tflite_ptq(control.model, data.x_train[:PTQ_SAMPLES], float_layers, case.quant,
+                                    float_tflite=control.tflite)
+    return export.to_tflite(qat, quantized=bool(chosen), quant=case.quant)
+
+
+def _selection_fields(spec: ModelSpec, units, chosen, base) -> dict:
+    return {
         "units_total": len(units),
         "units_selected": [u.index for u in chosen],
         "selected_layers": [u.weight_layer for u in chosen],
-        "param_fraction": sum(u.params for u in chosen) / total_params,
+        "param_fraction": sum(u.params for u in chosen) / sum(u.params for u in units),
+        "unit_table": [dataclasses.asdict(unit) for unit in units],
         "pretrained_accuracy": base.accuracy,
         "pretrained_cached": base.cached,
         "initial_weights": _initial_weights(spec, base.model),
         "pretrain_s": base.train_s,
-        "control_accuracy": control_acc,
-        "control_accuracy_keras": control_keras,
-        "quant_accuracy": quant_acc,
-        "quant_accuracy_keras": quant_keras,
-        "accuracy_source": "keras (simulated bit width)" if simulated else "tflite interpreter",
-        "ptq_samples": PTQ_SAMPLES if ptq else None,
-        "accuracy_drop_pp": (control_acc - quant_acc) * 100.0,
+    }
+
+
+def _size_fields(qat_tflite: bytes, control_tflite: bytes, qat_audit, control_audit, predicted) -> dict:
+    return {
         "tflite_bytes": len(qat_tflite),
         "control_tflite_bytes": len(control_tflite),
         "gzip_bytes": len(gzip.compress(qat_tflite, 9)),
-        "control_gzip_bytes": len(gzip.compress(control_tflite, 9)),
+        "control_gzip_bytes": _control_gzip_bytes(control_tflite),
         "weight_bytes": qat_audit.weight_bytes,
         "overhead_bytes": len(qat_tflite) - qat_audit.weight_bytes,
         "quant_param_values": qat_audit.quant_param_values,
@@ -212,6 +214,18 @@ def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
         "selected_kernels": predicted.quantized_kernels,
         "audit": qat_audit.as_dict(),
         "control_audit": {k: v for k, v in control_audit.as_dict().items() if k != "kernels"},
+    }
+
+
+def _timing_fields(case: Case, config, data: Dataset, qat, qat_stats, control: cache.Control) -> dict:
+    """Train-step times of the quantized model and the control, side by side in this process (on the
+    tier's timing seeds only), and the medians measured during fine-tuning."""
+    step_ms = {"qat": None, "float": None}
+    if not config.timing_seeds or case.seed in config.timing_seeds:
+        timed = {"float": control.model} if qat is control.model else {"qat": qat, "float": control.model}
+        step_ms.update(train.side_by_side_step_ms(timed, data, config.batch_size, config.timing_rounds,
+                                                  config.timing_steps))
+    return {
         "qat_step_ms": step_ms["qat"],
         "float_step_ms": step_ms["float"],
         "step_ratio": step_ms["qat"] / step_ms["float"] if step_ms["qat"] else None,
@@ -224,11 +238,43 @@ def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
         "finetune_steps": config.finetune_steps,
         "control_cached": control.cached,
         "control_key": control.key,
-        "convert_s": convert_s,
-        "wall_s": time.perf_counter() - start,
-        "phase_s": {name: round(seconds, 3) for name, seconds in phase.seconds.items()},
-        "dataset": data.describe(),
     }
+
+
+def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
+    """Measure one case in this process. Raises on failure; the caller turns exceptions into failed
+    records. Under a tf.distribute strategy (harness/distribute.py) it runs with a ``tuner``; a
+    non-chief multiworker process returns {} right after fine-tuning. harness/runner.py picks the path."""
+    if tuner is None and case.strategy != "default":
+        raise ValueError(f"strategy {case.strategy!r} runs through harness.runner.run_case, not here")
+    start, phase, config = time.perf_counter(), Phases(), spec.tier(case.tier)
+    with phase("load"):
+        data = load_data(spec, case.tier)
+        base = cache.pretrained(spec, case.tier, config.pretrain_seed(case.seed), data, env.cache_dir)
+        units = quantize.units_of(base.model)
+    if len(units) != spec.num_units:
+        raise ValueError(f"{spec.name}: built model has {len(units)} units, spec says {spec.num_units}")
+    chosen = select(units, case.selection)
+    with phase("float_control"):
+        control = _float_control(case, config, data, base, env, tuner)
+    with phase("qat_fit"):
+        qat, qat_stats = _quantized_model(case, chosen, control, base, config, data, tuner)
+    if tuner is not None and not tuner.is_chief:
+        return {}
+    with phase("convert"):
+        qat_tflite = _convert(case, units, chosen, control, qat, data)
+    with phase("audit"):
+        qat_audit, control_audit = audit.inspect(qat_tflite), audit.inspect(control.tflite)
+    with phase("eval"):
+        accuracy = _accuracy_fields(case, control, None if case.quant.method == "ptq" else qat, qat_tflite, data, env)
+    with phase("step_timing"):
+        timing = _timing_fields(case, config, data, qat, qat_stats, control)
+    predicted = size.predict(units, chosen, case.quant)
+    record = {**_selection_fields(spec, units, chosen, base), **accuracy,
+              **_size_fields(qat_tflite, control.tflite, qat_audit, control_audit, predicted), **timing,
+              "convert_s": phase.seconds["convert"], "wall_s": time.perf_counter() - start,
+              "phase_s": {name: round(seconds, 3) for name, seconds in phase.seconds.items()},
+              "dataset": data.describe()}
     if tuner is not None:
-        record.update(tuner.fields(units, chosen, case.quant, qat_audit, len(qat_tflite), len(control_tflite)))
+        record.update(tuner.fields(units, chosen, case.quant, qat_audit, len(qat_tflite), len(control.tflite)))
     return record

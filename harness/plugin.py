@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import pytest
 
-from . import checks, options, records, registry
-from .config import Case, QuantConfig, RunOptions, Selection
+from . import checks, grid, options, records, registry, rescue
+from .config import Case, RunOptions, Thresholds
 from .limits import CaseTimeout, time_limit
 
 GROUP = "qatbench"
@@ -19,7 +20,8 @@ def addoption(parser) -> None:
     group = parser.getgroup(GROUP, "qatbench: partial quantization-aware training benchmarks")
     add = group.addoption
     add("--qat-tier", type=options.parse_tier, default="smoke",
-        help="work per case: smoke (default, CI) or full (all data, more steps, seeds, bits, orders)")
+        help="work per case: smoke (default, CI), full (all data, more steps, seeds, bits, orders) or "
+             "reference (last vs first, 3 seeds: the research question)")
     add("--qat-bits", type=options.parse_bits, default=(),
         help="comma-separated weight bit widths 2..8 (default: the tier's, e.g. 8,4)")
     add("--qat-orders", type=options.parse_orders, default=(),
@@ -32,30 +34,37 @@ def addoption(parser) -> None:
     add("--qat-strategy", type=options.parse_strategy, default="default",
         help="tf.distribute strategy for fine-tuning: default, mirrored, multiworker")
     add("--qat-workers", type=options.parse_workers, default=1,
-        help="number of devices (mirrored) or worker processes (multiworker)")
+        help="number of devices (mirrored) or worker processes (multiworker); at most one per core (min 2); "
+             "1 with the default strategy")
     add("--qat-threads", type=options.parse_threads, default=None,
-        help="TensorFlow intra/inter-op threads per process (default: 1 under xdist, else TF's default)")
+        help="TensorFlow intra/inter-op threads per process, at most 4 per core "
+             "(default: 1 under xdist, else TF's default)")
     add("--qat-results", type=options.parse_results_dir, default=Path("results"),
         help="folder for run folders (default: results/)")
     add("--qat-run-id", type=options.parse_run_id, default=None,
-        help="name of this run's folder under --qat-results (default: a UTC timestamp)")
-    add("--qat-cache", type=Path, default=None,
+        help="name of this run's folder under --qat-results (default: a UTC timestamp); a folder that "
+             "already holds records is refused: continue it with --qat-resume")
+    add("--qat-cache", type=options.parse_cache_dir, default=None,
         help="folder of pre-trained float baselines (default: $QATBENCH_CACHE or .qatbench-cache)")
     add("--qat-timeout", type=options.parse_timeout, default=0.0,
-        help="per-case time limit in seconds; a case past it is recorded with status timeout (0: none)")
+        help="per-case time limit in seconds, 1..604800; a case past it is recorded with status timeout (0: none)")
     add("--qat-baseline", type=options.parse_existing_file, default=None,
-        help="baseline JSON to gate against: a case fails if its drop worsens by more than the tolerance "
-             "or its .tflite grows by more than 1%%; entries with another config hash are reported stale")
-    add("--qat-save-baseline", type=Path, default=None,
-        help="write this run's per-case medians (drop, bytes, config hash) as a baseline JSON")
+        help="baseline JSON to gate against, seed by seed: a configuration regresses when its mean drop over "
+             "seeds rises beyond the measured noise and by at least the minimum effect, or its .tflite grows "
+             "by more than 1%%; missing cases fail; entries with another config hash are reported stale")
+    add("--qat-save-baseline", type=options.parse_output_file, default=None,
+        help="write this run's per-seed drops, accuracies, bytes, config hashes and noise as a baseline JSON")
     add("--qat-drop-tolerance", type=options.parse_tolerance, default=None,
-        help="pp of extra accuracy drop allowed against the baseline (default: each model spec's)")
+        help="minimum increase of the mean drop (pp) that counts as a regression against the baseline "
+             "(default: each model spec's min_regression_pp)")
     add("--qat-budget", type=options.parse_budget, default=None,
         help="accuracy budget in pp: print the largest N whose predicted drop (upper 95%% bound) fits")
-    add("--qat-size-budget", type=options.parse_budget, default=None,
+    add("--qat-size-budget", type=options.parse_size_budget, default=None,
         help="with --qat-budget: also require the .tflite to be at most this many bytes")
     add("--qat-resume", type=options.parse_run_id, default=None,
         help="continue run RUN_ID: cases whose record with the same config hash exists are not re-measured")
+    add("--qat-strict-baseline", action="store_true", default=False,
+        help="with --qat-baseline: stale entries (config hash changed) fail the run too (CI uses this)")
     add("--qat-check-gpu", action="store_true", default=False,
         help="fail at start-up unless TensorFlow sees a GPU (for GPU runners)")
 
@@ -71,33 +80,7 @@ def run_options(config) -> RunOptions:
     )
 
 
-def cases_for(opts: RunOptions) -> list:
-    """Every (model, selection, bits, seed) case of the tier, in a stable order."""
-    cases = []
-    for spec in registry.REGISTRY.values():
-        if opts.tier not in spec.tiers:
-            continue
-        tier = spec.tier(opts.tier)
-        for order in opts.orders or tier.orders:
-            for selection in _selections(spec, tier, order):
-                for method in opts.methods or tier.methods:
-                    for bits in opts.bits or tier.bits:
-                        if method == "ptq" and bits != 8:
-                            continue
-                        for seed in opts.seeds or tier.seeds:
-                            cases.append(Case(spec.name, selection, QuantConfig(bits, method=method), opts.tier,
-                                              seed, opts.strategy, opts.workers))
-    return cases
-
-
-def _selections(spec, tier, order) -> list:
-    if order == "type":
-        return [Selection("type", kind=kind) for kind in spec.unit_kinds]
-    if order == "single":
-        return [Selection("single", k) for k in range(spec.num_units)]
-    if order == "first":  # first 0 and first L are the same models as last 0 and last L
-        return [Selection(order, n) for n in tier.n_values if 0 < n < spec.num_units]
-    return [Selection(order, n) for n in tier.n_values if n <= spec.num_units]
+cases_for = grid.cases_for  # conftest and older callers import it from here
 
 
 class QatSession:
@@ -124,14 +107,42 @@ class QatSession:
         if config.getoption("qat_check_gpu"):
             _check_gpu()
         self.baseline = self._load_baseline(self.options.baseline)
+        if self.baseline is not None and self.baseline.tier not in (None, self.options.tier):
+            raise pytest.UsageError(f"--qat-baseline {self.options.baseline} was saved by a {self.baseline.tier} run; "
+                                    f"this run is --qat-tier {self.options.tier}")
+        self.collected = None  # case ids collected by this session (unknown on an xdist controller)
+        self.collected_deselected = False
+        self.verdicts: tuple = ()
+        self.inconclusive: list = []
         if self.options.resume and not (self.run_dir / records.CASES_DIR).is_dir():
             raise pytest.UsageError(f"--qat-resume {self.options.resume}: no run folder {self.run_dir}")
+        self._check_start()
         self.ran_cases = 0
         self.report_path = None
         self._env = None
         self.merged: list = []
+        self.merge_problems: list = []
         self.problems: list = []
         self.notes: list = []
+        self.unwritten: list = []  # records the run folder refused: kept, merged and reported at the end
+        self.finishing = False
+        rescue.SigtermAsInterrupt(lambda: self.finishing).install()
+
+    def _check_start(self) -> None:
+        """Start-up checks across options and the environment: one-line usage errors, before any case."""
+        try:
+            options.check_environment()
+            options.check_combination(self.options.strategy, self.options.workers,
+                                      self.config.getoption("qat_threads"))
+        except options.Bad as exc:
+            raise pytest.UsageError(str(exc)) from None
+        named = self.config.getoption("qat_run_id")
+        if named and self.options.resume and named != self.options.resume:
+            raise pytest.UsageError(f"--qat-run-id {named} and --qat-resume {self.options.resume} name different runs")
+        reused = (self.run_dir / "records.jsonl").exists() or any((self.run_dir / records.CASES_DIR).glob("*"))
+        if reused and not self.is_worker and not self.options.resume:
+            raise pytest.UsageError(f"--qat-run-id {self.run_id}: {self.run_dir} already holds a run; continue it "
+                                    f"with --qat-resume {self.run_id}, or choose another run id")
 
     @staticmethod
     def _load_baseline(path):
@@ -158,10 +169,12 @@ class QatSession:
 
     def run(self, case: Case, runner=None) -> tuple:
         """Measure a case and write its record. Returns (record, violations, resumed).
-        ``runner`` replaces pipeline.run_case (tests inject faults with it)."""
+        ``runner`` replaces runner.run_case (tests inject faults with it)."""
         from . import pipeline
 
-        runner = runner or pipeline.run_case
+        from .runner import run_case
+
+        runner = runner or run_case
         spec = registry.get(case.model)
         env = self.environment()
         fields = {**pipeline.describe_case(case, spec), "run_id": self.run_id}
@@ -174,84 +187,167 @@ class QatSession:
         try:
             with time_limit(self.timeout):
                 record.update(runner(case, spec, env))
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (rescue.SigtermAsInterrupt): record it, then stop
+            record.update(status="interrupted", error=f"interrupted by {exc.args[0] if exc.args else 'SIGINT'}")
+            self._keep(record)
+            raise
         except Exception as exc:  # kept as data, then reported as the case's failure
             record.update(status=_status_of(exc), error=f"{type(exc).__name__}: {_one_line(exc)}")
-            records.write_atomic(records.case_path(self.run_dir, case.id), record)
-            return record, [record["error"]], False
-        found = checks.violations(record, spec.thresholds)
-        record.update(status="failed" if found else "passed")
-        found += self._baseline_verdict(record, spec)
+            return record, [record["error"]] + self._keep(record), False
+        self._store_predictions(record, record.pop(pipeline.PREDICTIONS, None))
+        try:
+            found = checks.violations(record, spec.thresholds)
+        except Exception as exc:  # noqa: BLE001 - a check that cannot read the record must not lose it
+            found = [f"checks failed: {type(exc).__name__}: {_one_line(exc)}"]
         record.update(status="failed" if found else "passed", violations=found)
-        records.write_atomic(records.case_path(self.run_dir, case.id), record)
-        return record, found, False
+        return record, found + self._keep(record), False
+
+    def _keep(self, record: dict) -> list:
+        """Write the case record. If the run folder refuses it, the record is kept in memory (merged and
+        reported at the session end) and copied to the rescue folder; returns that as one problem line."""
+        path = records.case_path(self.run_dir, record["case_id"])
+        try:
+            with rescue.signals_deferred():
+                try:
+                    records.write_atomic(path, record)
+                except (TypeError, ValueError):  # a value JSON cannot hold: store its repr rather than nothing
+                    records.write_atomic(path, rescue.plain(record))
+            return []
+        except (OSError, TypeError, ValueError) as exc:
+            self.unwritten.append(rescue.plain(record))
+            copy = rescue.save_record(self.run_dir, record)
+            where = f"a copy is at {copy}" if copy else "kept in memory only"
+            return [f"record not written to {path} ({type(exc).__name__}: {_one_line(exc)}); {where}"]
+
+    def _store_predictions(self, record: dict, predictions) -> None:
+        """The predicted labels go to a file beside the record; failing to write them is noted in
+        the record, never a reason to lose the measurement."""
+        if predictions is None:
+            return
+        try:
+            record.update(records.write_predictions(self.run_dir, record["case_id"], predictions))
+        except (OSError, ValueError, KeyError) as exc:
+            record["predictions_error"] = f"{type(exc).__name__}: {_one_line(exc)}"
 
     def _finished_record(self, case_id: str, config_hash: str):
         """With --qat-resume: the case's record if it finished (passed/failed) with the same config."""
         if not self.options.resume:
             return None
         path = records.case_path(self.run_dir, case_id)
-        try:
-            import json
-
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
+        if not path.exists():
             return None
-        if record.get("config_hash") == config_hash and record.get("status") in ("passed", "failed"):
+        try:
+            record = records.read_case_record(path)
+        except (OSError, ValueError) as exc:  # malformed: measured again, which replaces the file
+            warnings.warn(rescue.RunFolderWarning(f"--qat-resume: {path} skipped, unreadable ({_one_line(exc)}); "
+                                                  f"re-measuring {case_id}"))
+            return None
+        if record.get("config_hash") == config_hash and record.get("status") in records.MEASURED:
             return record
         return None
 
-    def _baseline_verdict(self, record: dict, spec) -> list:
-        if self.baseline is None:
-            return []
-        from .baseline import compare
-
-        tolerance = self.drop_tolerance
-        if tolerance is None:
-            tolerance = spec.thresholds.baseline_drop_tolerance_pp
-        verdict = compare(record, self.baseline, tolerance)
-        record["baseline"] = {"status": verdict.status, "message": verdict.message}
-        return [f"baseline: {verdict.message}"] if verdict.status == "regressed" else []
-
     # -- session end (controller only) ------------------------------------------------------
     def finish(self) -> Optional[str]:
-        """Merge the case records of this run; returns a failure message for the session, if any."""
-        if self.is_worker or not (self.run_dir / records.CASES_DIR).is_dir():
+        """Merge this run's records, gate, report. Each step is guarded: one failing step is one line
+        in ``problems`` and the steps after it still run, so measured work is never thrown away.
+        Returns a failure message for the session, if any."""
+        if self.is_worker:
             return None
-        from . import report
+        self.finishing = True  # a SIGTERM from now on waits for the records and the report
+        if not (self.run_dir / records.CASES_DIR).is_dir() and not self.unwritten and not rescue.pending(self.run_dir):
+            return None
+        trouble: list = []
+        for name, step in (("merge", self._merge_step), ("baseline save", self._save_baseline_step),
+                           ("baseline gate", self._gate_step), ("drop targets", self._target_step),
+                           ("report", self._report_step), ("size checks", self._size_step)):
+            try:
+                trouble += step() or []
+            except Exception as exc:  # noqa: BLE001 - the next steps must still run
+                trouble.append(f"session end: {name} failed: {type(exc).__name__}: {_one_line(exc)}")
+        self.problems = trouble
+        return "; ".join(trouble) if trouble else None
 
-        self.merged, self.problems = records.merge(self.run_dir)
+    def _merge_step(self) -> list:
+        self.merged, self.merge_problems = rescue.merge_run(self.run_dir, self.unwritten)
+        return self.merge_problems
+
+    def _save_baseline_step(self) -> list:
         if self.options.save_baseline:
             from .baseline import save_baseline
 
-            save_baseline(self.merged, self.options.save_baseline)
-        self.report_path = report.write_report(self.merged, self.run_dir, budget_pp=self.budget,
-                                               size_budget=self.size_budget, problems=self.problems).path
-        self.notes = checks.size_not_decreasing(self.merged, "tflite_bytes")
-        trouble = checks.size_not_decreasing(self.merged) + self.problems
-        return "; ".join(trouble) if trouble else None
+            target = Path(self.options.save_baseline)
+            return rescue.elsewhere(target, rescue.rescue_dir(self.run_dir) / target.name, lambda path: save_baseline(
+                self.merged, path, tier=self.options.tier, machine=records.machine()), "baseline")[1]
+        return []
 
-    def summary_lines(self) -> list:
-        if not self.merged:
+    def _gate_step(self) -> list:
+        """The seed-level regression gate (harness/gate.py) over every key of the run and the baseline."""
+        if self.baseline is None:
             return []
-        lines = [f"{'case':<28} {'status':<7} {'drop pp':>8} {'tflite B':>10} {'x smaller':>9} {'qat/float':>9}"]
-        for r in self.merged:
-            if r.get("tflite_bytes"):
-                ratio = "-" if r.get("step_ratio") is None else f"{r['step_ratio']:.2f}"  # PTQ: no QAT step
-                lines.append(f"{r['case_id']:<28} {r['status']:<7} {r['accuracy_drop_pp']:>8.2f} "
-                             f"{r['tflite_bytes']:>10} {r['control_tflite_bytes'] / r['tflite_bytes']:>9.2f} "
-                             f"{ratio:>9}")
-            else:
-                lines.append(f"{r['case_id']:<28} {r['status']:<7} {r.get('error') or ''}")
+        from . import gate
+
+        self.verdicts = gate.gate(self.merged, self.baseline, self._gate_context())
+        gate.record_verdicts(self.merged, self.verdicts)
+        return gate.failures(self.verdicts, self.config.getoption("qat_strict_baseline"))
+
+    def _gate_context(self):
+        from .gate import GateContext
+
+        def spec_value(name):
+            def value(model):
+                if name == "min_regression_pp" and self.drop_tolerance is not None:
+                    return self.drop_tolerance
+                spec = registry.REGISTRY.get(model)
+                return getattr((spec.thresholds if spec else Thresholds()), name)
+            return value
+
+        return GateContext(min_effect_pp=spec_value("min_regression_pp"),
+                           size_growth_rel=spec_value("baseline_size_growth_rel"),
+                           expected=self.collected, narrowed=self._narrowed())
+
+    def _narrowed(self) -> bool:
+        """Did this session leave part of the tier's grid out on purpose (so absent baseline cases
+        are 'not selected' rather than missing)?"""
+        opts, option = self.options, self.config.option
+        by_options = any((opts.bits, opts.orders, opts.seeds, opts.methods))
+        by_selection = bool(getattr(option, "keyword", "") or getattr(option, "markexpr", ""))
+        by_node_id = any("::" in str(arg) for arg in self.config.args)
+        return by_options or by_selection or by_node_id or self.collected_deselected
+
+    def collection_finished(self, items) -> None:
+        """Remember which cases this session collected (the controller, without xdist, sees them)."""
+        ids = [item.callspec.params["qat_case"].id for item in items
+               if hasattr(item, "callspec") and "qat_case" in item.callspec.params]
+        xdist_controller = not items and getattr(self.config.option, "dist", "no") != "no"
+        self.collected = None if xdist_controller else frozenset(ids)
+
+    def deselected(self, items) -> None:
+        self.collected_deselected = self.collected_deselected or any(
+            hasattr(item, "callspec") and "qat_case" in item.callspec.params for item in items)
+
+    def _report_step(self) -> list:
         from . import report
 
-        stale = [r["case_id"] for r in self.merged if (r.get("baseline") or {}).get("status") == "stale"]
-        if stale:
-            lines.append(f"baseline: {len(stale)} stale entries not compared (config changed): {', '.join(stale)}")
-        lines += report.terminal_summary(self.merged, budget_pp=self.budget, size_budget=self.size_budget,
-                                         report_path=self.report_path)
-        lines += [f"note: {note} (file metadata, not weights)" for note in self.notes]
-        lines.append(f"records: {self.run_dir / 'records.jsonl'}")
-        return lines
+        def write(folder):
+            return report.write_report(self.merged, folder, budget_pp=self.budget, size_budget=self.size_budget,
+                                       problems=self.merge_problems).path
+
+        self.report_path, trouble = rescue.elsewhere(self.run_dir, rescue.rescue_dir(self.run_dir), write, "report")
+        return trouble
+
+    def _target_step(self) -> list:
+        failures, self.inconclusive = checks.drop_targets(
+            self.merged, lambda model: getattr(registry.REGISTRY.get(model), "thresholds", Thresholds()))
+        return failures
+
+    def _size_step(self) -> list:
+        self.notes = checks.size_not_decreasing(self.merged, "tflite_bytes")
+        return checks.size_not_decreasing(self.merged)
+
+    def summary_lines(self) -> list:
+        from .summary import session_lines
+
+        return session_lines(self)
 
 
 def _check_gpu() -> None:

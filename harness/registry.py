@@ -53,6 +53,15 @@ class ModelSpec:
         })
 
 
+# The smoke tier replicates every gated case over seeds (the gate's noise estimate), pre-trains
+# once (seed 0) and varies only the fine-tuning, and times steps on seed 0 only: CI-sized.
+SMOKE_SEEDS = dict(seeds=(0, 1, 2), pretrain_per_seed=False, timing_seeds=(0,), timing_rounds=2, timing_steps=5)
+
+# The reference tier answers the research question (results/reference/): last vs first N at W8
+# and W4 (+ PTQ at W8), 3 seeds that each pre-train anew, in at most 90 minutes on 2 cores.
+REFERENCE = dict(bits=(8, 4), orders=("last", "first"), seeds=(0, 1, 2), pretrain_per_seed=True,
+                 methods=("qat", "ptq"), timing_seeds=(0,), timing_rounds=2)
+
 MLP = ModelSpec(
     name="mlp",
     builder=Ref("harness.zoo:build_mlp"),
@@ -61,13 +70,16 @@ MLP = ModelSpec(
     num_units=5,
     unit_kinds=("dense",),
     description="The seed's notebook MLP (Dense 128-256-Dropout-128-128-10) on 5,000 real MNIST digits",
-    thresholds=Thresholds(max_drop_pp=((8, 1.5), (4, 3.0)), min_whole_compression=((8, 3.8), (4, 7.0))),
+    thresholds=Thresholds(max_drop_pp=((8, 1.5), (4, 3.0)), min_whole_compression=((8, 3.8), (4, 7.0)),
+                          min_control_accuracy=0.90),
     tiers={
         "smoke": TierConfig(train_size=None, test_size=None, pretrain_epochs=15, finetune_steps=150,
-                            n_values=(0, 1, 2, 3, 4, 5), bits=(8, 4), orders=("last",), seeds=(0,)),
+                            n_values=(0, 1, 3, 5), bits=(8, 4), orders=("last",), **SMOKE_SEEDS),
         "full": TierConfig(train_size=None, test_size=None, pretrain_epochs=30, finetune_steps=500,
                            n_values=(0, 1, 2, 3, 4, 5), bits=(8, 7, 6, 5, 4, 3, 2),
                            orders=("last", "first", "single", "type"), seeds=(0, 1, 2), methods=("qat", "ptq")),
+        "reference": TierConfig(train_size=None, test_size=None, pretrain_epochs=15, finetune_steps=300,
+                                n_values=(0, 1, 2, 3, 4, 5), **REFERENCE),
     },
 )
 
@@ -79,13 +91,16 @@ CNN = ModelSpec(
     num_units=5,
     unit_kinds=("conv", "dense"),
     description="3 Conv2D+BN+ReLU units, a Dense unit and the logits, on Fashion-MNIST",
-    thresholds=Thresholds(max_drop_pp=((8, 1.5), (4, 3.0)), min_whole_compression=((8, 3.5), (4, 6.0))),
+    thresholds=Thresholds(max_drop_pp=((8, 1.5), (4, 3.0)), min_whole_compression=((8, 3.5), (4, 6.0)),
+                          min_control_accuracy=0.75),
     tiers={
         "smoke": TierConfig(train_size=12000, test_size=2000, pretrain_epochs=3, finetune_steps=100,
-                            n_values=(0, 1, 2, 3, 4, 5), bits=(8, 4), orders=("last",), seeds=(0,)),
+                            n_values=(0, 1, 3, 5), bits=(8, 4), orders=("last",), **SMOKE_SEEDS),
         "full": TierConfig(train_size=None, test_size=None, pretrain_epochs=15, finetune_steps=1000,
                            n_values=(0, 1, 2, 3, 4, 5), bits=(8, 7, 6, 5, 4, 3, 2),
                            orders=("last", "first", "single", "type"), seeds=(0, 1, 2)),
+        "reference": TierConfig(train_size=12000, test_size=10000, pretrain_epochs=3, finetune_steps=300,
+                                n_values=(0, 1, 2, 3, 4, 5), **REFERENCE),
     },
 )
 
@@ -97,13 +112,16 @@ RESNET20 = ModelSpec(
     num_units=20,
     unit_kinds=("conv", "dense"),
     description="CIFAR-style ResNet-20 (19 Conv2D+BN, residual adds, 1 Dense) on Fashion-MNIST padded to 32x32",
-    thresholds=Thresholds(max_drop_pp=((8, 1.5), (4, 4.0)), min_whole_compression=((8, 3.5), (4, 6.0))),
+    thresholds=Thresholds(max_drop_pp=((8, 1.5), (4, 4.0)), min_whole_compression=((8, 3.5), (4, 6.0)),
+                          min_control_accuracy=0.60),
     tiers={
         "smoke": TierConfig(train_size=4000, test_size=1000, pretrain_epochs=3, finetune_steps=60,
-                            n_values=(0, 1, 5, 20), bits=(8, 4), orders=("last",), seeds=(0,)),
+                            n_values=(0, 5, 20), bits=(8, 4), orders=("last",), **SMOKE_SEEDS),
         "full": TierConfig(train_size=None, test_size=None, pretrain_epochs=30, finetune_steps=2000,
                            n_values=(0, 1, 2, 3, 5, 8, 10, 13, 15, 18, 20), bits=(8, 4),
                            orders=("last", "first"), seeds=(0, 1, 2)),
+        "reference": TierConfig(train_size=8000, test_size=5000, pretrain_epochs=3, finetune_steps=300,
+                                n_values=(0, 1, 3, 6, 10, 15, 20), **dict(REFERENCE, methods=("qat",))),
     },
 )
 
@@ -124,7 +142,8 @@ RESNET50 = ModelSpec(
     },
 )
 
-TEXT_THRESHOLDS = dict(max_drop_pp=((8, 1.5), (4, 3.0)), tflite_vs_keras_pp=1.0)  # 1 test article = 0.23 pp
+TEXT_THRESHOLDS = dict(max_drop_pp=((8, 1.5), (4, 3.0)), tflite_vs_keras_pp=1.0,  # 1 test article = 0.23 pp
+                       min_control_accuracy=0.40)  # 5 topics: chance is 0.20, the floor twice that
 TEXT_TIMING = dict(batch_size=16, timing_rounds=2, timing_steps=5)
 
 MINILM2 = ModelSpec(
@@ -137,8 +156,8 @@ MINILM2 = ModelSpec(
     description="First 2 layers of all-MiniLM-L6-v2 (real weights, word table frozen) on BBC News, 64 tokens",
     thresholds=Thresholds(min_whole_compression=((8, 1.2), (4, 1.25)), **TEXT_THRESHOLDS),
     tiers={"smoke": TierConfig(train_size=800, test_size=None, pretrain_epochs=2, finetune_steps=40,
-                               learning_rate=1e-4, finetune_learning_rate=2e-4, n_values=(3, 5), bits=(8, 4),
-                               **TEXT_TIMING)},
+                               learning_rate=1e-4, finetune_learning_rate=2e-4, n_values=(5,), bits=(8, 4),
+                               **dict(TEXT_TIMING, **SMOKE_SEEDS))},
 )
 
 MINILM = ModelSpec(
@@ -165,10 +184,7 @@ BERT_MINI = ModelSpec(
     description="BERT-mini (L4/H256) on BBC News, 64 tokens; random init unless $QATBENCH_BERT_MINI_WEIGHTS",
     weights_env="QATBENCH_BERT_MINI_WEIGHTS",
     thresholds=Thresholds(min_whole_compression=((8, 1.25), (4, 1.3)), **TEXT_THRESHOLDS),
-    tiers={"smoke": TierConfig(train_size=800, test_size=None, pretrain_epochs=3, finetune_steps=40,
-                               learning_rate=5e-4, finetune_learning_rate=2e-4, n_values=(9,), bits=(8, 4),
-                               **TEXT_TIMING),
-           "full": TierConfig(train_size=None, test_size=None, pretrain_epochs=6, finetune_steps=200,
+    tiers={"full": TierConfig(train_size=None, test_size=None, pretrain_epochs=6, finetune_steps=200,
                               learning_rate=5e-4, finetune_learning_rate=1e-4, n_values=(0, 1, 3, 5, 7, 9),
                               bits=(8, 4), orders=("last", "first", "type"), seeds=(0, 1, 2), batch_size=16)},
 )

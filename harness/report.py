@@ -3,11 +3,14 @@
 Files: <run_dir>/report.md and <run_dir>/plots/*.png:
   drop-<model>-<method>.png   accuracy drop vs N, one panel per order, one colour per bit width:
                               every run as a point, the AICc-chosen formula as a line and its 95%
-                              confidence band (delta method, mean curve);
+                              confidence band (mean curve, seed shifts included; see harness.fit);
   size-<model>.png            tflite_bytes and weight_bytes vs N with predicted_weight_bytes as a line;
   methods-<model>.png         QAT vs PTQ mean drop vs N (only when both methods exist).
-Records that did not pass are listed with their error; groups with < 3 distinct N say
-"not enough N to fit"; zero measured records still give a report.
+Tables give each run's drop with its paired 95% interval (``paired.drop_label``, "~" = inside
+the noise) and, where several seeds exist, the mean over seeds with its t-interval. The order test
+is ``compare``'s per-seed sign-flip sentences. Records that did not pass are listed with their
+error; groups with < 3 distinct N > 0 say "not enough N to fit"; zero measured records still give
+a report.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from . import compare as _compare  # noqa: E402
-from .config import ORDERS  # noqa: E402
 from . import fit as _fit  # noqa: E402
+from . import paired  # noqa: E402
 from . import plan as _plan  # noqa: E402
+from . import seedstats  # noqa: E402
+from .config import ORDERS  # noqa: E402
+from .records import write_text_atomic  # noqa: E402
 
 FIT_ORDERS = ("last", "first")
 PLOTS_DIR = "plots"
@@ -115,7 +121,7 @@ def plot_drop(model: str, method: str, records: Sequence[dict], fits: dict, out_
                 ax.fill_between(ns, low, high, color=colour, alpha=0.15)
                 label += f": {gfit.best.formula.replace('drop_pp ≈ ', '')}"
             elif gfit is not None:
-                label += " (not enough N to fit)"
+                label += " (not enough N to fit)" if "not enough N" in gfit.reason else " (no fit)"
             ax.plot([], [], color=colour, label=label)
         ax.set(title=f"{model} · {order} · {method}", xlabel="N (units quantized)", ylabel="accuracy drop (pp)")
         ax.axhline(0, color="grey", lw=0.5)
@@ -162,43 +168,72 @@ def plot_methods(model: str, records: Sequence[dict], out_dir: Path) -> Optional
     return _save(fig, out_dir / f"methods-{_slug(model)}.png")
 
 
+def _median(group: Sequence[dict], field: str) -> Optional[float]:
+    values = [v for v in (_fit.as_number(r.get(field)) for r in group) if v is not None]
+    return float(np.median(values)) if values else None
+
+
+def drop_cells(group: Sequence[dict]) -> tuple:
+    """(seed-mean cell, per-run cell) of one (order, bits, method, N) row."""
+    per_seed = seedstats.cell_means(group, key=lambda r: 0)
+    mean, low, high = seedstats.mean_interval(list(per_seed.values()))
+    if len(per_seed) >= 2:
+        mean_cell = f"{paired.drop_label(mean, [low, high])} ({len(per_seed)} seeds)"
+    else:
+        mean_cell = f"{mean:.2f} (1 seed)"
+    runs = sorted(group, key=lambda r: _sort_key(r.get("seed")))
+    run_cells = [f"s{r.get('seed')}: " + paired.drop_label(float(r["accuracy_drop_pp"]), r.get("drop_ci95_pp"))
+                 for r in runs]
+    return mean_cell, "; ".join(run_cells)
+
+
 def results_table(records: Sequence[dict]) -> list:
-    """Markdown table lines: one row per (order, bits, method, N), medians over seeds."""
-    lines = ["| order | bits | method | N | runs | param frac | control acc | quant acc | drop pp (median, min–max) "
-             "| tflite B | weight B | predicted B | size err |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    """Markdown table lines: one row per (order, bits, method, N); seeds summarised, runs listed."""
+    lines = ["| order | bits | method | N | runs | param frac | control acc | quant acc "
+             "| drop pp: seed mean [95% t] | each run: drop [paired 95%] | tflite B | weight B | predicted B | size err |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     rows = defaultdict(list)
     for r in records:
         rows[(r.get("order"), r.get("weight_bits"), r.get("method") or "qat", int(r["n"]))].append(r)
     for key in sorted(rows, key=lambda k: tuple(_sort_key(p) for p in k)):
         group = rows[key]
-
-        def med(field):
-            values = [_fit.as_number(r.get(field)) for r in group]
-            values = [v for v in values if v is not None]
-            return float(np.median(values)) if values else None
-
-        drops = [float(r["accuracy_drop_pp"]) for r in group]
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {len(group)} | {_fmt(med('param_fraction'), '.3f')} "
-                     f"| {_fmt(med('control_accuracy'), '.4f')} | {_fmt(med('quant_accuracy'), '.4f')} "
-                     f"| {med('accuracy_drop_pp'):.3g} ({min(drops):.3g}–{max(drops):.3g}) "
-                     f"| {_fmt(med('tflite_bytes'), ',.0f')} | {_fmt(med('weight_bytes'), ',.0f')} "
-                     f"| {_fmt(med('predicted_weight_bytes'), ',.0f')} | {_fmt(med('size_error_rel'), '.2%')} |")
+        mean_cell, run_cell = drop_cells(group)
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {len(group)} "
+                     f"| {_fmt(_median(group, 'param_fraction'), '.3f')} | {_fmt(_median(group, 'control_accuracy'), '.4f')} "
+                     f"| {_fmt(_median(group, 'quant_accuracy'), '.4f')} | {mean_cell} | {run_cell} "
+                     f"| {_fmt(_median(group, 'tflite_bytes'), ',.0f')} | {_fmt(_median(group, 'weight_bytes'), ',.0f')} "
+                     f"| {_fmt(_median(group, 'predicted_weight_bytes'), ',.0f')} "
+                     f"| {_fmt(_median(group, 'size_error_rel'), '.2%')} |")
     return lines
+
+
+def _noise_text(gfit: _fit.GroupFit) -> str:
+    if gfit.noise is None:
+        return f"{gfit.seeds} seed(s), no N with two seeds: seed-to-seed spread not estimated"
+    text = f"{gfit.seeds} seeds, run-to-run SD {gfit.noise.within ** 0.5:.3g} pp (~{gfit.noise.within_dof:.0f} dof)"
+    return text + (f", of which a shift shared by all N of a seed SD {gfit.noise.seed_shift ** 0.5:.3g} pp"
+                   if gfit.noise.seed_shift > 0 else "")
 
 
 def fit_lines(gfit: _fit.GroupFit) -> list:
     head = f"- **{gfit.order} · w{gfit.weight_bits} · {gfit.method}**"
+    skipped = [f"  - not fitted: {'; '.join(gfit.skipped)}"] if gfit.skipped else []
     if not gfit.fitted:
-        return [f"{head}: {gfit.reason}" + (" (not enough N to fit)" if "not enough" not in gfit.reason else "")]
+        return [f"{head}: no fit — {gfit.reason}"]
     b = gfit.best
     params = ", ".join(f"{name} = {p:.3g} [{lo:.3g}, {hi:.3g}]"
                        for name, p, lo, hi in zip(b.param_names, b.params, b.ci_low, b.ci_high))
-    criterion = "AICc" if gfit.selection == "aicc" else "AIC"
-    others = ", ".join(f"{c.form} {c.aicc if gfit.selection == 'aicc' else c.aic:.1f}" for c in gfit.candidates[1:])
-    return [f"{head}: `{b.formula}` — 95% CI {params}; R² = {_fmt(b.r2, '.3f')}, "
-            f"leave-one-N-out RMSE = {_fmt(b.loo_rmse)} pp, {gfit.n_points} points at N = {list(gfit.n_values)}",
-            f"  - {gfit.reason}; others ({criterion}): {others or 'none'}"]
+    others = ", ".join(f"{c.form} {c.aicc if gfit.selection == 'aicc' else c.rss:.3g}"
+                       + (" (at bound)" if c.at_bound else "") for c in gfit.candidates[1:])
+    criterion = "AICc" if gfit.selection == "aicc" else "residual"
+    lines = [f"{head}: `{b.formula}` — 95% CI {params}; R² = {_fmt(b.r2, '.3f')}, "
+             f"leave-one-N-out RMSE = {_fmt(b.loo_rmse)} pp, fitted to the seed means at N = {list(gfit.n_values)} "
+             f"({gfit.n_points} runs; {_noise_text(gfit)})",
+             f"  - {gfit.reason}; others ({criterion}): {others or 'none'}"] + skipped
+    if b.at_bound:
+        lines.append(f"  - **at bound**: {b.at_bound} — the form is capped there; the data may rise faster "
+                     f"than it can follow, read the formula as a bound, not a trend")
+    return lines
 
 
 def _status_line(records: Sequence[dict]) -> str:
@@ -209,17 +244,33 @@ def _status_line(records: Sequence[dict]) -> str:
 
 
 def analyse(records: Sequence[dict], budget_pp: Optional[float] = None, size_budget: Optional[float] = None) -> tuple:
-    """(fits, comparisons, plans, size_checks) of the measured records."""
+    """(fits, comparisons, plans, size_checks) of the records (plans also see diverged runs)."""
     good = measured(records)
     fits = _fit.fit_records(good, FIT_ORDERS)
     comparisons = _compare.compare_orders(good)
     plans = ()
     if budget_pp is not None:
         by_key = {f.key: f for f in fits}
-        groups = _fit.group_records(good, ("last",))
-        plans = tuple(_plan.plan_group(by_key[k], budget_pp, size_budget=size_budget, sizes=_plan.size_table(g))
+        groups = _fit.group_records(records, ("last",))
+        plans = tuple(_plan.plan_group(by_key.get(k) or _fit.fit_group(g), budget_pp, records=g, size_budget=size_budget)
                       for k, g in groups.items())
-    return fits, comparisons, plans, _fit.size_check(good)
+    return fits, comparisons, plans, _plan.size_check(good)
+
+
+def model_verdict(model: str, comparisons: Sequence, fits: Sequence) -> str:
+    """One sentence per model: last vs first N at a matched share of weights (the N-matched test when
+    no seed has comparable shares), per bit width and method, with the formula of the last-N drop."""
+    parts = []
+    for c in (c for c in comparisons if c.model == model):
+        test = c.by_fraction if c.by_fraction.n_seeds else c.by_n
+        parts.append(c.sentence(test).split(": ", 1)[-1].replace("quantizing the last N costs", f"at W{c.weight_bits} "
+                                                                  f"{c.method.upper()} the last N cost"))
+    if not parts:
+        return ""
+    last = [f for f in fits if f.model == model and f.order == "last" and f.fitted and f.method == "qat"]
+    formulas = [f"W{f.weight_bits} `{f.best.formula}` (leave-one-N-out RMSE {_fmt(f.best.loo_rmse)} pp)" for f in last]
+    formula = ("; drop of the last N: " + ", ".join(formulas)) if formulas else "; no drop formula could be fitted"
+    return f"**{model}**: " + "; ".join(parts) + formula + "."
 
 
 def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float] = None,
@@ -238,6 +289,9 @@ def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float]
     plots = []
     if not good:
         lines += ["**No measured records** (none passed or failed with an accuracy drop): nothing to fit or plot.", ""]
+    verdicts = [model_verdict(model, comparisons, fits) for model in _by(good, "model")]
+    if any(verdicts):
+        lines += ["## Verdicts", ""] + [f"- {v}" for v in verdicts if v] + [""]
     for model, rows in _by(good, "model").items():
         lines += [f"## {model}", ""] + results_table(rows) + ["", "### Accuracy-drop formulas", ""]
         model_fits = [f for f in fits if f.model == model]
@@ -258,8 +312,9 @@ def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float]
             plots.append(path)
             lines.append(f"![{path.stem}]({PLOTS_DIR}/{path.name})")
         lines.append("")
-    lines += ["## Last vs first layers (Wilcoxon signed-rank, drop_first − drop_last)", ""]
-    lines += [f"- {c.summary()}" for c in comparisons] or ["- no (model, bits, method) with both 'last' and 'first' records"]
+    lines += ["## Last vs first layers (per-seed sign-flip test of drop_first − drop_last, Holm-adjusted)", ""]
+    lines += [f"- {sentence}" for c in comparisons for sentence in c.sentences()] or \
+        ["- no (model, bits, method) with both 'last' and 'first' records"]
     lines.append("")
     if budget_pp is not None:
         lines += [f"## Plan: accuracy budget {budget_pp:g} pp" + (f", size budget {size_budget:,.0f} B" if size_budget else ""),
@@ -271,7 +326,7 @@ def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float]
     if problems:
         lines += ["", "## Unreadable records", ""] + [f"- {_first_line(p)}" for p in problems]
     path = run_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return Report(path=path, plots=tuple(plots), fits=fits, comparisons=comparisons, plans=plans, size_checks=checks)
 
 
@@ -284,14 +339,16 @@ def terminal_summary(records: Sequence[dict], *, budget_pp: Optional[float] = No
     for f in fits:
         tag = f"{f.model} {f.order} w{f.weight_bits} {f.method}"
         if f.fitted:
-            lines.append(f"  {tag}: {f.best.formula} (R²={_fmt(f.best.r2, '.2f')}, LOO RMSE {_fmt(f.best.loo_rmse)} pp)")
+            flag = f"; AT BOUND: {f.best.at_bound}" if f.best.at_bound else ""
+            lines.append(f"  {tag}: {f.best.formula} (R²={_fmt(f.best.r2, '.2f')}, LOO RMSE {_fmt(f.best.loo_rmse)} pp{flag})")
         else:
             lines.append(f"  {tag}: {f.reason}")
     errors = [c.max_rel_error for c in checks if c.max_rel_error is not None]
     if errors:
         bad = sum(not c.ok for c in checks)
         lines.append(f"  size formula: max relative error {max(errors):.2%}" + (f", {bad} group(s) over tolerance" if bad else ""))
-    lines += [f"  last vs first: {c.summary()}" for c in comparisons]
+    lines += [f"  last vs first: {c.sentence(c.by_n)}; matched on weight share: {c.by_fraction.verdict}"
+              for c in comparisons]
     for p in plans:
         answer = f"N={p.n}" if p.n is not None else "none"
         lines.append(f"  plan {p.model} w{p.weight_bits} {p.method} ≤{p.budget_pp:g} pp: {answer} ({p.reason})")

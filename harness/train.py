@@ -80,9 +80,13 @@ def fit_steps(model: "keras.Model", data: Dataset, steps: int, batch_size: int, 
                       final_loss=float(timer.losses[-1]) if timer.losses else float("nan"))
 
 
+def keras_labels(model: "keras.Model", x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Predicted class of every example, in Keras (fake-quant models simulate their bit width)."""
+    return np.argmax(model.predict(x, batch_size=batch_size, verbose=0), axis=-1)
+
+
 def keras_accuracy(model: "keras.Model", x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
-    logits = model.predict(x, batch_size=batch_size, verbose=0)
-    return float(np.mean(np.argmax(logits, axis=-1) == y))
+    return float(np.mean(keras_labels(model, x, batch_size) == y))
 
 
 def side_by_side_step_ms(models: dict, data: Dataset, batch_size: int, rounds: int = 3, steps: int = 10,

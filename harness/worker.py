@@ -53,29 +53,54 @@ def write_job(path: Path, case_id: str, tier: str, workers: int, cache_dir: str,
     """A job file for a cluster run of one suite case (``--write-job``)."""
     from dataclasses import asdict
 
-    from . import launcher, pipeline, plugin, registry
+    from . import cache, grid, launcher, registry
     from .config import RunOptions
 
-    found = [c for c in plugin.cases_for(RunOptions(tier=tier, strategy="multiworker", workers=workers))
+    found = [c for c in grid.cases_for(RunOptions(tier=tier, strategy="multiworker", workers=workers))
              if c.id == case_id]
     if not found:
         raise SystemExit(f"no case {case_id!r} in tier {tier!r}")
     case, spec = found[0], registry.get(found[0].model)
-    job = launcher.Job(case.as_dict(), launcher.spec_to_dict(spec, tier), pipeline.spec_fingerprint(spec, tier),
+    job = launcher.Job(case.as_dict(), launcher.spec_to_dict(spec, tier), cache.spec_fingerprint(spec, tier),
                        cache_dir, threads)
     path.write_text(json.dumps(asdict(job), indent=1))
     return path
 
 
+CLUSTER_MAX = 1024  # --write-job: tasks of a cluster job (nodes, not this machine's cores); threads per task
+
+
+def _write_job_args(argv: list) -> tuple:
+    """--write-job JOB.json CASE_ID [TIER [WORKERS [CACHE [THREADS]]]], checked: SystemExit with one line."""
+    from .options import Bad, parse_tier
+
+    rest = argv[1:] + [None] * 6
+    if not rest[0] or not rest[1]:
+        raise SystemExit("usage: python -m harness.worker --write-job JOB.json CASE_ID "
+                         "[TIER [WORKERS [CACHE [THREADS]]]]")
+    try:
+        tier = parse_tier(rest[2] or "smoke")
+        workers, threads = int(rest[3] or 2), int(rest[5] or 0)
+    except (Bad, ValueError) as exc:
+        raise SystemExit(f"--write-job: {exc}") from None
+    if not 1 <= workers <= CLUSTER_MAX or not 0 <= threads <= CLUSTER_MAX:
+        raise SystemExit(f"--write-job: workers must be in 1..{CLUSTER_MAX} and threads in 0..{CLUSTER_MAX}, "
+                         f"got {workers} and {threads}")
+    return Path(rest[0]), rest[1], tier, workers, rest[4] or ".qatbench-cache", threads
+
+
 def main(argv: list) -> int:
-    if argv and argv[0] == "--write-job":  # --write-job JOB.json CASE_ID [TIER [WORKERS [CACHE [THREADS]]]]
-        rest = argv[1:] + [None] * 6
-        print(write_job(Path(rest[0]), rest[1], rest[2] or "smoke", int(rest[3] or 2),
-                        rest[4] or ".qatbench-cache", int(rest[5] or 0)))
+    if argv and argv[0] == "--write-job":
+        print(write_job(*_write_job_args(argv)))
         return 0
+    if not argv:
+        raise SystemExit("usage: python -m harness.worker JOB.json [INDEX]")
     job_path = Path(argv[0])
-    index = int(argv[1]) if len(argv) > 1 else task_index()
-    job = json.loads(job_path.read_text())
+    try:
+        index = int(argv[1]) if len(argv) > 1 else task_index()
+        job = json.loads(job_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"harness.worker: cannot start from {job_path}: {type(exc).__name__}: {exc}") from None
     report_path = job_path.parent / f"worker-{index}.json"
     start = time.perf_counter()
     try:

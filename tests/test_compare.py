@@ -1,72 +1,136 @@
-"""harness.compare: last-vs-first hypothesis test on constructed effects."""
-
-import math
+"""harness.compare: last-vs-first test at the seed level, on constructed effects."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import compare
+from harness import compare, seedstats
 
 UNITS = 10
 
 
-def paired_records(effect, ns=range(1, UNITS), seeds=(0, 1), noise=0.05, rng_seed=0, model="m", bits=8,
-                   first_seeds=None):
-    """drop_first - drop_last = effect + noise for every (n, seed)."""
+def paired_records(effect, ns=range(1, UNITS), seeds=range(8), noise=0.05, seed_shift=1.0, rng_seed=0, model="m",
+                   bits=8, first_seeds=None, fraction=lambda order, n: n / UNITS):
+    """drop_first - drop_last = effect + noise for every (n, seed); each seed shifts all its drops alike."""
     rng = np.random.default_rng(rng_seed)
     out = []
-    for n in ns:
-        for seed in seeds:
-            last = 0.2 * n + float(rng.normal(0, noise))
+    for seed in seeds:
+        shift = float(rng.normal(0, seed_shift))
+        for n in ns:
+            last = 0.2 * n + shift + float(rng.normal(0, noise))
             first = last + effect + float(rng.normal(0, noise))
             base = dict(status="passed", model=model, n=n, weight_bits=bits, method="qat", units_total=UNITS)
-            out.append(dict(base, order="last", seed=seed, accuracy_drop_pp=last))
+            out.append(dict(base, order="last", seed=seed, accuracy_drop_pp=last, param_fraction=fraction("last", n)))
             out.append(dict(base, order="first", seed=seed if first_seeds is None else first_seeds[seed],
-                            accuracy_drop_pp=first))
+                            accuracy_drop_pp=first, param_fraction=fraction("first", n)))
     return out
 
 
-@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@settings(max_examples=20, deadline=None, derandomize=True, database=None)
 @given(effect=st.floats(0.3, 3.0), sign=st.sampled_from([1, -1]), rng_seed=st.integers(0, 2**31))
 def test_detects_constructed_effect_in_either_direction(effect, sign, rng_seed):
     (result,) = compare.compare_orders(paired_records(sign * effect, rng_seed=rng_seed))
-    assert result.n_pairs == 2 * (UNITS - 1)
-    assert result.p_value < 0.01
+    assert result.n_seeds == 8 and result.n_pairs == 8 * (UNITS - 1)
+    assert result.p_value == pytest.approx(2 / 2 ** 8)  # every seed agrees in sign
+    assert result.by_n.p_holm == pytest.approx(2 * 2 / 2 ** 8)  # Holm over the two matchings
     assert result.verdict == (compare.FINAL_CHEAPER if sign > 0 else compare.FIRST_CHEAPER)
-    assert math.copysign(1, result.rank_biserial) == sign and abs(result.rank_biserial) > 0.9
-    assert result.median_diff_pp == pytest.approx(sign * effect, abs=0.1)
+    assert result.by_n.mean_diff_pp == pytest.approx(sign * effect, abs=0.05)
+    assert result.by_fraction.verdict == result.verdict  # same fractions in both orders here
+
+
+def test_per_seed_values_are_kept_and_are_means_over_matched_n():
+    records = paired_records(1.0, seeds=range(3))
+    (result,) = compare.compare_orders(records)
+    for seed, value, points in result.by_n.seed_values:
+        diffs = [f["accuracy_drop_pp"] - l["accuracy_drop_pp"] for f in records for l in records
+                 if f["order"] == "first" and l["order"] == "last" and f["seed"] == l["seed"] == seed and f["n"] == l["n"]]
+        assert points == UNITS - 1 and value == pytest.approx(np.mean(diffs))
+    assert result.p_value == seedstats.sign_flip_p([v for _, v, _ in result.by_n.seed_values])
+
+
+def test_three_seeds_are_too_few_and_the_sentence_says_why():
+    (result,) = compare.compare_orders(paired_records(2.0, seeds=range(3)))
+    assert result.verdict == compare.TOO_FEW and result.p_value == pytest.approx(0.25)
+    n_sentence, f_sentence = result.sentences()
+    assert n_sentence.startswith("m w8 qat: quantizing the last N costs 2.0")
+    for part in ("pp less than the first N", "3 seeds", "matched on N", "sign-flip p = 0.25", "Holm-adjusted 0.5",
+                 "too few pairs", "after Holm over 2 tests"):
+        assert part in n_sentence, part
+    assert "matched on the share of weights quantized" in f_sentence
+
+
+def test_six_seeds_alone_can_be_significant_but_not_after_holm_over_two_matchings():
+    records = paired_records(2.0, seeds=range(6))
+    (result,) = compare.compare_orders(records)
+    assert result.p_value == pytest.approx(1 / 32) and result.verdict == compare.TOO_FEW
+    assert result.by_n.best_p_holm == pytest.approx(1 / 16)
 
 
 def test_balanced_differences_are_not_significant():
     records = paired_records(0.0, noise=0.0)
-    for i, r in enumerate(x for x in records if x["order"] == "first"):
-        r["accuracy_drop_pp"] += (i + 1) * 0.01 * (1 if i % 2 else -1)  # alternate signs, growing size
+    for r in records:
+        if r["order"] == "first":
+            r["accuracy_drop_pp"] += 0.3 * (1 if r["seed"] % 2 else -1) * (1 + r["seed"] / 10)
     (result,) = compare.compare_orders(records)
     assert result.verdict == compare.NO_DIFFERENCE and result.p_value > 0.5
-    assert abs(result.rank_biserial) < 0.2
 
 
 def test_all_zero_differences_are_no_difference():
     (result,) = compare.compare_orders(paired_records(0.0, noise=0.0))
-    assert result.verdict == compare.NO_DIFFERENCE and result.p_value == 1.0 and result.n_nonzero == 0
+    assert result.verdict == compare.NO_DIFFERENCE and result.p_value == 1.0
 
 
-def test_too_few_pairs():
-    (result,) = compare.compare_orders(paired_records(2.0, ns=(1, 2, 3), seeds=(0,)))
-    assert result.n_pairs == 3 and result.verdict == compare.TOO_FEW and math.isnan(result.p_value)
+def test_fraction_matching_removes_a_difference_that_is_only_about_weight_share():
+    """Last units hold most weights; the drop depends on the quantized share only. Matched on N,
+    the last N look costlier; matched on share, there is no difference."""
+    sizes = [1, 1, 1, 1, 2, 2, 4, 8, 30, 50]
+    share = {"first": lambda n: sum(sizes[:n]) / 100, "last": lambda n: sum(sizes[UNITS - n:]) / 100}
+    records = []
+    rng = np.random.default_rng(5)
+    for seed in range(8):
+        shift = rng.normal(0, 1)
+        for order in ("first", "last"):
+            for n in range(0, UNITS + 1):
+                f = share[order](n)
+                records.append(dict(status="passed", model="m", order=order, n=n, weight_bits=8, method="qat", seed=seed,
+                                    units_total=UNITS, param_fraction=f, accuracy_drop_pp=5 * f + shift + rng.normal(0, 0.02)))
+    (result,) = compare.compare_orders(records)
+    assert result.verdict == compare.FIRST_CHEAPER and result.by_n.mean_diff_pp < -1
+    assert result.by_fraction.verdict == compare.NO_DIFFERENCE and abs(result.by_fraction.mean_diff_pp) < 0.05
+
+
+def test_fraction_matching_interpolates_only_between_measured_first_points():
+    base = dict(status="passed", model="m", weight_bits=8, method="qat", seed=0, units_total=UNITS)
+    records = [dict(base, order="first", n=2, param_fraction=0.2, accuracy_drop_pp=1.0),
+               dict(base, order="first", n=6, param_fraction=0.6, accuracy_drop_pp=3.0),
+               dict(base, order="last", n=3, param_fraction=0.4, accuracy_drop_pp=1.5),
+               dict(base, order="last", n=1, param_fraction=0.1, accuracy_drop_pp=0.1),  # below: no anchor at 0
+               dict(base, order="last", n=8, param_fraction=0.9, accuracy_drop_pp=0.1)]  # above
+    (result,) = compare.compare_orders(records)
+    assert result.by_fraction.seed_values == ((0, pytest.approx(0.5), 1),)
+    assert result.by_n.seed_values == ()  # no N measured in both orders
+    assert result.by_n.verdict == compare.TOO_FEW and "no seed has comparable points" in result.sentences()[0]
+
+
+def test_holm_runs_over_all_groups_and_matchings():
+    records = paired_records(1.0) + paired_records(0.0, model="other", rng_seed=3) + paired_records(-0.5, bits=4)
+    results = compare.compare_orders(records)
+    raw = [t.p_value for r in results for t in (r.by_n, r.by_fraction)]
+    expected = seedstats.holm(raw)
+    assert [t.p_holm for r in results for t in (r.by_n, r.by_fraction)] == pytest.approx(list(expected))
+    assert all(r.tests_in_family == 6 for r in results)
 
 
 def test_full_and_empty_selections_are_not_paired():
-    (result,) = compare.compare_orders(paired_records(5.0, ns=(0, UNITS), seeds=range(5)))
+    (result,) = compare.compare_orders(paired_records(5.0, ns=(0, UNITS)))
     assert result.n_pairs == 0 and result.verdict == compare.TOO_FEW
 
 
 def test_pairs_need_the_same_seed():
-    records = paired_records(2.0, first_seeds={0: 7, 1: 8})
+    records = paired_records(2.0, seeds=(0, 1), first_seeds={0: 7, 1: 8})
     (result,) = compare.compare_orders(records)
-    assert result.n_pairs == 0 and result.verdict == compare.TOO_FEW
+    assert result.n_pairs == 0 and result.verdict == compare.TOO_FEW and result.by_fraction.n_seeds == 0
 
 
 def test_groups_without_both_orders_are_skipped_and_models_are_separate():
@@ -77,18 +141,17 @@ def test_groups_without_both_orders_are_skipped_and_models_are_separate():
     assert results[("other", 4)].verdict == compare.FIRST_CHEAPER
 
 
-def test_unmeasured_records_are_ignored():
+def test_unmeasured_and_diverged_records_are_ignored():
     records = paired_records(1.0)
     records.append(dict(records[0], order="first", accuracy_drop_pp=None, status="error", n=5, seed=9))
+    records.append(dict(records[0], order="first", accuracy_drop_pp=50.0, status="nan", n=5, seed=0))
     (result,) = compare.compare_orders(records)
-    assert result.n_pairs == 2 * (UNITS - 1)
+    assert result.n_pairs == 8 * (UNITS - 1) and abs(result.by_n.mean_diff_pp - 1.0) < 0.1
 
 
-def test_rank_biserial_known_values():
-    assert compare.rank_biserial([1, 2, 3]) == 1.0
-    assert compare.rank_biserial([-1, -2, -3]) == -1.0
-    assert compare.rank_biserial([1, 2, -3]) == 0.0
-    assert compare.rank_biserial([0, 0]) != compare.rank_biserial([0, 0])  # nan
+def test_pair_orders_lists_matched_points():
+    pairs = compare.pair_orders(paired_records(1.0, seeds=(0, 1), ns=(1, 2)))[("m", 8, "qat")]
+    assert [(n, seed) for n, seed, _, _ in pairs] == [(1, 0), (1, 1), (2, 0), (2, 1)]
 
 
 def test_bad_alpha():

@@ -150,12 +150,12 @@ def test_payload_fields(two_workers):
 
 MIRRORED = textwrap.dedent("""
     import dataclasses, json, sys
-    from harness import distribute, pipeline, registry
+    from harness import distribute, pipeline, registry, runner
     from harness.config import Case, QuantConfig, Selection, TierConfig
     tier = TierConfig(**json.loads(sys.argv[2]))
     spec = dataclasses.replace(registry.MLP, tiers={"tiny": tier})
     case = Case("mlp", Selection("last", 2), QuantConfig(8), "tiny", 0, "mirrored", 2)
-    record = pipeline.run_case(case, spec, pipeline.Environment(sys.argv[1], None, 0))
+    record = runner.run_case(case, spec, pipeline.Environment(sys.argv[1], None, 0))
     try:
         distribute.configure_cpu_devices(3)
         late = None
@@ -205,3 +205,14 @@ def test_a_dead_or_hung_worker_fails_the_case(env, single, mode):
     logs = re.search(r"\(logs: (\S+)\)$", message)
     assert logs and Path(logs.group(1)).is_dir()
     shutil.rmtree(logs.group(1))
+
+
+@pytest.mark.parametrize("name", ["mlp", "resnet50", "bert_mini"])
+def test_the_spec_round_trip_for_workers_keeps_every_field(name):
+    """A worker rebuilt a spec without weights_env and thresholds: another cache key, default targets."""
+    spec = registry.get(name)
+    tier = next(iter(spec.tiers))
+    back = launcher.spec_from_dict(json.loads(json.dumps(launcher.spec_to_dict(spec, tier))))
+    assert back.weights_env == spec.weights_env and back.thresholds == spec.thresholds
+    assert back.description == spec.description and back.tier(tier) == spec.tier(tier)
+    assert back.fingerprint(tier) == spec.fingerprint(tier)

@@ -7,6 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scipy import stats
+
 from harness import fit
 
 NS = (1, 2, 3, 4, 6, 8, 10, 12)
@@ -119,22 +121,53 @@ def test_formula_string_is_plain_language():
     assert result.best.formula == "drop_pp ≈ 0.41 × N^1.3"
 
 
-def test_prediction_band_includes_noise_and_contains_estimate():
+def test_prediction_band_includes_the_run_to_run_spread_and_contains_estimate():
     result = fit.fit_group(make_records("linear", 0.5, noise=0.2))
     pred = fit.predict(result, 5)
     mean = fit.predict(result, 5, interval="confidence")
-    t = fit.stats.t.ppf(0.975, result.best.dof)
     assert pred.lower95 < pred.drop_pp < pred.upper95
-    assert pred.upper95 - pred.drop_pp >= t * result.best.sigma
-    assert mean.upper95 - mean.drop_pp < pred.upper95 - pred.drop_pp
+    assert result.noise.within == pytest.approx(0.04, rel=0.5)
+    assert pred.upper95 - pred.drop_pp >= stats.t.ppf(0.975, pred.dof) * math.sqrt(result.noise.within)
+    assert dict(pred.parts)["run"] == result.noise.within
+    assert pred.upper95 - pred.drop_pp == pytest.approx(stats.t.ppf(0.975, pred.dof) * math.sqrt(sum(dict(pred.parts).values())))
+    assert mean.upper95 - mean.drop_pp < pred.upper95 - pred.drop_pp and "run" not in dict(mean.parts)
     with pytest.raises(ValueError):
         fit.predict(result, 5, interval="bogus")
 
 
-def test_fraction_form_interpolates_then_falls_back_outside_measured_n():
+def test_a_seed_shift_widens_the_band_and_costs_dof():
+    plain = make_records("linear", 0.5, noise=0.1, seeds=3, rng_seed=2)
+    shifted = [dict(r, accuracy_drop_pp=r["accuracy_drop_pp"] + (0.5, -0.4, 0.1)[r["seed"]]) for r in plain]
+    a, b = fit.fit_group(plain), fit.fit_group(shifted)
+    assert b.noise.seed_shift > 10 * max(a.noise.seed_shift, 1e-3)
+    pa, pb = fit.predict(a, 6), fit.predict(b, 6)
+    assert "seed shift" in dict(pb.parts) and pb.dof < 5 < pa.dof  # 3 seeds: ~2 dof for the shift
+    assert pb.upper95 - pb.drop_pp > 3 * (pa.upper95 - pa.drop_pp)
+
+
+def test_binomial_variance_is_a_floor_not_an_addition():
+    records = make_records("linear", 0.5, noise=0.001)
+    for r in records:
+        r.update(n_test=1000, discordant={"control_only": 30, "quant_only": 10})
+    result = fit.fit_group(records)
+    floor = (0.04 - 0.02 ** 2) / 1000 * 1e4
+    parts = dict(fit.predict(result, 5).parts)
+    assert parts["run (binomial floor)"] == pytest.approx(floor) and "run" not in parts
+    noisy = fit.fit_group([dict(r, n_test=1000, discordant={"control_only": 30, "quant_only": 10})
+                           for r in make_records("linear", 0.5, noise=1.0)])
+    assert noisy.noise.within > floor and dict(fit.predict(noisy, 5).parts)["run"] == noisy.noise.within
+
+
+def test_one_seed_says_the_seed_spread_is_unknown():
+    result = fit.fit_group(make_records("linear", 0.5, seeds=1))
+    assert result.noise is None and "seed-to-seed variance not separated" in fit.predict(result, 4).note
+    assert dict(fit.predict(result, 4).parts)["run"] == pytest.approx(result.best.sigma ** 2)
+
+
+def test_without_unit_table_fraction_form_interpolates_then_falls_back_outside_measured_n():
     records = [r for r in make_records("fraction", 5.0, noise=0.02) if r["n"] <= 10]
     result = fit.fit_group(records)
-    assert result.best.form == "fraction"
+    assert result.best.form == "fraction" and result.fraction_source == "measured"
     inside = fit.predict(result, 9)  # between measured N=8 and N=10: interpolated f
     assert inside.form == "fraction" and inside.note == ""
     assert inside.fraction == pytest.approx((last_fraction(8) + last_fraction(10)) / 2)
@@ -159,20 +192,41 @@ def test_groups_are_split_by_model_order_bits_method():
     assert slope.get(("m", "last", 4, "qat"), 0.2) == pytest.approx(0.2, abs=0.02)
 
 
-def test_size_check_reports_max_relative_error():
-    records = make_records("linear", 0.5)
-    assert fit.size_check(records)[0].max_rel_error == 0 and fit.size_check(records)[0].ok
-    records[4] = dict(records[4], predicted_weight_bytes=records[4]["weight_bytes"] * 1.02)
-    check = fit.size_check(records)[0]
-    assert check.max_rel_error == pytest.approx(0.02) and not check.ok
-    assert check.worst_case_id == records[4]["case_id"]
-
-
-def test_aicc_is_infinite_when_undefined_and_aic_decides():
-    records = make_records("linear", 0.5, ns=(1, 2, 3), seeds=1)  # 3 points: AICc undefined for every form
+def test_three_n_means_fit_only_one_parameter_forms_without_a_zero_width_band():
+    records = make_records("linear", 0.5, ns=(1, 2, 3), seeds=1)
     result = fit.fit_group(records)
-    assert result.fitted and result.selection == "aic"
-    assert all(math.isinf(c.aicc) for c in result.candidates)
+    assert result.fitted and result.selection == "rss" and "AICc undefined" in result.reason
+    assert {c.form for c in result.candidates} == {"linear", "fraction"}
+    assert {s.split(":")[0] for s in result.skipped} == {"affine", "power", "saturating"}
+    assert all("3 N means <= 2 parameters + 1" in s for s in result.skipped)
+    pred = fit.predict(result, 2)
+    assert pred.upper95 - pred.lower95 > 0.01 and all(c.dof == 2 for c in result.candidates)
+
+
+def test_n_zero_is_data_but_does_not_count_towards_three_n():
+    records = make_records("linear", 0.5, ns=(0, 1, 2), seeds=2)
+    result = fit.fit_group(records)
+    assert not result.fitted and "2 distinct N > 0" in result.reason
+    result = fit.fit_group(make_records("linear", 0.5, ns=(0, 1, 2, 4), seeds=2))
+    assert result.fitted and result.n_values == (0, 1, 2, 4) and result.best.n_points == 4
+
+
+def unit_table():
+    return [dict(index=i, kind="dense", weight_layer=f"d{i}", kernel_params=size - 1, bias_params=1, channels=1,
+                 kernels=1, members=[f"d{i}"]) for i, size in enumerate(SIZES)]
+
+
+def test_unit_table_gives_the_exact_fraction_at_unmeasured_n():
+    records = [dict(r, unit_table=unit_table()) for r in make_records("fraction", 5.0, noise=0.02) if r["n"] <= 10]
+    result = fit.fit_group(records)
+    assert result.fraction_source == "unit_table" and len(result.fractions) == len(SIZES) + 1
+    assert result.best.form == "fraction"
+    for n in (5, 7, 11, 12):  # unmeasured; 11 and 12 beyond the measured N
+        pred = fit.predict(result, n)
+        assert pred.form == "fraction" and pred.note == ""
+        assert pred.fraction == pytest.approx(last_fraction(n))
+    assert fit.exact_fraction(fit.units_from_records(records), "first", 2) == pytest.approx(405 / sum(SIZES))
+    assert fit.units_from_records([{"unit_table": None}, {"unit_table": [{"index": 0}]}]) is None
 
 
 def test_candidates_are_ranked_by_aicc_with_the_small_sample_correction():

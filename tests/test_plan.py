@@ -26,9 +26,7 @@ def linear_records(slope, ns=(1, 2, 3, 4, 6, 8, 10, 12), seeds=3, noise=0.005, b
 
 
 def group_plan(records, budget, **kwargs):
-    sizes = plan.size_table(records)
-    extrapolate = kwargs.pop("extrapolate", False)
-    return plan.plan_group(fit.fit_group(records), budget, sizes=sizes, extrapolate=extrapolate, **kwargs)
+    return plan.plan_group(fit.fit_group(records), budget, records=records, **kwargs)
 
 
 @settings(max_examples=25, deadline=None, derandomize=True, database=None)
@@ -62,11 +60,12 @@ def test_no_n_fits():
     assert result.n is None and not result.ok and "no N in 1..12 fits" in result.reason
 
 
-def test_size_budget():
+def test_size_budget_without_unit_table_interpolates_and_says_so():
     records = linear_records(0.5)
-    assert group_plan(records, 2.2, size_budget=850).n == 4  # 1000 - 50*4 = 800 B
+    fits = group_plan(records, 2.2, size_budget=850)
+    assert fits.n == 4 and "interpolated between measured N (records have no unit_table)" in fits.reason  # 800 B
     too_small = group_plan(records, 2.2, size_budget=700)
-    assert too_small.n is None and "size budget" in too_small.reason
+    assert too_small.n is None and "size budget" in too_small.reason and "no unit_table" in too_small.reason
     assert group_plan(records, 100, size_budget=400).n == UNITS  # more quantized is also smaller
     assert group_plan(records, 100, size_budget=399).n is None
 
@@ -154,3 +153,75 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, argv_tail, expect
 def test_cli_needs_a_subcommand(capsys):
     assert main([]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def unit_table(units=UNITS):
+    return [dict(index=i, kind="dense", weight_layer=f"d{i}", kernel_params=99, bias_params=1, channels=1, kernels=1,
+                 members=[f"d{i}"]) for i in range(units)]
+
+
+def with_sizes(records, bits=8):
+    """Exact weight bytes at W8: float unit 400 B, quantized unit 99 + 4 B; overhead grows with N."""
+    return [dict(r, unit_table=unit_table(), weight_bytes=400 * (UNITS - r["n"]) + 103 * r["n"],
+                 overhead_bytes=500 + 20 * r["n"], tflite_bytes=400 * (UNITS - r["n"]) + 103 * r["n"] + 500 + 20 * r["n"])
+            for r in records]
+
+
+def test_exact_size_at_unmeasured_n_uses_the_unit_table_and_the_nearest_overhead():
+    records = with_sizes(linear_records(0.1, ns=(1, 2, 3, 4, 6, 8, 10, 12)))
+    model = plan.size_model(records, "last", 8)
+    assert model.exact and "exact weight bytes" in model.source
+    assert model.weight_bytes(5) == 400 * 7 + 103 * 5
+    assert model.file_bytes(5) == 400 * 7 + 103 * 5 + 620  # N=4 and 6 tie: the larger N's overhead
+    assert model.file_bytes(7) == 400 * 5 + 103 * 7 + 660
+    for n in (4, 6, 12):  # measured N: exactly the measured file
+        assert model.file_bytes(n) == 400 * (UNITS - n) + 103 * n + 500 + 20 * n
+    budget = 400 * 7 + 103 * 5 + 620
+    result = group_plan(records, 100.0, size_budget=budget)  # more N is smaller: every N >= 5 fits; max is 12
+    assert result.n == UNITS
+    smaller = group_plan(records, 0.75, size_budget=budget)  # accuracy allows up to N=7 (0.1*N + band)
+    assert smaller.n is not None and 5 <= smaller.n <= 7 and "exact weight bytes" in smaller.reason
+    assert smaller.predicted_bytes == model.file_bytes(smaller.n)
+    assert smaller.predicted_fraction == pytest.approx(smaller.n / UNITS)
+
+
+def test_exact_size_at_four_bits_packs_nibbles():
+    model = plan.size_model(with_sizes(linear_records(0.1)), "last", 4)
+    assert model.weight_bytes(2) == 400 * (UNITS - 2) + 2 * (50 + 4)  # ceil(99 * 4 / 8) = 50
+
+
+def test_a_diverged_run_makes_its_n_not_recommended():
+    records = linear_records(0.1)
+    diverged = dict(records[-1], case_id="m-last12-nan", status="nan", accuracy_drop_pp=None, seed=9)
+    assert group_plan(records, 100.0).n == 12
+    result = group_plan(records + [diverged], 100.0)
+    assert result.n == 10 and "N=12: 1 of 4 runs diverged" in result.reason
+    assert "N=11 unmeasured, next to diverged runs (N=12: 1 of 4)" in result.reason
+    result = group_plan([r for r in records if r["n"] != 12] + [diverged], 100.0, extrapolate=True)
+    assert result.n == 10 and "N=12: 1 of 1 runs diverged" in result.reason
+
+
+def test_all_n_diverged_or_over_budget_says_why():
+    records = linear_records(0.5, ns=(1, 2, 3))
+    assert group_plan(records, 0.6).n == 1
+    records += [dict(r, status="nan", accuracy_drop_pp=None, seed=5) for r in records if r["n"] == 1]
+    result = group_plan(records, 0.6)
+    assert result.n is None and "2 over the accuracy budget" in result.reason
+    assert "1 not recommended (N=1: 3 of 6 runs diverged)" in result.reason
+
+
+def test_divergence_table():
+    records = [dict(n=1, status="passed"), dict(n=1, status="nan"), dict(n=2, status="error"), dict(n=3, status="failed")]
+    table = plan.divergence(records)
+    assert table == {1: (1, 2), 3: (0, 1)}
+    assert plan.diverged_reason(table, 1) == "N=1: 1 of 2 runs diverged" and plan.diverged_reason(table, 3) is None
+    assert plan.diverged_reason(table, 2) is not None and plan.diverged_reason(table, 5) is None
+
+
+def test_size_check_reports_max_relative_error():
+    records = [dict(r, weight_bytes=1000 - 10 * r["n"], predicted_weight_bytes=1000 - 10 * r["n"]) for r in linear_records(0.5)]
+    assert plan.size_check(records)[0].max_rel_error == 0 and plan.size_check(records)[0].ok
+    records[4] = dict(records[4], predicted_weight_bytes=records[4]["weight_bytes"] * 1.02)
+    check = plan.size_check(records)[0]
+    assert check.max_rel_error == pytest.approx(0.02) and not check.ok
+    assert check.worst_case_id == records[4]["case_id"]

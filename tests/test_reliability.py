@@ -28,7 +28,8 @@ class StubConfig:
                        "qat_results": tmp_path / "results", "qat_run_id": "r", "qat_cache": tmp_path / "cache",
                        "qat_threads": None, "qat_baseline": None, "qat_save_baseline": None,
                        "qat_drop_tolerance": None, "qat_budget": None, "qat_size_budget": None,
-                       "qat_resume": None, "qat_timeout": 0.0, "qat_check_gpu": False}
+                       "qat_resume": None, "qat_timeout": 0.0, "qat_check_gpu": False,
+                       "qat_strict_baseline": False}
         self.values.update(options)
 
     def getoption(self, name):
@@ -117,7 +118,8 @@ def test_two_processes_train_a_shared_baseline_once(tmp_path):
     assert sorted(r["cached"] for r in results) == [False, True]
     assert results[0]["accuracy"] == results[1]["accuracy"]
     entries = list(tmp_path.iterdir())
-    assert len(entries) == 1 and sorted(p.name for p in entries[0].iterdir()) == [".lock", "meta.json", "weights.h5"]
+    assert len(entries) == 1 and sorted(p.name for p in entries[0].iterdir()) == [".lock", ".lock.owner", "meta.json",
+                                                                          "weights.h5"]
 
 
 SAME = ("control_accuracy", "control_accuracy_keras", "quant_accuracy", "quant_accuracy_keras", "tflite_bytes",
@@ -155,9 +157,9 @@ def test_the_float_control_is_fine_tuned_once_per_model_and_changes_no_number(tm
 
 @pytest.mark.slow
 def test_sigkill_mid_sweep_then_resume_loses_and_duplicates_nothing(tmp_path):
-    selection = "mlp-last1-w8a8 or mlp-last2-w8a8 or mlp-last3-w8a8"
+    selection = "mlp-last1-w8a8 or mlp-last3-w8a8 or mlp-last5-w8a8"
     base = [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "-k", selection,
-            "--qat-results", str(tmp_path), "--qat-cache", str(tmp_path / "cache")]
+            "--qat-seeds", "0", "--qat-results", str(tmp_path), "--qat-cache", str(tmp_path / "cache")]
     proc = subprocess.Popen(base + ["--qat-run-id", "crash"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     cases = tmp_path / "crash" / records.CASES_DIR
@@ -177,22 +179,22 @@ def test_sigkill_mid_sweep_then_resume_loses_and_duplicates_nothing(tmp_path):
     for name, text in finished.items():
         assert (cases / name).read_text() == text  # kept as written
     merged = records.load_jsonl(tmp_path / "crash" / "records.jsonl")
-    assert sorted(r["case_id"] for r in merged) == ["mlp-last1-w8a8", "mlp-last2-w8a8", "mlp-last3-w8a8"]
+    assert sorted(r["case_id"] for r in merged) == ["mlp-last1-w8a8", "mlp-last3-w8a8", "mlp-last5-w8a8"]
     assert not list(cases.glob(".*.tmp"))
 
 
 @pytest.mark.slow
 def test_two_pytest_sessions_at_once_into_different_run_ids_do_not_interfere(tmp_path):
-    selection = "mlp-last1-w8a8 or mlp-last2-w4a8"
+    selection = "mlp-last1-w8a8 or mlp-last3-w4a8"
     base = [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "-k", selection,
-            "--qat-results", str(tmp_path), "--qat-cache", str(tmp_path / "cache")]
+            "--qat-seeds", "0", "--qat-results", str(tmp_path), "--qat-cache", str(tmp_path / "cache")]
     procs = {run: subprocess.Popen(base + ["--qat-run-id", run], cwd=ROOT, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True) for run in ("one", "two")}
     outputs = {run: proc.communicate(timeout=1200)[0] for run, proc in procs.items()}
     assert all(proc.returncode == 0 for proc in procs.values()), outputs
     merged = {run: records.load_jsonl(tmp_path / run / "records.jsonl") for run in procs}
     for run, rows in merged.items():
-        assert sorted(r["case_id"] for r in rows) == ["mlp-last1-w8a8", "mlp-last2-w4a8"]
+        assert sorted(r["case_id"] for r in rows) == ["mlp-last1-w8a8", "mlp-last3-w4a8"]
         assert {r["run_id"] for r in rows} == {run} and {r["status"] for r in rows} == {"passed"}
         assert (tmp_path / run / "report.md").exists()
     one, two = ({r["case_id"]: r for r in rows} for rows in merged.values())

@@ -51,7 +51,8 @@ def test_writes_report_and_plots(tmp_path):
     assert "drop_pp ≈" in text and "95% CI" in text and "leave-one-N-out RMSE" in text
     assert "`m-last5-w8a8` — error: RuntimeError: converter exploded" in text and "Traceback line 2" not in text
     assert "`m-last1-w8a8-s9` — failed: drop 9 pp > 1.5 pp" in text
-    assert "final layers cost less" in text  # first slope is 4x the last slope
+    assert "quantizing the last N costs" in text and "2 seeds, matched on N" in text
+    assert "too few pairs" in text and "final layers cost less" not in text  # 2 seeds cannot reach p < 0.05
     names = {p.name for p in result.plots}
     assert {"drop-m-qat.png", "drop-m-ptq.png", "size-m.png", "methods-m.png", "drop-other-qat.png", "size-other.png"} <= names
     assert "methods-other.png" not in names  # only one method there
@@ -84,18 +85,52 @@ def test_too_few_n_single_model_single_bits(tmp_path):
     assert "no (model, bits, method) with both 'last' and 'first' records" in text
 
 
+def test_enough_seeds_give_a_verdict_in_the_report(tmp_path):
+    text = report.write_report(synthetic(bits=(8,), seeds=range(8)), tmp_path).path.read_text()
+    assert "- m w8 qat: quantizing the last N costs 0.9" in text
+    assert "(per-seed mean, 8 seeds, matched on N; sign-flip p = 0.00781, Holm-adjusted 0.0156): final layers cost less" in text
+    assert "matched on the share of weights quantized" in text
+
+
+def test_table_shows_paired_intervals_and_seed_means(tmp_path):
+    records = synthetic(ns=(1, 2, 3), bits=(8,), orders=("last",), seeds=(0, 1, 2))
+    for r in records:
+        r["drop_ci95_pp"] = [r["accuracy_drop_pp"] - 0.5, r["accuracy_drop_pp"] + 0.5]
+    single = dict(records[0], n=6, seed=0, accuracy_drop_pp=2.0, drop_ci95_pp=[1.2, 2.8], case_id="x")
+    lines = report.results_table(records + [single])
+    row1 = next(line for line in lines if line.startswith("| last | 8 | qat | 1 |"))
+    drops = sorted(r["accuracy_drop_pp"] for r in records if r["n"] == 1)
+    assert f"s0: {records[0]['accuracy_drop_pp']:.2f} [{records[0]['accuracy_drop_pp'] - 0.5:.2f}, " in row1
+    assert row1.count(" ~") == 3  # each run's interval holds 0: inside the noise
+    mean, low, high = report.seedstats.mean_interval(drops)
+    assert f"{mean:.2f} [{low:.2f}, {high:.2f}] (3 seeds)" in row1
+    row6 = next(line for line in lines if line.startswith("| last | 8 | qat | 6 |"))
+    assert "2.00 (1 seed)" in row6 and "s0: 2.00 [1.20, 2.80] |" in row6
+
+
+def test_fit_lines_show_refusals_and_bound_flags(tmp_path):
+    steep = [dict(r, accuracy_drop_pp=0.001 * r["n"] ** 6) for r in synthetic(bits=(8,), orders=("last",))]
+    text = report.write_report(steep, tmp_path).path.read_text()
+    assert "at its upper bound 3" in text
+    few = synthetic(ns=(1, 2, 3), bits=(8,), orders=("last",), seeds=(0,))
+    text = report.write_report(few, tmp_path / "few").path.read_text()
+    assert "not fitted: affine: 3 N means <= 2 parameters + 1" in text and "AICc undefined" in text
+
+
 def test_terminal_summary_is_compact(tmp_path):
     lines = report.terminal_summary(synthetic(), budget_pp=1.0, report_path=tmp_path / "report.md")
     assert lines[0] == f"qatbench: {len(synthetic())} cases: {len(synthetic())} passed"
     assert any("m last w8 qat: drop_pp ≈" in line for line in lines)
-    assert any(line.startswith("  last vs first: m w8 qat: final layers cost less") for line in lines)
+    assert any(line.startswith("  last vs first: m w8 qat: quantizing the last N costs") and "too few pairs" in line
+               for line in lines)
     assert any(line.startswith("  plan m w8 qat") for line in lines)
     assert lines[-1].endswith("report.md") and all(isinstance(line, str) and "\n" not in line for line in lines)
     assert len(lines) < 20
 
 
 def test_pure_modules_do_not_import_tensorflow():
-    code = ("import sys, harness.fit, harness.plan, harness.compare, harness.baseline, harness.report, harness.__main__; "
+    code = ("import sys, harness.fit, harness.forms, harness.seedstats, harness.plan, harness.compare, harness.baseline, "
+            "harness.report, harness.__main__; "
             "sys.exit('tensorflow' in sys.modules)")
     root = Path(__file__).resolve().parents[1]
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
