@@ -142,8 +142,12 @@ def library_versions() -> dict:
 
 
 def key_material(spec: ModelSpec, tier: str, seed: int) -> dict:
+    """Everything that shapes a pre-trained model, including the training loop (train.py)."""
+    import inspect
+
     return {"key_version": KEY_VERSION, "spec": spec.fingerprint(tier), "code": code_hash(spec),
-            "inputs": input_digests(spec), "versions": library_versions(), "seed": seed}
+            "training": stable_hash(inspect.getsource(train)), "inputs": input_digests(spec),
+            "versions": library_versions(), "seed": seed}
 
 
 def cache_key(spec: ModelSpec, tier: str, seed: int) -> str:

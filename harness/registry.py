@@ -53,9 +53,13 @@ class ModelSpec:
         })
 
 
-# The smoke tier replicates every gated case over seeds (the gate's noise estimate), pre-trains
-# once (seed 0) and varies only the fine-tuning, and times steps on seed 0 only: CI-sized.
-SMOKE_SEEDS = dict(seeds=(0, 1, 2), pretrain_per_seed=False, timing_seeds=(0,), timing_rounds=2, timing_steps=5)
+# The smoke tier replicates every gated case over 3 seeds (the gate's noise estimate) and times
+# steps on seed 0 only. A seed pre-trains anew: another CPU or oneDNN setting re-does the
+# pre-training, which moved resnet20's control by 2.3-3.9 pp and its drops by up to 3.5 pp
+# (TF_ENABLE_ONEDNN_OPTS=0 vs 1), so seeds must vary it too or the gate mistakes a new machine for
+# a regression. minilm2 starts from real pre-trained weights and only trains its head (its drops
+# moved <= 0.45 pp): it pre-trains once, which keeps the tier within its 15-minute budget.
+SMOKE_SEEDS = dict(seeds=(0, 1, 2), pretrain_per_seed=True, timing_seeds=(0,), timing_rounds=2, timing_steps=5)
 
 # The reference tier answers the research question (results/reference/): last vs first N at W8
 # and W4 (+ PTQ at W8), 3 seeds that each pre-train anew, in at most 90 minutes on 2 cores.
@@ -78,7 +82,7 @@ MLP = ModelSpec(
         "full": TierConfig(train_size=None, test_size=None, pretrain_epochs=30, finetune_steps=500,
                            n_values=(0, 1, 2, 3, 4, 5), bits=(8, 7, 6, 5, 4, 3, 2),
                            orders=("last", "first", "single", "type"), seeds=(0, 1, 2), methods=("qat", "ptq")),
-        "reference": TierConfig(train_size=None, test_size=None, pretrain_epochs=15, finetune_steps=300,
+        "reference": TierConfig(train_size=None, test_size=None, pretrain_epochs=15, finetune_steps=200,
                                 n_values=(0, 1, 2, 3, 4, 5), **REFERENCE),
     },
 )
@@ -99,7 +103,7 @@ CNN = ModelSpec(
         "full": TierConfig(train_size=None, test_size=None, pretrain_epochs=15, finetune_steps=1000,
                            n_values=(0, 1, 2, 3, 4, 5), bits=(8, 7, 6, 5, 4, 3, 2),
                            orders=("last", "first", "single", "type"), seeds=(0, 1, 2)),
-        "reference": TierConfig(train_size=12000, test_size=10000, pretrain_epochs=3, finetune_steps=300,
+        "reference": TierConfig(train_size=12000, test_size=5000, pretrain_epochs=3, finetune_steps=200,
                                 n_values=(0, 1, 2, 3, 4, 5), **REFERENCE),
     },
 )
@@ -116,12 +120,12 @@ RESNET20 = ModelSpec(
                           min_control_accuracy=0.60),
     tiers={
         "smoke": TierConfig(train_size=4000, test_size=1000, pretrain_epochs=3, finetune_steps=60,
-                            n_values=(0, 5, 20), bits=(8, 4), orders=("last",), **SMOKE_SEEDS),
+                            n_values=(0, 20), bits=(8, 4), orders=("last",), **SMOKE_SEEDS),
         "full": TierConfig(train_size=None, test_size=None, pretrain_epochs=30, finetune_steps=2000,
                            n_values=(0, 1, 2, 3, 5, 8, 10, 13, 15, 18, 20), bits=(8, 4),
                            orders=("last", "first"), seeds=(0, 1, 2)),
-        "reference": TierConfig(train_size=8000, test_size=5000, pretrain_epochs=3, finetune_steps=300,
-                                n_values=(0, 1, 3, 6, 10, 15, 20), **dict(REFERENCE, methods=("qat",))),
+        "reference": TierConfig(train_size=8000, test_size=2000, pretrain_epochs=3, finetune_steps=200,
+                                n_values=(0, 1, 3, 6, 10, 20), **dict(REFERENCE, methods=("qat",))),
     },
 )
 
@@ -157,7 +161,7 @@ MINILM2 = ModelSpec(
     thresholds=Thresholds(min_whole_compression=((8, 1.2), (4, 1.25)), **TEXT_THRESHOLDS),
     tiers={"smoke": TierConfig(train_size=800, test_size=None, pretrain_epochs=2, finetune_steps=40,
                                learning_rate=1e-4, finetune_learning_rate=2e-4, n_values=(5,), bits=(8, 4),
-                               **dict(TEXT_TIMING, **SMOKE_SEEDS))},
+                               **{**TEXT_TIMING, **SMOKE_SEEDS, "pretrain_per_seed": False})},
 )
 
 MINILM = ModelSpec(

@@ -1,0 +1,49 @@
+"""The config hash and the cache key cover every module that shapes the numbers, not only the builder
+and the loader: an edit to a layer class or to a data helper must make baselines stale."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.tf
+
+HASHES = """
+from harness import cache, registry
+for name in ("minilm2", "mlp"):
+    spec = registry.get(name)
+    print(name, cache.spec_fingerprint(spec, "smoke"), cache.cache_key(spec, "smoke", 0))
+"""
+
+
+def hashes(root: Path) -> dict:
+    done = subprocess.run([sys.executable, "-c", HASHES], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines() if line.split()}
+
+
+def edited_copy(tmp_path: Path, module: str, old: str, new: str) -> Path:
+    shutil.copytree(ROOT / "harness", tmp_path / "harness", ignore=shutil.ignore_patterns("__pycache__"))
+    path = tmp_path / "harness" / module
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return tmp_path
+
+
+@pytest.mark.parametrize("module, old, new, changed, unchanged", [
+    ("transformer.py", "class SelfAttention(", "# an edit to the attention layer\nclass SelfAttention(",
+     "minilm2", "mlp"),
+    ("data.py", "def subset(", "# an edit to a data helper\ndef subset(", "mlp", None),
+    ("train.py", "def keras_labels(", "# an edit to fine-tuning\ndef keras_labels(", "mlp", None),
+])
+def test_an_edit_that_may_change_the_numbers_changes_the_hashes(tmp_path, module, old, new, changed, unchanged):
+    before = hashes(ROOT)
+    after = hashes(edited_copy(tmp_path, module, old, new))
+    assert after[changed][0] != before[changed][0]  # config hash: the baseline goes stale
+    assert after[changed][1] != before[changed][1]  # the pre-trained cache entry is rebuilt
+    if unchanged:
+        assert after[unchanged] == before[unchanged]  # the mlp does not use the attention layer
