@@ -46,8 +46,8 @@ class KeyVerdict:
     mean_drop_pp: Optional[float] = None
     baseline_mean_drop_pp: Optional[float] = None
     noise_sd_pp: Optional[float] = None  # per-case SD (key-by-seed residual) of the group
-    p_value: Optional[float] = None  # the key's contrast, one-sided, Holm-adjusted
-    p_holm: Optional[float] = None  # its model+width group's shift, one-sided, Holm-adjusted
+    key_p_holm: Optional[float] = None  # the key's contrast, one-sided, Holm-adjusted
+    shift_p_holm: Optional[float] = None  # its model+width group's shift, one-sided, Holm-adjusted
 
     def fails(self, strict: bool) -> bool:
         return self.status in FAILING or (strict and self.status == "stale")
@@ -207,7 +207,7 @@ def _judge(key: str, test: dict, key_holm: Optional[float], shift_holm: Optional
                f"minimum effect {min_effect:g} pp)")
     return KeyVerdict(key, status, message, seeds=seeds, mean_drop_pp=float(test["new"][key]),
                       baseline_mean_drop_pp=float(test["old"][key]), noise_sd_pp=test.get("case_sd"),
-                      p_value=key_holm, p_holm=shift_holm)
+                      key_p_holm=key_holm, shift_p_holm=shift_holm)
 
 
 def failures(verdicts: Iterable[KeyVerdict], strict: bool) -> list:
