@@ -1,14 +1,13 @@
 """pytest hooks for qatbench; the logic lives in harness/plugin.py."""
 
-import os
+import harness
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before anything imports TensorFlow (tfmot needs Keras 2)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # see harness/backend.py
+harness.set_tf_environment()  # before any test module imports TensorFlow (tfmot needs Keras 2)
 
 import pytest  # noqa: E402
 
 from harness import plugin  # noqa: E402
+from harness.errors import describe  # noqa: E402
 
 SESSION = pytest.StashKey()
 
@@ -30,6 +29,14 @@ def pytest_generate_tests(metafunc):
     if "qat_case" in metafunc.fixturenames:
         cases = plugin.cases_for(metafunc.config.stash[SESSION].options)
         metafunc.parametrize("qat_case", cases, ids=[case.id for case in cases])
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection: a shard splits the selected cases
+def pytest_collection_modifyitems(session, config, items):
+    kept, dropped = config.stash[SESSION].select_shard(items)
+    if dropped:
+        items[:] = kept
+        config.hook.pytest_deselected(items=dropped)
 
 
 def pytest_collection_finish(session):
@@ -58,7 +65,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     try:
         lines = qat.summary_lines()
     except Exception as exc:  # noqa: BLE001 - the problems below must still be printed
-        lines = [f"summary failed: {type(exc).__name__}: {exc}".splitlines()[0]]
+        lines = [f"summary failed: {describe(exc)}"]
     lines += [f"problem: {p}" for p in qat.problems]
     if lines:
         terminalreporter.section("qatbench")

@@ -10,8 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import records as _records
-from .config import METHODS, ORDERS
+from harness.errors import one_line
+from harness.results import records as _records
+from harness.spec.config import METHODS, ORDERS
 
 EXIT_BAD_INPUT = 2
 
@@ -38,7 +39,7 @@ def load_run(results: str) -> list:
         else:  # a copied records.jsonl without its cases/
             records = _records.load_jsonl(merged, problems)
     except (OSError, ValueError) as exc:
-        raise BadInput(f"cannot read {merged}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        raise BadInput(f"cannot read {merged}: {one_line(exc)}")
     for problem in problems:  # malformed or unknown-schema records: skipped, one line each
         print(f"note: {problem}", file=sys.stderr)
     if not records:
@@ -57,7 +58,7 @@ def _add_plan(sub) -> None:
 
 
 def _run_plan(args) -> int:
-    from . import plan as _plan
+    from harness.analysis import plan as _plan
 
     try:
         _plan.check_budget(args.budget, args.size_budget)
@@ -92,7 +93,7 @@ def _add_perf(sub) -> None:
     sub.add_argument("--run-id", default=None, help="run folder name (default: perf-<timestamp>)")
     sub.add_argument("--sweep", default=None, metavar="K_EXPR",
                      help="also time `pytest benchmarks -k K_EXPR` at -n 0 and -n 2 (cases per hour)")
-    sub.add_argument("--cache", default=".qatbench-cache", help="pre-trained baseline cache for --sweep")
+    sub.add_argument("--cache", default=None, help="pre-trained baseline cache for --sweep (default: $QATBENCH_CACHE or .qatbench-cache)")
     sub.add_argument("--determinism", action="store_true",
                      help="also time float and whole-model QAT steps with op determinism on vs off (fresh processes)")
 
@@ -102,13 +103,14 @@ LIMITS = {"repeats": (1, 1000), "steps": (1, 100000), "last": (0, 1000)}
 
 def _check_perf(args) -> tuple:
     """Every perf argument checked before anything is measured: (models, bits, out_dir)."""
-    from . import options
+    from harness import options
+    from harness.spec import registry
 
     try:
-        models = [registry_get(m.strip()) for m in args.models.split(",")]
+        models = [registry.get(m.strip()) for m in args.models.split(",")]
         bits = options.parse_bits(args.bits)
         results = options.parse_results_dir(args.results)
-        options.parse_cache_dir(args.cache)
+        args.cache = str(options.parse_cache_dir(args.cache or str(options.default_cache_dir())))
         run_id = options.parse_run_id(args.run_id) if args.run_id is not None else f"perf-{_records.new_run_id()}"
     except (ValueError, argparse.ArgumentTypeError) as exc:
         raise BadInput(str(exc)) from None
@@ -137,18 +139,12 @@ def sweep_cases(expr: str) -> int:
 
 def _run_perf(args) -> int:
     models, bits, out_dir = _check_perf(args)
-    from . import perf
+    from harness.tools import perf
 
     perf.run([m.name for m in models], args.tier, args.last, bits, args.repeats, args.steps, out_dir,
              args.sweep, Path(args.cache), args.determinism)
     print(f"wrote {out_dir / 'perf.json'} and {out_dir / 'perf.md'}")
     return 0
-
-
-def registry_get(name: str):
-    from . import registry
-
-    return registry.get(name)
 
 
 def _add_baseline(sub) -> None:
@@ -157,7 +153,7 @@ def _add_baseline(sub) -> None:
 
 
 def _run_baseline(args) -> int:
-    from .baseline import save_baseline
+    from harness.results.baseline import save_baseline
 
     records = load_run(args.results)
     tiers = sorted({str(r.get("tier")) for r in records})
@@ -176,7 +172,7 @@ def _run_baseline(args) -> int:
 
 def noise_lines(saved) -> list:
     """Per (model, bits): the measured noise, and the regression the gate catches with 80% power."""
-    from .gate import detectable_effects
+    from harness.results.baseline_gate import detectable_effects
 
     def pp(value):
         return "-" if value is None else f"{value:.2f}"
@@ -198,7 +194,7 @@ def _add_rerun(sub) -> None:
 
 
 def _run_rerun(args) -> int:
-    from . import rerun
+    from harness.analysis import rerun
 
     rows = rerun.summary(load_run(args.first), load_run(args.second))
     if not rows:
@@ -213,11 +209,62 @@ def _add_report(sub) -> None:
 
 
 def _run_report(args) -> int:
-    from . import report
+    from harness.analysis import report
 
     path = report.write_report(load_run(args.results), Path(args.results)).path
     print(f"report: {path}")
     return 0
+
+
+def _add_merge(sub) -> None:
+    sub.add_argument("run", help="run folder that shards wrote into (cases/*.json)")
+    sub.add_argument("--baseline", default=None, help="baseline JSON to gate the merged records against")
+    sub.add_argument("--strict-baseline", action="store_true", help="stale baseline entries fail too")
+
+
+def _run_merge(args) -> int:
+    """Like a session end: records.jsonl and summary.csv from cases/*.json, the report, and the gate."""
+    from harness.analysis import report
+    from harness.results import rescue
+
+    run_dir = Path(args.run)
+    if not (run_dir / _records.CASES_DIR).is_dir():
+        raise BadInput(f"no run folder with {_records.CASES_DIR}/ at {run_dir}")
+    merged, problems = rescue.merge_run(run_dir)
+    if not merged:
+        raise BadInput(f"no records in {run_dir / _records.CASES_DIR}")
+    for problem in problems:
+        print(f"note: {problem}", file=sys.stderr)
+    print(f"merged {len(merged)} records: {run_dir / 'records.jsonl'}")
+    print(f"report: {report.write_report(merged, run_dir, problems=problems).path}")
+    return _gate_merged(merged, args) if args.baseline else 0
+
+
+def _gate_merged(merged: list, args) -> int:
+    """Every baseline case absent from the merged folder is missing: a sharded sweep runs the whole grid."""
+    from harness.results import baseline_gate
+    from harness.results.baseline import BaselineError, load_baseline
+    from harness.spec import registry
+    from harness.spec.thresholds import Thresholds
+
+    try:
+        base = load_baseline(args.baseline)
+    except BaselineError as exc:
+        raise BadInput(str(exc)) from None
+
+    def value(name):
+        return lambda model: getattr(getattr(registry.REGISTRY.get(model), "thresholds", None) or Thresholds(), name)
+
+    ctx = baseline_gate.GateContext(min_effect_pp=value("min_regression_pp"),
+                                    size_growth_rel=value("baseline_size_growth_rel"))
+    verdicts = baseline_gate.gate(merged, base, ctx)
+    for verdict in verdicts:
+        if verdict.status != "ok":
+            print(f"  {verdict.status}: {verdict.message}")
+    failed = baseline_gate.failures(verdicts, args.strict_baseline)
+    for line in failed:
+        print(f"FAIL: {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 COMMANDS = {
@@ -225,6 +272,7 @@ COMMANDS = {
     "baseline": (_add_baseline, _run_baseline, "save a regression baseline from a finished run"),
     "rerun": (_add_rerun, _run_rerun, "how far each case's drop moved between two runs of the same cases"),
     "report": (_add_report, _run_report, "write a run folder's report.md and plots again"),
+    "merge": (_add_merge, _run_merge, "merge the per-case records of a (sharded) run folder, write the report, gate"),
     "perf": (_add_perf, _run_perf, "QAT vs float step time, TFLite latency, memory, sweep throughput"),
 }
 

@@ -6,11 +6,9 @@ tfmot works only with Keras 2; with TF >= 2.16 ``tf.keras`` is Keras 3 unless
 
 import os
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# oneDNN kernels are only on by default on some Intel CPUs; on this AMD EPYC they made conv
-# training 2.5-3x faster (ResNet-20-like stack: 347 -> 144 ms/step). Override with =0.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+import harness
+
+harness.set_tf_environment()
 
 import warnings  # noqa: E402
 
@@ -27,7 +25,7 @@ if not keras.__version__.startswith("2."):  # pragma: no cover - environment gua
 
 quantize = tfmot.quantization.keras
 
-__all__ = ["tf", "keras", "tfmot", "quantize", "quant_ops", "tflite_schema", "versions", "numerics"]
+__all__ = ["tf", "keras", "tfmot", "quantize", "quant_ops", "tflite_schema", "versions", "numerics", "set_threads"]
 
 
 def versions() -> dict:
@@ -36,6 +34,13 @@ def versions() -> dict:
         "tf_keras": keras.__version__,
         "tfmot": getattr(tfmot, "__version__", "unknown"),
     }
+
+
+def set_threads(threads: int) -> None:
+    """Intra- and inter-op threads (0 keeps TensorFlow's default); before the first op runs."""
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
 def numerics() -> dict:

@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from .config import MAX_BITS, MIN_BITS, ORDERS, STRATEGIES, TIERS
+from harness.spec.config import MAX_BITS, MIN_BITS, ORDERS, STRATEGIES, TIERS
 
 Bad = argparse.ArgumentTypeError
 
@@ -41,11 +41,15 @@ def max_workers() -> int:
     return max(2, cores())
 
 
+def _known(kind: str, value: str, choices: tuple) -> str:
+    if value not in choices:
+        raise Bad(f"unknown {kind} {value!r}; choose from: {', '.join(choices)}")
+    return value
+
+
 def _choice(name: str, choices: tuple):
     def parse(value: str) -> str:
-        if value not in choices:
-            raise Bad(f"unknown {name} {value!r}; choose from: {', '.join(choices)}")
-        return value
+        return _known(name, value, choices)
     parse.__name__ = name
     return parse
 
@@ -80,11 +84,7 @@ parse_seeds = _int_list("seeds", 0, MAX_SEED)
 
 def _names(kind: str, choices: tuple):
     def parse(value: str) -> tuple:
-        names = tuple(dict.fromkeys(n.strip() for n in value.split(",")))
-        for name in names:
-            if name not in choices:
-                raise Bad(f"unknown {kind} {name!r}; choose from: {', '.join(choices)}")
-        return names
+        return tuple(_known(kind, name, choices) for name in dict.fromkeys(n.strip() for n in value.split(",")))
     parse.__name__ = kind
     return parse
 
@@ -93,7 +93,7 @@ parse_orders = _names("order", ORDERS)
 
 
 def parse_methods(value: str) -> tuple:
-    from .config import METHODS
+    from harness.spec.config import METHODS
 
     return _names("method", METHODS)(value)
 
@@ -147,6 +147,21 @@ parse_timeout = _number("timeout", 1.0, MAX_TIMEOUT_S, " s", zero_ok=True)
 parse_seconds = _number("seconds", 1.0, MAX_TIMEOUT_S, " s")
 
 
+MAX_SHARDS = 1000
+
+
+def parse_shard(value: str) -> tuple:
+    """"I/K" -> (I, K): run shard I (0-based) of K; 0 <= I < K, 1 <= K <= MAX_SHARDS."""
+    index, slash, count = str(value).strip().partition("/")
+    try:
+        index, count = int(index), int(count)
+    except ValueError:
+        raise Bad(f"shard must be I/K with integers 0 <= I < K <= {MAX_SHARDS}, got {value!r}") from None
+    if not slash or not 1 <= count <= MAX_SHARDS or not 0 <= index < count:
+        raise Bad(f"shard must be I/K with 0 <= I < K and 1 <= K <= {MAX_SHARDS}, got {value!r}")
+    return index, count
+
+
 def _writable_folder(what: str, value) -> Path:
     path = Path(value)
     if path.exists() and not path.is_dir():
@@ -161,6 +176,23 @@ def _writable_folder(what: str, value) -> Path:
 
 def parse_results_dir(value: str) -> Path:
     return _writable_folder("results directory", value)
+
+
+def xdist_worker() -> tuple:
+    """(index, count) of this pytest-xdist worker process, or None outside xdist: the one place that
+    reads xdist's environment (loopback counters are machine-wide, devices are shared round robin)."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker:
+        return None
+    return int(worker.lstrip("gw") or 0), int(count or 1)
+
+
+CACHE_ENV, CACHE_FOLDER = "QATBENCH_CACHE", ".qatbench-cache"
+
+
+def default_cache_dir() -> Path:
+    """$QATBENCH_CACHE, else .qatbench-cache: the one default for the plugin, the CLI and workers."""
+    return Path(os.environ.get(CACHE_ENV) or CACHE_FOLDER)
 
 
 def parse_cache_dir(value: str) -> Path:
@@ -227,7 +259,7 @@ def _env_flag(name: str):
 ENVIRONMENT = {
     "QATBENCH_WORKER_TIMEOUT": lambda raw: _seconds("QATBENCH_WORKER_TIMEOUT", raw),
     "QATBENCH_LOCK_TIMEOUT": lambda raw: _seconds("QATBENCH_LOCK_TIMEOUT", raw),
-    "QATBENCH_CACHE": lambda raw: _prefixed("QATBENCH_CACHE", parse_cache_dir, raw),
+    CACHE_ENV: lambda raw: _prefixed(CACHE_ENV, parse_cache_dir, raw),
     "QATBENCH_CIFAR10": _env_path("QATBENCH_CIFAR10", "file or folder"),
     "QATBENCH_FASHION_MNIST": _env_path("QATBENCH_FASHION_MNIST", "folder"),
     "QATBENCH_RESNET50_WEIGHTS": _env_path("QATBENCH_RESNET50_WEIGHTS", "file", ("imagenet",)),
@@ -250,6 +282,18 @@ def check_environment(environ=None) -> None:
         raw = environ.get(name)
         if raw is not None and raw != "":
             check(raw)
+
+
+def check_options(opts) -> None:
+    """Options that are each valid but make no sense together (a RunOptions): raise Bad, one line."""
+    check_combination(opts.strategy, opts.workers, opts.threads)
+    if opts.size_budget is not None and opts.budget is None:
+        raise Bad("--qat-size-budget needs --qat-budget")
+    if opts.named_run_id and opts.resume and opts.named_run_id != opts.resume:
+        raise Bad(f"--qat-run-id {opts.named_run_id} and --qat-resume {opts.resume} name different runs")
+    for flag, value in (("--qat-strict-baseline", opts.strict_baseline), ("--qat-drop-tolerance", opts.drop_tolerance)):
+        if value not in (None, False) and opts.baseline is None:
+            raise Bad(f"{flag} needs --qat-baseline (it changes how a run is gated against a baseline)")
 
 
 def check_combination(strategy: str, workers: int, threads) -> None:

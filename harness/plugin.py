@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Optional
 
 import pytest
 
-from . import checks, grid, options, records, registry, rescue
-from .config import Case, RunOptions, Thresholds
-from .limits import CaseTimeout, time_limit
+from harness.results import gates, records, rescue
+from harness.spec import grid, registry
+from harness import options
+from harness.spec.config import Case, RunOptions
+from harness.spec.thresholds import Thresholds
+from harness.errors import describe, one_line
+from harness.limits import CaseTimeout, time_limit
 
 GROUP = "qatbench"
 
@@ -65,6 +68,9 @@ def addoption(parser) -> None:
         help="continue run RUN_ID: cases whose record with the same config hash exists are not re-measured")
     add("--qat-strict-baseline", action="store_true", default=False,
         help="with --qat-baseline: stale entries (config hash changed) fail the run too (CI uses this)")
+    add("--qat-shard", type=options.parse_shard, default=(), metavar="I/K",
+        help="run shard I (0-based) of K: a deterministic, cost-balanced share of the selected cases; "
+             "K shards with the same selection and --qat-run-id together run every case once")
     add("--qat-check-gpu", action="store_true", default=False,
         help="fail at start-up unless TensorFlow sees a GPU (for GPU runners)")
 
@@ -76,7 +82,11 @@ def run_options(config) -> RunOptions:
         methods=get("qat_methods"),
         strategy=get("qat_strategy"), workers=get("qat_workers"), results=str(get("qat_results")),
         run_id=get("qat_resume") or get("qat_run_id"), baseline=get("qat_baseline"),
-        save_baseline=get("qat_save_baseline"), resume=get("qat_resume"),
+        save_baseline=get("qat_save_baseline"), resume=get("qat_resume"), named_run_id=get("qat_run_id"),
+        cache=get("qat_cache"), threads=get("qat_threads"), timeout=get("qat_timeout"),
+        drop_tolerance=get("qat_drop_tolerance"), budget=get("qat_budget"), size_budget=get("qat_size_budget"),
+        strict_baseline=get("qat_strict_baseline"), check_gpu=get("qat_check_gpu"),
+        shard=get("qat_shard"),
     )
 
 
@@ -93,18 +103,12 @@ class QatSession:
         run_id = config.workerinput.get("qat_run_id") if self.is_worker else None
         self.run_id = run_id or self.options.run_id or records.new_run_id()
         self.run_dir = Path(self.options.results) / self.run_id
-        cache = config.getoption("qat_cache") or os.environ.get("QATBENCH_CACHE") or ".qatbench-cache"
-        self.cache_dir = Path(cache)
-        self.threads = config.getoption("qat_threads")
+        self.cache_dir = Path(self.options.cache or options.default_cache_dir())
+        self.threads = self.options.threads
         if self.threads is None:
             self.threads = 1 if self.is_worker else 0
-        self.timeout = config.getoption("qat_timeout")
-        self.drop_tolerance = config.getoption("qat_drop_tolerance")
-        self.budget = config.getoption("qat_budget")
-        self.size_budget = config.getoption("qat_size_budget")
-        if self.size_budget is not None and self.budget is None:
-            raise pytest.UsageError("--qat-size-budget needs --qat-budget")
-        if config.getoption("qat_check_gpu"):
+        self._check_options()
+        if self.options.check_gpu:
             _check_gpu()
         self.baseline = self._load_baseline(self.options.baseline)
         if self.baseline is not None and self.baseline.tier not in (None, self.options.tier):
@@ -112,6 +116,7 @@ class QatSession:
                                     f"this run is --qat-tier {self.options.tier}")
         self.collected = None  # case ids collected by this session (unknown on an xdist controller)
         self.collected_deselected = False
+        self.refused = False  # a shard refused at collection: its session end must not touch the folder
         self.verdicts: tuple = ()
         self.inconclusive: list = []
         if self.options.resume and not (self.run_dir / records.CASES_DIR).is_dir():
@@ -128,18 +133,18 @@ class QatSession:
         self.finishing = False
         rescue.SigtermAsInterrupt(lambda: self.finishing).install()
 
-    def _check_start(self) -> None:
+    def _check_options(self) -> None:
         """Start-up checks across options and the environment: one-line usage errors, before any case."""
         try:
             options.check_environment()
-            options.check_combination(self.options.strategy, self.options.workers,
-                                      self.config.getoption("qat_threads"))
+            options.check_options(self.options)
         except options.Bad as exc:
             raise pytest.UsageError(str(exc)) from None
-        named = self.config.getoption("qat_run_id")
-        if named and self.options.resume and named != self.options.resume:
-            raise pytest.UsageError(f"--qat-run-id {named} and --qat-resume {self.options.resume} name different runs")
+
+    def _check_start(self) -> None:
         reused = (self.run_dir / "records.jsonl").exists() or any((self.run_dir / records.CASES_DIR).glob("*"))
+        if self.options.shard:  # shards share a folder: checked per case at collection (select_shard)
+            return
         if reused and not self.is_worker and not self.options.resume:
             raise pytest.UsageError(f"--qat-run-id {self.run_id}: {self.run_dir} already holds a run; continue it "
                                     f"with --qat-resume {self.run_id}, or choose another run id")
@@ -148,7 +153,7 @@ class QatSession:
     def _load_baseline(path):
         if path is None:
             return None
-        from .baseline import BaselineError, load_baseline
+        from harness.results.baseline import BaselineError, load_baseline
 
         try:
             return load_baseline(path)
@@ -158,21 +163,19 @@ class QatSession:
     # -- per case -------------------------------------------------------------------------
     def environment(self):
         if self._env is None:
-            from . import pipeline  # imports TensorFlow: only when a case really runs
-            from .backend import tf
+            from harness.case import pipeline  # imports TensorFlow: only when a case really runs
+            from harness.backend import set_threads
 
-            if self.threads:
-                tf.config.threading.set_intra_op_parallelism_threads(self.threads)
-                tf.config.threading.set_inter_op_parallelism_threads(self.threads)
+            set_threads(self.threads)
             self._env = pipeline.Environment(self.cache_dir, records.git_commit(), self.threads)
         return self._env
 
     def run(self, case: Case, runner=None) -> tuple:
         """Measure a case and write its record. Returns (record, violations, resumed).
         ``runner`` replaces runner.run_case (tests inject faults with it)."""
-        from . import pipeline
+        from harness.case import pipeline
 
-        from .runner import run_case
+        from harness.distributed.runner import run_case
 
         runner = runner or run_case
         spec = registry.get(case.model)
@@ -185,20 +188,20 @@ class QatSession:
         record = records.base_record(case.id, config_hash, fields, env.describe())
         self.ran_cases += 1
         try:
-            with time_limit(self.timeout):
+            with time_limit(self.options.timeout):
                 record.update(runner(case, spec, env))
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (rescue.SigtermAsInterrupt): record it, then stop
             record.update(status="interrupted", error=f"interrupted by {exc.args[0] if exc.args else 'SIGINT'}")
             self._keep(record)
             raise
         except Exception as exc:  # kept as data, then reported as the case's failure
-            record.update(status=_status_of(exc), error=f"{type(exc).__name__}: {_one_line(exc)}")
+            record.update(status=_status_of(exc), error=f"{describe(exc)}")
             return record, [record["error"]] + self._keep(record), False
         self._store_predictions(record, record.pop(pipeline.PREDICTIONS, None))
         try:
-            found = checks.violations(record, spec.thresholds)
+            found = gates.violations(record, spec.thresholds)
         except Exception as exc:  # noqa: BLE001 - a check that cannot read the record must not lose it
-            found = [f"checks failed: {type(exc).__name__}: {_one_line(exc)}"]
+            found = [f"checks failed: {describe(exc)}"]
         record.update(status="failed" if found else "passed", violations=found)
         return record, found + self._keep(record), False
 
@@ -217,7 +220,7 @@ class QatSession:
             self.unwritten.append(rescue.plain(record))
             copy = rescue.save_record(self.run_dir, record)
             where = f"a copy is at {copy}" if copy else "kept in memory only"
-            return [f"record not written to {path} ({type(exc).__name__}: {_one_line(exc)}); {where}"]
+            return [f"record not written to {path} ({describe(exc)}); {where}"]
 
     def _store_predictions(self, record: dict, predictions) -> None:
         """The predicted labels go to a file beside the record; failing to write them is noted in
@@ -227,7 +230,7 @@ class QatSession:
         try:
             record.update(records.write_predictions(self.run_dir, record["case_id"], predictions))
         except (OSError, ValueError, KeyError) as exc:
-            record["predictions_error"] = f"{type(exc).__name__}: {_one_line(exc)}"
+            record["predictions_error"] = f"{describe(exc)}"
 
     def _finished_record(self, case_id: str, config_hash: str):
         """With --qat-resume: the case's record if it finished (passed/failed) with the same config."""
@@ -239,7 +242,7 @@ class QatSession:
         try:
             record = records.read_case_record(path)
         except (OSError, ValueError) as exc:  # malformed: measured again, which replaces the file
-            warnings.warn(rescue.RunFolderWarning(f"--qat-resume: {path} skipped, unreadable ({_one_line(exc)}); "
+            warnings.warn(rescue.RunFolderWarning(f"--qat-resume: {path} skipped, unreadable ({one_line(exc)}); "
                                                   f"re-measuring {case_id}"))
             return None
         if record.get("config_hash") == config_hash and record.get("status") in records.MEASURED:
@@ -251,7 +254,7 @@ class QatSession:
         """Merge this run's records, gate, report. Each step is guarded: one failing step is one line
         in ``problems`` and the steps after it still run, so measured work is never thrown away.
         Returns a failure message for the session, if any."""
-        if self.is_worker:
+        if self.is_worker or self.refused:
             return None
         self.finishing = True  # a SIGTERM from now on waits for the records and the report
         if not (self.run_dir / records.CASES_DIR).is_dir() and not self.unwritten and not rescue.pending(self.run_dir):
@@ -263,7 +266,7 @@ class QatSession:
             try:
                 trouble += step() or []
             except Exception as exc:  # noqa: BLE001 - the next steps must still run
-                trouble.append(f"session end: {name} failed: {type(exc).__name__}: {_one_line(exc)}")
+                trouble.append(f"session end: {name} failed: {describe(exc)}")
         self.problems = trouble
         return "; ".join(trouble) if trouble else None
 
@@ -273,7 +276,7 @@ class QatSession:
 
     def _save_baseline_step(self) -> list:
         if self.options.save_baseline:
-            from .baseline import save_baseline
+            from harness.results.baseline import save_baseline
 
             target = Path(self.options.save_baseline)
             return rescue.elsewhere(target, rescue.rescue_dir(self.run_dir) / target.name, lambda path: save_baseline(
@@ -281,22 +284,22 @@ class QatSession:
         return []
 
     def _gate_step(self) -> list:
-        """The seed-level regression gate (harness/gate.py) over every key of the run and the baseline."""
+        """The seed-level regression gate (harness/baseline_gate.py) over every key of the run and the baseline."""
         if self.baseline is None:
             return []
-        from . import gate
+        from harness.results import baseline_gate
 
-        self.verdicts = gate.gate(self.merged, self.baseline, self._gate_context())
-        gate.record_verdicts(self.merged, self.verdicts)
-        return gate.failures(self.verdicts, self.config.getoption("qat_strict_baseline"))
+        self.verdicts = baseline_gate.gate(self.merged, self.baseline, self._gate_context())
+        baseline_gate.record_verdicts(self.merged, self.verdicts)
+        return baseline_gate.failures(self.verdicts, self.options.strict_baseline)
 
     def _gate_context(self):
-        from .gate import GateContext
+        from harness.results.baseline_gate import GateContext
 
         def spec_value(name):
             def value(model):
-                if name == "min_regression_pp" and self.drop_tolerance is not None:
-                    return self.drop_tolerance
+                if name == "min_regression_pp" and self.options.drop_tolerance is not None:
+                    return self.options.drop_tolerance
                 spec = registry.REGISTRY.get(model)
                 return getattr((spec.thresholds if spec else Thresholds()), name)
             return value
@@ -309,10 +312,32 @@ class QatSession:
         """Did this session leave part of the tier's grid out on purpose (so absent baseline cases
         are 'not selected' rather than missing)?"""
         opts, option = self.options, self.config.option
-        by_options = any((opts.bits, opts.orders, opts.seeds, opts.methods))
+        by_options = any((opts.bits, opts.orders, opts.seeds, opts.methods)) or opts.shard[1:] > (1,)
         by_selection = bool(getattr(option, "keyword", "") or getattr(option, "markexpr", ""))
         by_node_id = any("::" in str(arg) for arg in self.config.args)
         return by_options or by_selection or by_node_id or self.collected_deselected
+
+    def select_shard(self, items) -> list:
+        """With --qat-shard I/K: split ``items`` (after -k/-m) into (kept, deselected) case items; items
+        that are no benchmark case are kept. Refuses a shard whose cases already have records in the
+        run folder, unless --qat-resume."""
+        if not self.options.shard:
+            return list(items), []
+        from harness.spec import shard
+
+        index, count = self.options.shard
+        case_of = {id(item): item.callspec.params["qat_case"] for item in items
+                   if hasattr(item, "callspec") and "qat_case" in item.callspec.params}
+        mine = shard.shard_ids(case_of.values(), index, count)
+        kept = [item for item in items if id(item) not in case_of or case_of[id(item)].id in mine]
+        dropped = [item for item in items if id(item) in case_of and case_of[id(item)].id not in mine]
+        done = sorted(i for i in mine if records.case_path(self.run_dir, i).exists())
+        if done and not self.is_worker and not self.options.resume:
+            self.refused = True
+            raise pytest.UsageError(
+                f"--qat-run-id {self.run_id} --qat-shard {index}/{count}: {self.run_dir} already holds records of "
+                f"{len(done)} case(s) of this shard (e.g. {done[0]}); continue with --qat-resume {self.run_id}")
+        return kept, dropped
 
     def collection_finished(self, items) -> None:
         """Remember which cases this session collected (the controller, without xdist, sees them)."""
@@ -326,32 +351,32 @@ class QatSession:
             hasattr(item, "callspec") and "qat_case" in item.callspec.params for item in items)
 
     def _report_step(self) -> list:
-        from . import report
+        from harness.analysis import report
 
         def write(folder):
-            return report.write_report(self.merged, folder, budget_pp=self.budget, size_budget=self.size_budget,
+            return report.write_report(self.merged, folder, budget_pp=self.options.budget, size_budget=self.options.size_budget,
                                        problems=self.merge_problems).path
 
         self.report_path, trouble = rescue.elsewhere(self.run_dir, rescue.rescue_dir(self.run_dir), write, "report")
         return trouble
 
     def _target_step(self) -> list:
-        failures, self.inconclusive = checks.drop_targets(
+        failures, self.inconclusive = gates.drop_targets(
             self.merged, lambda model: getattr(registry.REGISTRY.get(model), "thresholds", Thresholds()))
         return failures
 
     def _size_step(self) -> list:
-        self.notes = checks.size_not_decreasing(self.merged, "tflite_bytes")
-        return checks.size_not_decreasing(self.merged)
+        self.notes = gates.size_not_decreasing(self.merged, "tflite_bytes")
+        return gates.size_not_decreasing(self.merged)
 
     def summary_lines(self) -> list:
-        from .summary import session_lines
+        from harness.summary import session_lines
 
         return session_lines(self)
 
 
 def _check_gpu() -> None:
-    from .backend import tf  # lists devices without initializing TensorFlow
+    from harness.backend import tf  # lists devices without initializing TensorFlow
 
     if not tf.config.list_physical_devices("GPU"):
         raise pytest.UsageError("--qat-check-gpu: TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') "
@@ -359,16 +384,11 @@ def _check_gpu() -> None:
 
 
 def _status_of(exc: Exception) -> str:
-    from .train import TrainingDiverged
+    from harness.case.train import TrainingDiverged
 
     if isinstance(exc, TrainingDiverged):
         return "nan"
     return "timeout" if isinstance(exc, CaseTimeout) else "error"
-
-
-def _one_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:500]
 
 
 def fail(message: str):

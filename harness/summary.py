@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .gate import counts
-from .paired import drop_label
+from harness.results.baseline_gate import counts
+from harness.case.paired import drop_label
 
 
 def case_lines(merged) -> list:
@@ -36,12 +36,12 @@ def session_lines(session) -> list:
     """Everything the session prints after its cases (a QatSession after finish())."""
     if not session.merged:
         return []
-    from . import report
+    from harness.analysis import report
 
     lines = case_lines(session.merged) + gate_lines(session.verdicts, session.baseline)
     lines += session.inconclusive
-    lines += report.terminal_summary(session.merged, budget_pp=session.budget, size_budget=session.size_budget,
-                                     report_path=session.report_path)
+    lines += report.terminal_summary(session.merged, budget_pp=session.options.budget,
+                                     size_budget=session.options.size_budget, report_path=session.report_path)
     lines += [f"note: {note} (file metadata, not weights)" for note in session.notes]
     lines.append(f"records: {session.run_dir / 'records.jsonl'}")
     return lines

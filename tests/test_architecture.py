@@ -1,4 +1,5 @@
-"""The shape of the house: pure modules import with TensorFlow unimportable, and harness/ has no import cycle."""
+"""The shape of the house: pure subpackages import with TensorFlow unimportable, and harness/ has no
+import cycle, neither between modules nor between its subpackages."""
 
 import ast
 import subprocess
@@ -6,9 +7,9 @@ import sys
 from pathlib import Path
 
 HARNESS = Path(__file__).resolve().parents[1] / "harness"
-PURE = ("config", "registry", "units", "select", "size", "records", "paired", "seedstats", "baseline", "gate",
-        "checks", "compare", "forms", "fit", "plan", "grid", "rerun", "summary", "options", "report", "plugin",
-        "__main__", "runner")
+PURE_PACKAGES = ("spec", "results", "analysis")  # every module in them, present and future
+PURE_MODULES = ("options", "summary", "plugin", "limits", "__main__", "distributed.runner", "case.paired",
+                "distributed.bandwidth")
 
 BLOCK_TF = """
 import importlib.abc, sys
@@ -20,8 +21,25 @@ sys.meta_path.insert(0, NoTensorFlow())
 """
 
 
+def module_name(path: Path) -> str:
+    parts = path.relative_to(HARNESS.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def all_modules() -> dict:
+    return {module_name(p): p for p in HARNESS.rglob("*.py")}
+
+
+def pure_modules() -> list:
+    names = [f"harness.{name}" for name in PURE_MODULES]
+    names += [name for name in all_modules() if name.split(".")[1:2] and name.split(".")[1] in PURE_PACKAGES]
+    return sorted(set(names))
+
+
 def test_pure_modules_import_with_tensorflow_unimportable():
-    code = BLOCK_TF + "".join(f"import harness.{name}\n" for name in PURE)
+    names = pure_modules()
+    assert len(names) > 20 and "harness.results.records" in names and "harness.analysis.report" in names
+    code = BLOCK_TF + "".join(f"import {name}\n" for name in names)
     done = subprocess.run([sys.executable, "-c", code], cwd=HARNESS.parent, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
 
@@ -32,24 +50,27 @@ def test_the_tensorflow_block_works():
     assert done.returncode != 0 and "unimportable" in done.stderr
 
 
-def imports_of(path: Path) -> set:
-    """harness modules a module imports, at module level or inside functions."""
+def imports_of(path: Path, known: set) -> set:
+    """harness modules a module imports, at module level or inside functions (absolute imports only:
+    the package uses no relative ones, which test_no_relative_imports keeps true)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                found.add(node.module.split(".")[0])
-            else:
-                found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("harness."):
-            found.add(node.module.split(".")[1])
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("harness"):
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                found.add(child if child in known else node.module)
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("harness."))
-    return found
+            found.update(a.name for a in node.names if a.name.startswith("harness"))
+    return found & known
+
+
+def import_graph() -> dict:
+    modules = all_modules()
+    return {name: imports_of(path, set(modules)) - {name} for name, path in modules.items()}
 
 
 def cycles(graph: dict) -> list:
-    """Strongly connected components with more than one module (Tarjan)."""
+    """Strongly connected components with more than one node (Tarjan)."""
     index, low, stack, on_stack, out = {}, {}, [], set(), []
 
     def visit(v):
@@ -79,10 +100,26 @@ def cycles(graph: dict) -> list:
     return out
 
 
-def test_no_import_cycle_in_harness():
-    modules = {p.stem for p in HARNESS.glob("*.py")}
-    graph = {p.stem: imports_of(p) & modules - {p.stem} for p in HARNESS.glob("*.py")}
+def test_no_relative_imports():
+    relative = [name for name, path in all_modules().items()
+                if any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(ast.parse(path.read_text())))]
+    assert relative == []
+
+
+def test_no_import_cycle_between_modules():
+    graph = import_graph()
+    assert len(graph) > 40 and graph["harness.case.pipeline"]
     assert cycles(graph) == []
+
+
+def test_no_import_cycle_between_subpackages():
+    """spec -> models -> case -> distributed, results -> analysis: a subpackage never needs a later one."""
+    packages = {}
+    for name, imported in import_graph().items():
+        package = name.split(".")[1] if name.count(".") >= 2 else name
+        targets = {t.split(".")[1] if t.count(".") >= 2 else t for t in imported}
+        packages.setdefault(package, set()).update(targets - {package})
+    assert cycles(packages) == []
 
 
 def test_the_cycle_finder_finds_one():

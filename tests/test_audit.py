@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from harness import audit, export, quantize, zoo
-from harness.config import QuantConfig, Selection
-from harness.select import select
-from harness.units import Unit
+from harness.case import audit, export, quantize
+from harness.models import zoo
+from harness.spec.config import QuantConfig, Selection
+from harness.spec.select import select
+from harness.spec.units import Unit
 
 pytestmark = pytest.mark.tf
 
@@ -62,9 +63,63 @@ def test_the_audit_catches_a_dense_left_float_behind_an_unannotated_dropout(mlp,
 
 
 def test_weight_bytes_match_the_prediction(mlp, units):
-    from harness.size import predict
+    from harness.spec.size import predict
 
     chosen = select(units, Selection("last", 2))
     report = convert_selected(mlp, chosen, 4)
     assert report.weight_bytes == predict(units, chosen, QuantConfig(4)).weight_bytes
     assert report.bytes_by_dtype["INT4"] == sum((u.kernel_params + 1) // 2 for u in chosen)
+
+
+def while_loop_tflite():
+    """Three subgraphs (main, while_cond, while_body); the body's kernel equals one of main's, so
+    the converter's buffer deduplication makes both subgraphs reference the same buffer."""
+    from harness.backend import tf
+
+    rng = np.random.default_rng(0)
+    w0, w1 = (rng.normal(size=(8, 8)).astype(np.float32) for _ in range(2))
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 8), tf.float32)])
+    def f(x):
+        def body(i, h):
+            return i + 1, tf.nn.relu(tf.matmul(h, w1) + tf.constant(np.arange(8, dtype=np.float32)))
+
+        _, h = tf.while_loop(lambda i, h: i < 3, body, (tf.constant(0), tf.matmul(x, w0) + 1.0))
+        return tf.matmul(h, w1)
+
+    return bytes(tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert())
+
+
+def independent_count(content):
+    """Bytes of every distinct constant buffer, and of those feeding a FULLY_CONNECTED as kernel or
+    bias, over all subgraphs; plus how many subgraphs reference each buffer."""
+    from harness.backend import tflite_schema as S
+
+    model = S.Model.GetRootAs(content, 0)
+    size = lambda b: model.Buffers(b).DataLength()  # noqa: E731
+    constant, weights, users = set(), set(), {}
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for t in range(graph.TensorsLength()):
+            b = graph.Tensors(t).Buffer()
+            if size(b):
+                constant.add(b)
+                users.setdefault(b, set()).add(g)
+        for o in range(graph.OperatorsLength()):
+            op = graph.Operators(o)
+            if model.OperatorCodes(op.OpcodeIndex()).BuiltinCode() == S.BuiltinOperator.FULLY_CONNECTED:
+                weights.update(graph.Tensors(int(t)).Buffer() for t in op.InputsAsNumpy()[1:3] if t >= 0)
+    weights &= constant
+    return sum(map(size, constant)), sum(map(size, weights)), users
+
+
+def test_every_subgraph_is_audited_with_its_own_tensors_and_shared_buffers_count_once():
+    content = while_loop_tflite()
+    total, weights, users = independent_count(content)
+    assert max(map(len, users.values())) > 1  # the case under test: one buffer, two subgraphs
+    report = audit.inspect(content)
+    assert [k.subgraph for k in report.kernels] == [0, 0, 2]
+    assert sum(report.bytes_by_dtype.values()) == total
+    assert report.weight_bytes == weights
+    assert report.other_const_bytes == total - weights
+    assert report.bytes_by_dtype["INT32"] == 3 * 4  # loop counter start, bound and step: one per subgraph

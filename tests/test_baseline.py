@@ -1,18 +1,17 @@
-"""harness.baseline: the per-seed baseline file, its noise estimate, and the schema-1 migration."""
+"""harness.results.baseline: the per-seed baseline file, its noise estimate, and the schema-1 migration."""
 
 import json
 
 import pytest
 
-from harness import baseline
+from factories import make_record
+from harness.results import baseline
 
 
 def record(n=4, seed=0, drop=1.0, size=1000, config_hash=None, status="passed", model="m", bits=8):
-    case_id = f"{model}-last{n}-w{bits}a8" + (f"-s{seed}" if seed else "")
-    return dict(case_id=case_id, status=status, model=model, order="last", n=n, weight_bits=bits, method="qat",
-                seed=seed, accuracy_drop_pp=drop, tflite_bytes=size, control_accuracy=0.9,
-                quant_accuracy=None if drop is None else 0.9 - drop / 100, n_test=1000,
-                config_hash=config_hash or f"hash-{n}-{seed}")
+    return make_record(status=status, model=model, n=n, weight_bits=bits, seed=seed, accuracy_drop_pp=drop,
+                       tflite_bytes=size, control_accuracy=0.9, quant_accuracy=None if drop is None else 0.9 - drop / 100,
+                       config_hash=config_hash or f"hash-{n}-{seed}")
 
 
 @pytest.fixture

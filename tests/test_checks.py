@@ -1,24 +1,22 @@
-from harness.checks import drop_targets, size_not_decreasing, violations
-from harness.config import Thresholds
+import pytest
+
+from harness.results.gates import drop_targets, size_not_decreasing, violations
+from harness.spec.thresholds import Thresholds
 
 
-def record(**over):
-    base = dict(weight_bits=8, quantized_kernels=5, selected_kernels=5, audit={"kernel_dtypes": {"INT8": 5}},
-                size_error_rel=0.0, predicted_weight_bytes=100, weight_bytes=100, accuracy_drop_pp=0.2,
-                deployment="int8", quant_accuracy=0.95, quant_accuracy_keras=0.95, order="last", n=5,
-                units_total=5, control_tflite_bytes=400, tflite_bytes=100, control_weight_bytes=380)
-    base.update(over)
-    return base
+@pytest.fixture
+def record(make_record):
+    return lambda **over: make_record(**{"accuracy_drop_pp": 0.2, **over})
 
 
 T = Thresholds(max_drop_pp=((8, 1.0), (4, 2.0)), min_whole_compression=((8, 3.8), (4, 7.0)))
 
 
-def test_a_good_record_passes():
+def test_a_good_record_passes(record):
     assert violations(record(), T) == []
 
 
-def test_each_threshold_is_enforced():
+def test_each_threshold_is_enforced(record):
     assert "audit" in violations(record(quantized_kernels=4), T)[0]
     assert "size" in violations(record(size_error_rel=0.02), T)[0]
     assert violations(record(accuracy_drop_pp=1.5), T) == []  # judged over seeds: drop_targets
@@ -28,17 +26,17 @@ def test_each_threshold_is_enforced():
     assert "did not shrink the weights" in violations(record(n=2, weight_bytes=380, predicted_weight_bytes=380), T)[0]
 
 
-def test_a_file_that_grows_while_its_weights_shrink_is_not_a_failure():
+def test_a_file_that_grows_while_its_weights_shrink_is_not_a_failure(record):
     """cnn-first1: quantizing 288 conv weights adds more scales and ops than it saves on disk."""
     assert violations(record(n=1, tflite_bytes=445840, control_tflite_bytes=445196), T) == []
 
 
-def test_the_whole_model_compression_target_is_the_qat_deployments():
+def test_the_whole_model_compression_target_is_the_qat_deployments(record):
     assert "smaller than float" in violations(record(tflite_bytes=110), T)[0]
     assert violations(record(tflite_bytes=110, method="ptq"), T) == []
 
 
-def test_simulated_bits_skip_the_interpreter_comparison():
+def test_simulated_bits_skip_the_interpreter_comparison(record):
     assert violations(record(deployment="simulated", weight_bits=3, quant_accuracy=0.5), T) == []
 
 

@@ -1,11 +1,12 @@
-"""harness.compare: last-vs-first test at the seed level, on constructed effects."""
+"""harness.analysis.order_test: last-vs-first test at the seed level, on constructed effects."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import compare, seedstats
+from harness.analysis import order_test
+from harness.results import seedstats
 
 UNITS = 10
 
@@ -30,18 +31,18 @@ def paired_records(effect, ns=range(1, UNITS), seeds=range(8), noise=0.05, seed_
 @settings(max_examples=20, deadline=None, derandomize=True, database=None)
 @given(effect=st.floats(0.3, 3.0), sign=st.sampled_from([1, -1]), rng_seed=st.integers(0, 2**31))
 def test_detects_constructed_effect_in_either_direction(effect, sign, rng_seed):
-    (result,) = compare.compare_orders(paired_records(sign * effect, rng_seed=rng_seed))
+    (result,) = order_test.compare_orders(paired_records(sign * effect, rng_seed=rng_seed))
     assert result.n_seeds == 8 and result.n_pairs == 8 * (UNITS - 1)
     assert result.p_value == pytest.approx(2 / 2 ** 8)  # every seed agrees in sign
     assert result.by_n.p_holm == pytest.approx(2 * 2 / 2 ** 8)  # Holm over the two matchings
-    assert result.verdict == (compare.FINAL_CHEAPER if sign > 0 else compare.FIRST_CHEAPER)
+    assert result.verdict == (order_test.FINAL_CHEAPER if sign > 0 else order_test.FIRST_CHEAPER)
     assert result.by_n.mean_diff_pp == pytest.approx(sign * effect, abs=0.05)
     assert result.by_fraction.verdict == result.verdict  # same fractions in both orders here
 
 
 def test_per_seed_values_are_kept_and_are_means_over_matched_n():
     records = paired_records(1.0, seeds=range(3))
-    (result,) = compare.compare_orders(records)
+    (result,) = order_test.compare_orders(records)
     for seed, value, points in result.by_n.seed_values:
         diffs = [f["accuracy_drop_pp"] - l["accuracy_drop_pp"] for f in records for l in records
                  if f["order"] == "first" and l["order"] == "last" and f["seed"] == l["seed"] == seed and f["n"] == l["n"]]
@@ -50,8 +51,8 @@ def test_per_seed_values_are_kept_and_are_means_over_matched_n():
 
 
 def test_three_seeds_are_too_few_and_the_sentence_says_why():
-    (result,) = compare.compare_orders(paired_records(2.0, seeds=range(3)))
-    assert result.verdict == compare.TOO_FEW and result.p_value == pytest.approx(0.25)
+    (result,) = order_test.compare_orders(paired_records(2.0, seeds=range(3)))
+    assert result.verdict == order_test.TOO_FEW and result.p_value == pytest.approx(0.25)
     n_sentence, f_sentence = result.sentences()
     assert n_sentence.startswith("m w8 qat: quantizing the last N costs 2.0")
     for part in ("pp less than the first N", "3 seeds", "matched on N", "sign-flip p = 0.25", "Holm-adjusted 0.5",
@@ -62,8 +63,8 @@ def test_three_seeds_are_too_few_and_the_sentence_says_why():
 
 def test_six_seeds_alone_can_be_significant_but_not_after_holm_over_two_matchings():
     records = paired_records(2.0, seeds=range(6))
-    (result,) = compare.compare_orders(records)
-    assert result.p_value == pytest.approx(1 / 32) and result.verdict == compare.TOO_FEW
+    (result,) = order_test.compare_orders(records)
+    assert result.p_value == pytest.approx(1 / 32) and result.verdict == order_test.TOO_FEW
     assert result.by_n.best_p_holm == pytest.approx(1 / 16)
 
 
@@ -72,13 +73,13 @@ def test_balanced_differences_are_not_significant():
     for r in records:
         if r["order"] == "first":
             r["accuracy_drop_pp"] += 0.3 * (1 if r["seed"] % 2 else -1) * (1 + r["seed"] / 10)
-    (result,) = compare.compare_orders(records)
-    assert result.verdict == compare.NO_DIFFERENCE and result.p_value > 0.5
+    (result,) = order_test.compare_orders(records)
+    assert result.verdict == order_test.NO_DIFFERENCE and result.p_value > 0.5
 
 
 def test_all_zero_differences_are_no_difference():
-    (result,) = compare.compare_orders(paired_records(0.0, noise=0.0))
-    assert result.verdict == compare.NO_DIFFERENCE and result.p_value == 1.0
+    (result,) = order_test.compare_orders(paired_records(0.0, noise=0.0))
+    assert result.verdict == order_test.NO_DIFFERENCE and result.p_value == 1.0
 
 
 def test_fraction_matching_removes_a_difference_that_is_only_about_weight_share():
@@ -95,9 +96,9 @@ def test_fraction_matching_removes_a_difference_that_is_only_about_weight_share(
                 f = share[order](n)
                 records.append(dict(status="passed", model="m", order=order, n=n, weight_bits=8, method="qat", seed=seed,
                                     units_total=UNITS, param_fraction=f, accuracy_drop_pp=5 * f + shift + rng.normal(0, 0.02)))
-    (result,) = compare.compare_orders(records)
-    assert result.verdict == compare.FIRST_CHEAPER and result.by_n.mean_diff_pp < -1
-    assert result.by_fraction.verdict == compare.NO_DIFFERENCE and abs(result.by_fraction.mean_diff_pp) < 0.05
+    (result,) = order_test.compare_orders(records)
+    assert result.verdict == order_test.FIRST_CHEAPER and result.by_n.mean_diff_pp < -1
+    assert result.by_fraction.verdict == order_test.NO_DIFFERENCE and abs(result.by_fraction.mean_diff_pp) < 0.05
 
 
 def test_fraction_matching_interpolates_only_between_measured_first_points():
@@ -107,15 +108,15 @@ def test_fraction_matching_interpolates_only_between_measured_first_points():
                dict(base, order="last", n=3, param_fraction=0.4, accuracy_drop_pp=1.5),
                dict(base, order="last", n=1, param_fraction=0.1, accuracy_drop_pp=0.1),  # below: no anchor at 0
                dict(base, order="last", n=8, param_fraction=0.9, accuracy_drop_pp=0.1)]  # above
-    (result,) = compare.compare_orders(records)
+    (result,) = order_test.compare_orders(records)
     assert result.by_fraction.seed_values == ((0, pytest.approx(0.5), 1),)
     assert result.by_n.seed_values == ()  # no N measured in both orders
-    assert result.by_n.verdict == compare.TOO_FEW and "no seed has comparable points" in result.sentences()[0]
+    assert result.by_n.verdict == order_test.TOO_FEW and "no seed has comparable points" in result.sentences()[0]
 
 
 def test_holm_runs_over_all_groups_and_matchings():
     records = paired_records(1.0) + paired_records(0.0, model="other", rng_seed=3) + paired_records(-0.5, bits=4)
-    results = compare.compare_orders(records)
+    results = order_test.compare_orders(records)
     raw = [t.p_value for r in results for t in (r.by_n, r.by_fraction)]
     expected = seedstats.holm(raw)
     assert [t.p_holm for r in results for t in (r.by_n, r.by_fraction)] == pytest.approx(list(expected))
@@ -123,37 +124,37 @@ def test_holm_runs_over_all_groups_and_matchings():
 
 
 def test_full_and_empty_selections_are_not_paired():
-    (result,) = compare.compare_orders(paired_records(5.0, ns=(0, UNITS)))
-    assert result.n_pairs == 0 and result.verdict == compare.TOO_FEW
+    (result,) = order_test.compare_orders(paired_records(5.0, ns=(0, UNITS)))
+    assert result.n_pairs == 0 and result.verdict == order_test.TOO_FEW
 
 
 def test_pairs_need_the_same_seed():
     records = paired_records(2.0, seeds=(0, 1), first_seeds={0: 7, 1: 8})
-    (result,) = compare.compare_orders(records)
-    assert result.n_pairs == 0 and result.verdict == compare.TOO_FEW and result.by_fraction.n_seeds == 0
+    (result,) = order_test.compare_orders(records)
+    assert result.n_pairs == 0 and result.verdict == order_test.TOO_FEW and result.by_fraction.n_seeds == 0
 
 
 def test_groups_without_both_orders_are_skipped_and_models_are_separate():
     records = paired_records(1.0) + [r for r in paired_records(1.0, model="solo") if r["order"] == "last"]
     records += paired_records(-1.0, model="other", bits=4)
-    results = {(r.model, r.weight_bits): r for r in compare.compare_orders(records)}
+    results = {(r.model, r.weight_bits): r for r in order_test.compare_orders(records)}
     assert set(results) == {("m", 8), ("other", 4)}
-    assert results[("other", 4)].verdict == compare.FIRST_CHEAPER
+    assert results[("other", 4)].verdict == order_test.FIRST_CHEAPER
 
 
 def test_unmeasured_and_diverged_records_are_ignored():
     records = paired_records(1.0)
     records.append(dict(records[0], order="first", accuracy_drop_pp=None, status="error", n=5, seed=9))
     records.append(dict(records[0], order="first", accuracy_drop_pp=50.0, status="nan", n=5, seed=0))
-    (result,) = compare.compare_orders(records)
+    (result,) = order_test.compare_orders(records)
     assert result.n_pairs == 8 * (UNITS - 1) and abs(result.by_n.mean_diff_pp - 1.0) < 0.1
 
 
 def test_pair_orders_lists_matched_points():
-    pairs = compare.pair_orders(paired_records(1.0, seeds=(0, 1), ns=(1, 2)))[("m", 8, "qat")]
+    pairs = order_test.pair_orders(paired_records(1.0, seeds=(0, 1), ns=(1, 2)))[("m", 8, "qat")]
     assert [(n, seed) for n, seed, _, _ in pairs] == [(1, 0), (1, 1), (2, 0), (2, 1)]
 
 
 def test_bad_alpha():
     with pytest.raises(ValueError):
-        compare.compare_orders([], alpha=1.5)
+        order_test.compare_orders([], alpha=1.5)

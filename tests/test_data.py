@@ -4,7 +4,7 @@ import struct
 import numpy as np
 import pytest
 
-from harness import data
+from harness.models import data
 
 
 def write_idx(path, array, type_code=0x08):

@@ -18,8 +18,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness import bandwidth, launcher, registry
-from harness.config import Case, QuantConfig, Selection, TierConfig
+from harness.distributed import bandwidth, launcher
+from harness.spec import registry
+from harness.spec.config import Case, QuantConfig, Selection, TierConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = TierConfig(train_size=1000, test_size=500, pretrain_epochs=2, finetune_steps=30, n_values=(2,), bits=(8,))
@@ -94,14 +95,14 @@ def test_watch_times_out_a_hung_worker(tmp_path):
 # -- real TensorFlow: slow --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from harness import pipeline
+    from harness.case import pipeline
 
     return pipeline.Environment(tmp_path_factory.mktemp("dist-cache"), None, 0)
 
 
 @pytest.fixture(scope="module")
 def single(env):
-    from harness import pipeline
+    from harness.case import pipeline
 
     return pipeline.run_case(tiny_case(), tiny_spec(), env)
 
@@ -150,16 +151,19 @@ def test_payload_fields(two_workers):
 
 MIRRORED = textwrap.dedent("""
     import dataclasses, json, sys
-    from harness import distribute, pipeline, registry, runner
-    from harness.config import Case, QuantConfig, Selection, TierConfig
+    from harness.distributed import strategy
+    from harness.case import pipeline
+    from harness.distributed import runner
+    from harness.spec import registry
+    from harness.spec.config import Case, QuantConfig, Selection, TierConfig
     tier = TierConfig(**json.loads(sys.argv[2]))
     spec = dataclasses.replace(registry.MLP, tiers={"tiny": tier})
     case = Case("mlp", Selection("last", 2), QuantConfig(8), "tiny", 0, "mirrored", 2)
     record = runner.run_case(case, spec, pipeline.Environment(sys.argv[1], None, 0))
     try:
-        distribute.configure_cpu_devices(3)
+        strategy.configure_cpu_devices(3)
         late = None
-    except distribute.DistributeError as exc:
+    except strategy.DistributeError as exc:
         late = str(exc)
     keys = ("devices", "quant_accuracy", "quantized_kernels", "replicas_identical", "measured_valid")
     print("RESULT " + json.dumps({**{k: record[k] for k in keys}, "late": late}))
@@ -216,3 +220,130 @@ def test_the_spec_round_trip_for_workers_keeps_every_field(name):
     assert back.weights_env == spec.weights_env and back.thresholds == spec.thresholds
     assert back.description == spec.description and back.tier(tier) == spec.tier(tier)
     assert back.fingerprint(tier) == spec.fingerprint(tier)
+
+
+# -- the spec a worker rebuilds: every field, generically (pure: no training) ------------------
+def round_trip(spec, tier=None):
+    """What a worker rebuilds from the job file the parent writes."""
+    return launcher.spec_from_dict(json.loads(json.dumps(launcher.spec_to_dict(spec, tier))))
+
+
+def same(a, b) -> bool:
+    """Equal field by field, and of the same types all the way down (ModelSpec has eq=False, so its
+    == is identity; a list for a tuple or a dict for a frozen config would compare unequal here)."""
+    if type(a) is not type(b):
+        return False
+    if dataclasses.is_dataclass(a):
+        return all(same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    if isinstance(a, (tuple, list)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def declared_fields(value, seen=None) -> set:
+    """(class, field) of every dataclass inside ``value``, by dataclasses.fields, recursively."""
+    seen = set() if seen is None else seen
+    if dataclasses.is_dataclass(value):
+        for f in dataclasses.fields(value):
+            seen.add((type(value).__qualname__, f.name))
+            declared_fields(getattr(value, f.name), seen)
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            declared_fields(v, seen)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            declared_fields(k, seen), declared_fields(v, seen)
+    return seen
+
+
+def sent_fields(data, seen=None) -> set:
+    """(class, field) of every dataclass field written into a job's spec."""
+    seen = set() if seen is None else seen
+    if isinstance(data, dict) and launcher.DATACLASS in data:
+        name = data[launcher.DATACLASS].partition(":")[2]
+        for field_name, value in data["fields"].items():
+            seen.add((name, field_name))
+            sent_fields(value, seen)
+    elif isinstance(data, dict):
+        for value in data.values():
+            sent_fields(value, seen)
+    elif isinstance(data, list):
+        for value in data:
+            sent_fields(value, seen)
+    return seen
+
+
+ALL_SPECS = [(name, tier) for name, spec in registry.REGISTRY.items() for tier in spec.tiers]
+
+
+@pytest.mark.parametrize("name,tier", ALL_SPECS, ids=[f"{n}-{t}" for n, t in ALL_SPECS])
+def test_every_registry_spec_survives_the_trip_to_a_worker(name, tier):
+    spec = registry.get(name)
+    back = round_trip(spec, tier)
+    assert same(back, spec), name
+    assert back.fingerprint(tier) == spec.fingerprint(tier)
+    assert same(round_trip(spec), spec)  # without a tier too
+
+
+def test_every_field_of_every_nested_dataclass_is_sent():
+    for spec in registry.REGISTRY.values():
+        sent = sent_fields(launcher.spec_to_dict(spec)["spec"])
+        assert sent == declared_fields(spec)
+        assert {"weights_env", "thresholds", "tiers"} <= {f for c, f in sent if c == "ModelSpec"}
+        assert {f.name for f in dataclasses.fields(registry.TierConfig)} <= {f for c, f in sent if c == "TierConfig"}
+
+
+@dataclasses.dataclass(frozen=True)
+class LaterThresholds(registry.Thresholds):
+    """A field added later to a nested frozen dataclass."""
+
+    max_latency_ms: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class LaterTier(TierConfig):
+    warmup_steps: int = 0
+
+
+def test_a_field_added_later_to_a_nested_dataclass_travels_too():
+    spec = dataclasses.replace(registry.MLP, thresholds=LaterThresholds(max_latency_ms=((8, 2.5),)),
+                               tiers={"tiny": LaterTier(**dataclasses.asdict(TINY), warmup_steps=7)})
+    back = round_trip(spec, "tiny")
+    assert same(back, spec)
+    assert type(back.thresholds) is LaterThresholds and back.thresholds.max_latency_ms == ((8, 2.5),)
+    assert type(back.tier("tiny")) is LaterTier and back.tier("tiny").warmup_steps == 7
+    assert ("LaterThresholds", "max_latency_ms") in sent_fields(launcher.spec_to_dict(spec)["spec"])
+
+
+def test_what_cannot_travel_losslessly_fails_naming_it():
+    spec = dataclasses.replace(registry.MLP, unit_kinds=frozenset({"dense"}))
+    with pytest.raises(TypeError, match=r"spec\.unit_kinds: a frozenset"):
+        launcher.spec_to_dict(spec)
+    with pytest.raises(ValueError, match="no tier 'nope'"):
+        launcher.spec_to_dict(registry.MLP, "nope")
+    old = {"name": "mlp", "builder": "harness.models.zoo:build_mlp", "tier": "smoke"}  # a codec-1 job file
+    with pytest.raises(ValueError, match="write the job again"):
+        launcher.spec_from_dict(old)
+
+
+def test_user_weights_and_thresholds_survive_the_trip(tmp_path, monkeypatch):
+    """The review's case: $QATBENCH_RESNET50_WEIGHTS set, non-default thresholds. A worker must compute
+    the parent's cache key and fingerprint (not pre-train again) and record the user's weights."""
+    from harness.case import cache, pipeline
+
+    weights = tmp_path / "resnet50.h5"
+    weights.write_bytes(b"user weights")
+    monkeypatch.setenv("QATBENCH_RESNET50_WEIGHTS", str(weights))
+    spec = dataclasses.replace(registry.RESNET50, thresholds=registry.Thresholds(
+        max_drop_pp=((8, 0.25), (4, 0.5)), size_tolerance=0.02, min_control_accuracy=0.5))
+    back = round_trip(spec, "full")
+    assert same(back, spec) and back.weights_env == "QATBENCH_RESNET50_WEIGHTS"
+    assert back.thresholds == spec.thresholds != registry.Thresholds()
+    assert cache.key_material(back, "full", 0) == cache.key_material(spec, "full", 0)
+    assert cache.key_material(back, "full", 0)["inputs"] == {"QATBENCH_RESNET50_WEIGHTS": cache.file_digest(weights)}
+    assert cache.spec_fingerprint(back, "full") == cache.spec_fingerprint(spec, "full")
+    assert pipeline._initial_weights(back, object()) == f"user weights: {weights}"
+    lost = dataclasses.replace(spec, weights_env="")  # what the review feared a worker would rebuild
+    assert cache.spec_fingerprint(lost, "full") != cache.spec_fingerprint(spec, "full")

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from harness import audit, export, quantize, zoo
+from harness.case import audit, export, quantize
+from harness.models import zoo
 from harness.backend import tf
-from harness.config import QuantConfig, Selection
-from harness.evaluate import tflite_predict
-from harness.select import select
+from harness.spec.config import QuantConfig, Selection
+from harness.case.evaluate import tflite_predict
+from harness.spec.select import select
 
 pytestmark = pytest.mark.tf
 

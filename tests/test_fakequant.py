@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from harness import fakequant, quantize, train, zoo
+from harness.case import fakequant, quantize, train
+from harness.models import zoo
 from harness.backend import tf
-from harness.config import QuantConfig
-from harness.data import Dataset
+from harness.spec.config import QuantConfig
+from harness.models.data import Dataset
 
 pytestmark = pytest.mark.tf
 
@@ -88,3 +89,44 @@ def test_qat_training_is_identical_with_and_without_it():
     assert len(fast) == len(reference)
     for ours, theirs in zip(fast, reference):
         np.testing.assert_array_equal(ours, theirs)
+
+
+def test_the_tested_tfmot_version_is_the_pinned_one_and_the_patch_is_on_here():
+    from pathlib import Path
+
+    requirements = (Path(__file__).parents[1] / "requirements.txt").read_text().splitlines()
+    pins = [line.split("==")[1].strip() for line in requirements if line.startswith("tensorflow-model-optimization==")]
+    assert pins and pins[0] in fakequant.TESTED_TFMOT_VERSIONS  # a bumped pin must re-test the patch
+    assert fakequant.unsupported_reason() is None
+    assert fakequant.active() == fakequant.enabled()
+
+
+def _as_tfmot(monkeypatch, case):
+    if case == "unknown version":
+        monkeypatch.setattr(fakequant, "installed_tfmot_version", lambda: "0.9.0")
+    elif case == "missing private name":  # what the import-time getattr gives a tfmot without it
+        monkeypatch.setattr(fakequant, "_ORIGINAL_FAKE_QUANT", None)
+    else:  # the private function exists with another signature
+        monkeypatch.setitem(fakequant.EXPECTED_SIGNATURES, "_FakeQuantWithMinMaxVars", "(inputs, min_var, max_var)")
+
+
+@pytest.mark.parametrize("case,says", [("unknown version", "tensorflow-model-optimization 0.9.0 "),
+                                       ("missing private name", "has no quant_ops._FakeQuantWithMinMaxVars"),
+                                       ("other signature", "is not the expected _FakeQuantWithMinMaxVars")])
+def test_on_an_untested_tfmot_it_does_not_patch_and_says_so_once(monkeypatch, case, says):
+    import warnings
+
+    from harness.backend import quant_ops
+
+    try:
+        fakequant.install(True)  # patched, as on the pinned version: the guard must also take it out
+        _as_tfmot(monkeypatch, case)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert fakequant.install(True) is False
+        assert quant_ops.LastValueQuantize is fakequant._ORIGINAL_LAST_VALUE and not fakequant.active()
+        assert len(caught) == 1 and "\n" not in str(caught[0].message)
+        assert says in str(caught[0].message) and "stock gradient" in str(caught[0].message)
+    finally:
+        monkeypatch.undo()
+        fakequant.install(fakequant.enabled())

@@ -1,11 +1,11 @@
-"""harness.gate: the seed-level regression gate, on hand-made cases and on simulations with known truth."""
+"""harness.results.baseline_gate: the seed-level regression gate, on hand-made cases and on simulations with known truth."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from harness import baseline, gate, registry
+from harness.results import baseline, baseline_gate
 
 from test_baseline import record
 
@@ -15,7 +15,7 @@ SMOKE_BASELINE = Path(__file__).resolve().parents[1] / "results" / "baselines" /
 def context(**overrides):
     values = dict(min_effect_pp=lambda model: 1.0, size_growth_rel=lambda model: 0.01)
     values.update(overrides)
-    return gate.GateContext(**values)
+    return baseline_gate.GateContext(**values)
 
 
 def saved_from(records, tmp_path, name="b.json"):
@@ -37,28 +37,28 @@ def verdict_of(verdicts, key):
 
 
 def test_same_numbers_pass(tmp_path):
-    verdicts = gate.gate(grid(BASE), saved_from(grid(BASE), tmp_path), context())
+    verdicts = baseline_gate.gate(grid(BASE), saved_from(grid(BASE), tmp_path), context())
     assert {v.status for v in verdicts} == {"ok"}
-    assert not gate.failures(verdicts, strict=True)
+    assert not baseline_gate.failures(verdicts, strict=True)
 
 
 def test_a_large_consistent_increase_regresses_and_a_small_one_does_not(tmp_path):
     saved = saved_from(grid(BASE), tmp_path)
     worse = {**BASE, **{(4, s): d + 3.0 for (n, s), d in BASE.items() if n == 4}}
-    verdicts = gate.gate(grid(worse), saved, context())
+    verdicts = baseline_gate.gate(grid(worse), saved, context())
     assert verdict_of(verdicts, "m-last4-w8a8").status == "regressed"
     assert "Holm" in verdict_of(verdicts, "m-last4-w8a8").message
     slightly = {**BASE, **{(4, s): d + 0.5 for (n, s), d in BASE.items() if n == 4}}
-    assert verdict_of(gate.gate(grid(slightly), saved, context()), "m-last4-w8a8").status == "ok"
+    assert verdict_of(baseline_gate.gate(grid(slightly), saved, context()), "m-last4-w8a8").status == "ok"
 
 
 def test_an_increase_below_the_minimum_effect_is_not_a_regression(tmp_path):
     tight = {key: d + 0.01 * key[1] for key, d in BASE.items()}  # nearly noiseless
     saved = saved_from(grid(tight), tmp_path)
     worse = {**tight, **{(4, s): tight[(4, s)] + 0.8 for s in range(3)}}
-    verdicts = gate.gate(grid(worse), saved, context())
+    verdicts = baseline_gate.gate(grid(worse), saved, context())
     assert verdict_of(verdicts, "m-last4-w8a8").status == "ok"  # significant, but < 1.0 pp
-    verdicts = gate.gate(grid(worse), saved, context(min_effect_pp=lambda m: 0.5))
+    verdicts = baseline_gate.gate(grid(worse), saved, context(min_effect_pp=lambda m: 0.5))
     assert verdict_of(verdicts, "m-last4-w8a8").status == "regressed"
 
 
@@ -68,25 +68,25 @@ def test_stale_missing_new_unmeasured_and_grown(tmp_path):
     run[0]["config_hash"] = "edited"  # m-last2-w8a8: builder edited
     run.append(record(n=8, drop=0.1))  # not in the baseline
     run[3] = dict(run[3], status="nan", accuracy_drop_pp=None)  # m-last4-w8a8 diverged
-    verdicts = gate.gate(run, saved, context())
+    verdicts = baseline_gate.gate(run, saved, context())
     status = {v.key: v.status for v in verdicts}
     assert status == {"m-last2-w8a8": "stale", "m-last4-w8a8": "regressed", "m-last6-w8a8": "missing",
                       "m-last8-w8a8": "new"}
     assert "no measurement" in verdict_of(verdicts, "m-last4-w8a8").message
-    assert len(gate.failures(verdicts, strict=False)) == 2 and len(gate.failures(verdicts, strict=True)) == 3
+    assert len(baseline_gate.failures(verdicts, strict=False)) == 2 and len(baseline_gate.failures(verdicts, strict=True)) == 3
     grown = grid(BASE)
     grown[1]["tflite_bytes"] = 1020
-    assert "grew" in verdict_of(gate.gate(grown, saved, context()), "m-last2-w8a8").message
+    assert "grew" in verdict_of(baseline_gate.gate(grown, saved, context()), "m-last2-w8a8").message
 
 
 def test_absent_cases_of_a_narrowed_run_are_not_selected(tmp_path):
     saved = saved_from(grid(BASE), tmp_path)
     only_n2 = grid({k: d for k, d in BASE.items() if k[0] == 2})
-    narrowed = gate.gate(only_n2, saved, context(narrowed=True, expected=frozenset(r["case_id"] for r in only_n2)))
+    narrowed = baseline_gate.gate(only_n2, saved, context(narrowed=True, expected=frozenset(r["case_id"] for r in only_n2)))
     assert verdict_of(narrowed, "m-last4-w8a8").status == "not selected"
-    assert not gate.failures(narrowed, strict=True)
+    assert not baseline_gate.failures(narrowed, strict=True)
     # the same absence in a run of the whole grid means the grid lost cases: missing
-    assert verdict_of(gate.gate(only_n2, saved, context()), "m-last4-w8a8").status == "missing"
+    assert verdict_of(baseline_gate.gate(only_n2, saved, context()), "m-last4-w8a8").status == "missing"
 
 
 # -- simulations with known ground truth ----------------------------------------------------------
@@ -114,9 +114,9 @@ def gate_rate(runs, layout, shift=None, target=None):
         saved_records = simulate_records(rng, layout)
         entries = baseline.entries_from_records(saved_records)
         saved = baseline.Baseline("sim", "now", entries, baseline.pooled_noise(entries.values()))
-        verdicts = gate.gate(simulate_records(rng, layout, shift), saved, context())
+        verdicts = baseline_gate.gate(simulate_records(rng, layout, shift), saved, context())
         if target is None:
-            hits += bool(gate.failures(verdicts, strict=True))
+            hits += bool(baseline_gate.failures(verdicts, strict=True))
         else:
             hits += verdict_of(verdicts, target).status == "regressed"
     return hits / runs
@@ -167,7 +167,7 @@ def median_noise(layout):
 def test_power_for_a_2pp_regression_at_the_smoke_tiers_replication_and_median_noise():
     """The committed smoke baseline's layout (keys and seeds per model and width) with every group at
     the median of its measured seed and per-case noise: one key 2 pp worse is caught in >= 80% of
-    runs. Noisier groups need a larger effect: gate.detectable_effects gives it per group, and
+    runs. Noisier groups need a larger effect: baseline_gate.detectable_effects gives it per group, and
     `python -m harness baseline` prints it."""
     layout = smoke_layout()
     seed_sd, case_sd = median_noise(layout)
@@ -183,7 +183,7 @@ def test_detectable_effects_predict_the_simulated_power():
     the predicted detectable size is caught about 80% of the time, one of half that size rarely."""
     layout = [("a", 8, 3, (0, 1, 2), 0.3, 0.4), ("b", 8, 3, (0, 1, 2), 0.3, 0.4)]
     # the simulation's true noise; two groups of 3 keys: 6 key tests, 2 shift tests
-    predicted, _ = gate.detectable_for(0.4 ** 2, 0.3 ** 2 + 0.4 ** 2 / 3, 3, 3, key_tests=6, shift_tests=2)
+    predicted, _ = baseline_gate.detectable_for(0.4 ** 2, 0.3 ** 2 + 0.4 ** 2 / 3, 3, 3, key_tests=6, shift_tests=2)
     assert 0.5 < predicted < 10
     caught = gate_rate(300, layout, shift={("a", 8, 3): predicted}, target="a-last3-w8a8")
     rarely = gate_rate(300, layout, shift={("a", 8, 3): predicted / 2}, target="a-last3-w8a8")

@@ -34,3 +34,5 @@ def test_other_numerics_pass_and_a_broken_quantizer_fails(tmp_path):
     broken = run_suite(tmp_path, "broken", *gate, plugins=("break_w8_as_w2",))
     assert broken.returncode != 0, broken.stdout[-3000:]
     assert "baseline regressed" in broken.stdout, broken.stdout[-3000:]
+    for done in (first, other, broken):  # the session end and its summary ran without an internal error
+        assert "summary failed" not in done.stdout and "session end:" not in done.stdout, done.stdout[-3000:]

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import data, options, records, rescue
+from harness.models import data
+from harness import options
+from harness.results import records, rescue
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("QATBENCH_TEST_CACHE", "/tmp/qatbench-test-cache"))  # reused across runs
@@ -85,7 +87,7 @@ def test_ranges_follow_the_machine():
 
 
 def test_the_worker_timeout_variable_is_checked_where_it_is_used(monkeypatch):
-    from harness import launcher
+    from harness.distributed import launcher
 
     for value in ("abc", "nan", "0", "1e30"):
         monkeypatch.setenv("QATBENCH_WORKER_TIMEOUT", value)
@@ -131,7 +133,7 @@ def test_perf_refuses_a_used_run_id(tmp_path):
 
 
 def test_perf_sweep_with_no_case_reports_no_ratio():
-    from harness import perf
+    from harness.tools import perf
 
     lines = perf.sweep_lines({"sweep": {"n0": {"cases_per_hour": 0.0}, "n2": {"cases_per_hour": 0.0},
                                         "speedup": None}})
@@ -231,7 +233,7 @@ def test_a_crafted_cifar_tarball_runs_no_code(tmp_path):
         data.cifar10(path)
     assert not marker.exists()
     # the same through the real loader in a fresh process, as a user would point the variable at it
-    code = "from harness import data; data.images_32x3()"
+    code = "from harness.models import data; data.images_32x3()"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, QATBENCH_CIFAR10=str(path)))
     assert done.returncode != 0 and "refused to load posix.system" in done.stderr and not marker.exists()
@@ -284,7 +286,7 @@ def session_for(tmp_path, monkeypatch):
 
 
 def a_case():
-    from harness.config import Case, QuantConfig, Selection
+    from harness.spec.config import Case, QuantConfig, Selection
 
     return Case("mlp", Selection("last", 1), QuantConfig(8))
 
@@ -373,8 +375,8 @@ def test_resume_re_measures_a_malformed_record(session_for):
 def tiny_spec():
     from dataclasses import replace
 
-    from harness import registry
-    from harness.config import TierConfig
+    from harness.spec import registry
+    from harness.spec.config import TierConfig
 
     return replace(registry.get("mlp"), tiers={"smoke": TierConfig(600, 200, 1, 10)})
 
@@ -383,7 +385,7 @@ def tiny_spec():
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["same-size", "truncated", "meta"])
 def test_a_damaged_cache_entry_is_rebuilt_with_one_line_naming_the_file(tmp_path, damage):
-    from harness import cache
+    from harness.case import cache
 
     spec = tiny_spec()
     ds = spec.dataset.load()(600, 200)
@@ -410,7 +412,7 @@ def test_a_damaged_cache_entry_is_rebuilt_with_one_line_naming_the_file(tmp_path
 
 @pytest.mark.tf
 def test_a_damaged_float_control_is_rebuilt(tmp_path):
-    from harness import cache
+    from harness.case import cache
     from harness.backend import keras
 
     def small():
@@ -437,7 +439,8 @@ def test_a_damaged_float_control_is_rebuilt(tmp_path):
 
 @pytest.mark.tf
 def test_cache_keys_cover_dataset_and_weight_contents_not_paths(tmp_path, monkeypatch):
-    from harness import cache, registry
+    from harness.case import cache
+    from harness.spec import registry
 
     resnet50, mlp = registry.get("resnet50"), registry.get("mlp")
     keys = lambda: (cache.cache_key(resnet50, "full", 0), cache.code_hash(resnet50), cache.cache_key(mlp, "smoke", 0))
@@ -472,7 +475,7 @@ print("held", flush=True); time.sleep(120)
 
 @pytest.mark.tf
 def test_a_held_cache_lock_is_named_as_such(tmp_path, monkeypatch):
-    from harness import cache
+    from harness.case import cache
     from harness.limits import CaseTimeout, time_limit
 
     folder = tmp_path / "entry"
@@ -578,6 +581,6 @@ def test_sigterm_ends_the_session_like_ctrl_c(base_run, tmp_path):
     (["/nonexistent/job.json"], "cannot start from /nonexistent/job.json: FileNotFoundError"),
 ])
 def test_the_cluster_worker_command_checks_its_arguments(tmp_path, args, expected):
-    done = subprocess.run([sys.executable, "-m", "harness.worker", *args], cwd=tmp_path, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "harness.distributed.worker", *args], cwd=tmp_path, capture_output=True,
                           text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert done.returncode == 1 and expected in done.stderr and len(done.stderr.strip().splitlines()) == 1

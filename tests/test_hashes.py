@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.tf
 
 HASHES = """
-from harness import cache, registry
+from harness.case import cache
+from harness.spec import registry
 for name in ("minilm2", "mlp"):
     spec = registry.get(name)
     print(name, cache.spec_fingerprint(spec, "smoke"), cache.cache_key(spec, "smoke", 0))
@@ -35,10 +36,12 @@ def edited_copy(tmp_path: Path, module: str, old: str, new: str) -> Path:
 
 
 @pytest.mark.parametrize("module, old, new, changed, unchanged", [
-    ("transformer.py", "class SelfAttention(", "# an edit to the attention layer\nclass SelfAttention(",
+    ("models/transformer.py", "class SelfAttention(", "# an edit to the attention layer\nclass SelfAttention(",
      "minilm2", "mlp"),
-    ("data.py", "def subset(", "# an edit to a data helper\ndef subset(", "mlp", None),
-    ("train.py", "def keras_labels(", "# an edit to fine-tuning\ndef keras_labels(", "mlp", None),
+    ("models/data.py", "def subset(", "# an edit to a data helper\ndef subset(", "mlp", None),
+    ("models/quantizable.py", "class NoOpQuantizeConfig(", "# an edit to a block config\nclass NoOpQuantizeConfig(",
+     "mlp", None),
+    ("case/train.py", "def keras_labels(", "# an edit to fine-tuning\ndef keras_labels(", "mlp", None),
 ])
 def test_an_edit_that_may_change_the_numbers_changes_the_hashes(tmp_path, module, old, new, changed, unchanged):
     before = hashes(ROOT)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness import options, plugin
-from harness.config import RunOptions
+from harness.spec.config import RunOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,3 +81,32 @@ def test_the_grid_follows_the_options():
     ptq = plugin.cases_for(RunOptions(tier="smoke", bits=(8, 4), methods=("qat", "ptq")))
     ptq_ids = [c.id for c in ptq if c.model == "mlp" and c.quant.method == "ptq"]
     assert ptq_ids[:2] == ["mlp-last0-w8a8-ptq", "mlp-last0-w8a8-ptq-s1"] and len(ptq_ids) == 4 * 3
+
+
+@pytest.mark.parametrize("fields,expected", [
+    (dict(size_budget=1000), "--qat-size-budget needs --qat-budget"),
+    (dict(named_run_id="a", resume="b", run_id="b"), "name different runs"),
+    (dict(strict_baseline=True), "--qat-strict-baseline needs --qat-baseline"),
+    (dict(drop_tolerance=0.5), "--qat-drop-tolerance needs --qat-baseline"),
+    (dict(workers=2), "needs --qat-strategy mirrored or multiworker"),
+])
+def test_options_that_conflict_are_refused_in_one_line(fields, expected):
+    with pytest.raises(options.Bad, match=expected):
+        options.check_options(RunOptions(**fields))
+
+
+def test_options_that_agree_pass():
+    options.check_options(RunOptions(baseline="b.json", strict_baseline=True, drop_tolerance=0.5, budget=1.0,
+                                     size_budget=1000, named_run_id="a", resume="a", run_id="a"))
+
+
+def test_every_qat_option_reaches_run_options():
+    """No option is read ad hoc: each --qat-* option has a RunOptions field (run_id/resume/named_run_id
+    share the folder options)."""
+    from dataclasses import fields
+
+    parser = pytest.Parser()
+    plugin.addoption(parser)
+    dests = {opt.dest for opt in parser.getgroup(plugin.GROUP).options}
+    names = {f.name for f in fields(RunOptions)}
+    assert {d.removeprefix("qat_") for d in dests} - {"run_id"} <= names

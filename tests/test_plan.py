@@ -1,4 +1,4 @@
-"""harness.plan and the `python -m harness plan` command on synthetic records."""
+"""harness.analysis.plan and the `python -m harness plan` command on synthetic records."""
 
 import json
 import math
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from harness import fit, plan
-from harness import records as records_mod
+from harness.analysis import drop_fit, plan
+from harness.results import records as records_mod
 from harness.__main__ import main
 
 UNITS = 12
@@ -26,7 +26,7 @@ def linear_records(slope, ns=(1, 2, 3, 4, 6, 8, 10, 12), seeds=3, noise=0.005, b
 
 
 def group_plan(records, budget, **kwargs):
-    return plan.plan_group(fit.fit_group(records), budget, records=records, **kwargs)
+    return plan.plan_group(drop_fit.fit_group(records), budget, records=records, **kwargs)
 
 
 @settings(max_examples=25, deadline=None, derandomize=True, database=None)
@@ -38,7 +38,7 @@ def test_planner_returns_largest_n_within_budget(slope, budget, rng_seed):
     assert result.n == min(math.floor(ratio), UNITS)
     assert result.upper95_pp <= budget
     if result.n < UNITS:
-        assert fit.predict(fit.fit_group(linear_records(slope, rng_seed=rng_seed)), result.n + 1).upper95 > budget
+        assert drop_fit.predict(drop_fit.fit_group(linear_records(slope, rng_seed=rng_seed)), result.n + 1).upper95 > budget
 
 
 def test_reason_names_the_answer_and_the_cap():

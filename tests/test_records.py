@@ -2,7 +2,7 @@ import json
 
 from hypothesis import given, settings, strategies as st
 
-from harness import records
+from harness.results import records
 
 
 def make(case_id, created="2026-01-01T00:00:00+00:00", **fields):

@@ -1,7 +1,7 @@
 import pytest
 
-from harness import registry
-from harness.config import Case, QuantConfig, Selection
+from harness.spec import registry
+from harness.spec.config import Case, QuantConfig, Selection
 
 
 def test_unknown_model_names_the_choices():
@@ -31,7 +31,7 @@ def test_config_hash_changes_with_anything_that_changes_the_numbers():
 @pytest.mark.tf
 @pytest.mark.parametrize("name", sorted(registry.REGISTRY))
 def test_declared_units_match_the_built_model(name):
-    from harness import quantize
+    from harness.case import quantize
 
     spec = registry.get(name)
     model = spec.builder.load()(spec.input_shape, 10)

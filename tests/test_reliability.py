@@ -12,24 +12,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import records, registry
-from harness.config import Case, QuantConfig, Selection, TierConfig
+from harness.results import records
+from harness.spec import registry
+from harness.spec.config import Case, QuantConfig, Selection, TierConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.tf
 
 
 class StubConfig:
-    """Just enough of pytest's Config for a QatSession."""
+    """Just enough of pytest's Config for a QatSession: every --qat-* option at its declared default
+    (read from the plugin's own option group, so a new option needs no edit here)."""
 
     def __init__(self, tmp_path, **options):
-        self.values = {"qat_tier": "smoke", "qat_bits": (), "qat_orders": (), "qat_seeds": (),
-                       "qat_methods": (), "qat_strategy": "default", "qat_workers": 1,
-                       "qat_results": tmp_path / "results", "qat_run_id": "r", "qat_cache": tmp_path / "cache",
-                       "qat_threads": None, "qat_baseline": None, "qat_save_baseline": None,
-                       "qat_drop_tolerance": None, "qat_budget": None, "qat_size_budget": None,
-                       "qat_resume": None, "qat_timeout": 0.0, "qat_check_gpu": False,
-                       "qat_strict_baseline": False}
+        from harness import plugin
+
+        parser = pytest.Parser()
+        plugin.addoption(parser)
+        self.values = {opt.dest: opt.default for opt in parser.getgroup(plugin.GROUP).options}
+        self.values.update(qat_results=tmp_path / "results", qat_run_id="r", qat_cache=tmp_path / "cache")
         self.values.update(options)
 
     def getoption(self, name):
@@ -51,7 +52,7 @@ def read_back(session, case=CASE):
 
 
 def test_a_diverged_loss_is_recorded_as_nan(session):
-    from harness.train import TrainingDiverged
+    from harness.case.train import TrainingDiverged
 
     def diverge(case, spec, env):
         raise TrainingDiverged("loss became nan at step 3")
@@ -73,7 +74,7 @@ def test_a_slow_case_is_recorded_as_timeout(session):
 
 
 def test_a_missing_dataset_is_one_line_with_the_install_command(session):
-    from harness.data import MissingDataset
+    from harness.models.data import MissingDataset
 
     def missing(case, spec, env):
         raise MissingDataset("Fashion-MNIST not found in /x (missing a.gz): apt-get install dataset-fashion-mnist\nmore")
@@ -84,7 +85,8 @@ def test_a_missing_dataset_is_one_line_with_the_install_command(session):
 
 
 def test_training_on_nan_data_raises_training_diverged():
-    from harness import data as datamod, train, zoo
+    from harness.models import data as datamod, zoo
+    from harness.case import train
 
     x = np.ones((64, 28, 28), dtype=np.float32)
     ds = datamod.Dataset("nan", x, np.zeros(64, dtype=np.int64), x[:8], np.zeros(8, dtype=np.int64), 10, "test")
@@ -102,8 +104,9 @@ TRAIN_ONE = """
 import json, sys
 from dataclasses import replace
 from pathlib import Path
-from harness import cache, pipeline, registry
-from harness.config import TierConfig
+from harness.case import cache, pipeline
+from harness.spec import registry
+from harness.spec.config import TierConfig
 spec = replace(registry.get("mlp"), tiers={"smoke": TierConfig(600, 200, 1, 10)})
 data = spec.dataset.load()(600, 200)
 got = cache.pretrained(spec, "smoke", 0, data, Path(sys.argv[1]))
@@ -129,7 +132,7 @@ SAME = ("control_accuracy", "control_accuracy_keras", "quant_accuracy", "quant_a
 def test_same_seed_same_numbers(tmp_path):
     """Determinism: two runs of one case, each training its own baseline and control from scratch,
     agree on every accuracy, byte and audit field."""
-    from harness import pipeline
+    from harness.case import pipeline
 
     spec = replace(registry.get("mlp"), tiers=TINY)
     case = Case("mlp", Selection("last", 2), QuantConfig(4))
@@ -141,7 +144,7 @@ def test_same_seed_same_numbers(tmp_path):
 
 
 def test_the_float_control_is_fine_tuned_once_per_model_and_changes_no_number(tmp_path):
-    from harness import pipeline
+    from harness.case import pipeline
 
     spec = replace(registry.get("mlp"), tiers=TINY)
     shared = pipeline.Environment(cache_dir=tmp_path / "shared")

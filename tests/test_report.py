@@ -1,4 +1,4 @@
-"""harness.report: report.md, PNG plots and the terminal summary from synthetic records."""
+"""harness.analysis.report: report.md, PNG plots and the terminal summary from synthetic records."""
 
 import subprocess
 import sys
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import report
+from harness.analysis import report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 UNITS = 8
@@ -129,8 +129,15 @@ def test_terminal_summary_is_compact(tmp_path):
 
 
 def test_pure_modules_do_not_import_tensorflow():
-    code = ("import sys, harness.fit, harness.forms, harness.seedstats, harness.plan, harness.compare, harness.baseline, "
-            "harness.report, harness.__main__; "
+    code = ("import sys, harness.analysis.drop_fit, harness.analysis.drop_forms, harness.results.seedstats, harness.analysis.plan, harness.analysis.order_test, harness.results.baseline, "
+            "harness.analysis.report, harness.__main__; "
             "sys.exit('tensorflow' in sys.modules)")
     root = Path(__file__).resolve().parents[1]
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
+
+
+def test_a_failed_case_lists_the_thresholds_it_broke(tmp_path):
+    failed = {**broken("m-last6-w8a8", "failed", None),
+              "violations": ["audit: 7 quantized kernels in the .tflite, 6 selected", "size: predicted 10 B vs 9 B"]}
+    text = report.write_report([failed], tmp_path).path.read_text()
+    assert "`m-last6-w8a8` — failed: audit: 7 quantized kernels in the .tflite, 6 selected; size: predicted" in text

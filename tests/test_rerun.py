@@ -1,8 +1,8 @@
-"""harness.rerun: how far each case moved between two runs of the same cases."""
+"""harness.analysis.rerun: how far each case moved between two runs of the same cases."""
 
 import pytest
 
-from harness import rerun
+from harness.analysis import rerun
 
 from test_baseline import record
 

@@ -1,4 +1,4 @@
-"""harness.seedstats: per-seed tests, Holm, pooled spread, variance components."""
+"""harness.results.seedstats: per-seed tests, Holm, pooled spread, variance components."""
 
 import math
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import seedstats
+from harness.results import seedstats
 
 FAST = settings(max_examples=60, deadline=None, derandomize=True, database=None)
 VALUES = st.lists(st.floats(-5, 5, allow_nan=False).map(lambda v: round(v, 3)), min_size=1, max_size=10)

@@ -1,9 +1,9 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from harness.config import QuantConfig, Selection
-from harness.select import select
-from harness.units import LayerInfo, Unit, group_units
+from harness.spec.config import QuantConfig, Selection
+from harness.spec.select import select
+from harness.spec.units import LayerInfo, Unit, group_units
 
 KINDS = ("dense", "conv", "attention", "ffn")
 
@@ -131,5 +131,25 @@ def test_graph_edges_keep_a_bn_with_its_conv_across_an_interleaved_shortcut():
         LayerInfo("head", "Dense", "dense", 10, 10, inputs=("out",)),
     )
     units = group_units(layers)
-    assert [u.members for u in units] == [("a_conv", "a_bn", "a_relu"), ("b_conv", "b_bn"),
-                                          ("down", "pad", "add", "out", "head")]
+    assert [u.members for u in units] == [("a_conv", "a_bn", "a_relu", "down"), ("b_conv", "b_bn"),
+                                          ("pad", "add", "out", "head")]
+
+
+def test_a_shortcut_that_reads_a_conv_input_joins_that_conv():
+    """The strided shortcut of a ResNet block reads the block input, as the block's first conv does:
+    quantizing it fake-quantizes that tensor, which makes the converter quantize the conv too, so the
+    two are one unit (else resnet20-last6 held 7 quantized kernels for 6 selected)."""
+    layers = (
+        LayerInfo("prev_conv", "Conv2D", "conv", 9, 1, 1, inputs=("image",)),
+        LayerInfo("block_in", "ReLU", inputs=("prev_conv",)),
+        LayerInfo("a_conv", "Conv2D", "conv", 9, 1, 1, inputs=("block_in",)),
+        LayerInfo("a_relu", "ReLU", inputs=("a_conv",)),
+        LayerInfo("down", "AveragePooling2D", inputs=("block_in",)),
+        LayerInfo("b_conv", "Conv2D", "conv", 9, 1, 1, inputs=("a_relu",)),
+        LayerInfo("add", "Add", inputs=("down", "b_conv")),
+        LayerInfo("head", "Dense", "dense", 10, 10, inputs=("add",)),
+    )
+    units = group_units(layers)
+    assert [u.members for u in units] == [("prev_conv", "block_in"), ("a_conv", "a_relu", "down"), ("b_conv",),
+                                          ("add", "head")]
+    assert all("down" not in u.members for u in select(units, Selection("last", 2)))

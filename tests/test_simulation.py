@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness import compare, fit, forms, report, seedstats
+from harness.analysis import order_test, drop_fit, drop_forms, report
+from harness.results import seedstats
 
 ALPHA = 0.05
 UNITS = 10
@@ -45,7 +46,7 @@ def as_records(drops):
 def test_vectorised_simulation_is_the_test_compare_runs():
     drops = simulate_drops(np.random.default_rng(11), 25, 8, effect=0.3)
     expected = per_seed_p(drops)
-    got = [compare.compare_orders(as_records(d))[0].by_n.p_value for d in drops]
+    got = [order_test.compare_orders(as_records(d))[0].by_n.p_value for d in drops]
     assert got == pytest.approx(list(expected))
 
 
@@ -79,7 +80,7 @@ def test_order_test_power_for_a_true_one_pp_difference():
     drops8 = simulate_drops(np.random.default_rng(100), 3000, 8, effect=1.0)
     power8 = float(np.mean(2 * per_seed_p(drops8) < ALPHA))
     assert power8 >= 0.7, power8
-    (one,) = compare.compare_orders(as_records(drops8[0]))
+    (one,) = order_test.compare_orders(as_records(drops8[0]))
     assert one.by_n.p_holm == pytest.approx(min(1.0, 2 * per_seed_p(drops8[:1])[0]))
 
 
@@ -90,8 +91,8 @@ def fit_and_check(rng, seeds, sd_seed, sd_case, at_n=4):
         records += [dict(status="passed", model="m", order="last", n=int(n), weight_bits=8, method="qat", seed=seed,
                          units_total=8, param_fraction=n / 8, accuracy_drop_pp=0.3 * n + shift + rng.normal(0, sd_case))
                     for n in range(1, 9)]
-    group = fit.fit_group(records, forms=[forms.FORMS_BY_NAME["linear"], forms.FORMS_BY_NAME["affine"]])
-    pred = fit.predict(group, at_n)
+    group = drop_fit.fit_group(records, forms=[drop_forms.FORMS_BY_NAME["linear"], drop_forms.FORMS_BY_NAME["affine"]])
+    pred = drop_fit.predict(group, at_n)
     new_run = 0.3 * at_n + rng.normal(0, sd_seed) + rng.normal(0, sd_case)
     return pred.lower95 <= new_run <= pred.upper95
 
@@ -115,28 +116,28 @@ def linear_points(ns, seeds=1, rng_seed=0):
 
 
 def test_fit_refuses_a_two_parameter_form_on_three_points():
-    affine = forms.FORMS_BY_NAME["affine"]
-    assert forms.fit_form(affine, [1, 2, 3], [0.4, 0.8, 1.3]) is None
-    assert forms.fit_form(affine, [1, 2, 3, 4], [0.4, 0.8, 1.3, 1.5]) is not None
-    group = fit.fit_group(linear_points((1, 2, 3), seeds=4))
+    affine = drop_forms.FORMS_BY_NAME["affine"]
+    assert drop_forms.fit_form(affine, [1, 2, 3], [0.4, 0.8, 1.3]) is None
+    assert drop_forms.fit_form(affine, [1, 2, 3, 4], [0.4, 0.8, 1.3, 1.5]) is not None
+    group = drop_fit.fit_group(linear_points((1, 2, 3), seeds=4))
     assert group.fitted and {c.form for c in group.candidates} == {"linear", "fraction"}
     assert "power: 3 N means <= 2 parameters + 1" in group.skipped
 
 
 def test_fit_refuses_two_distinct_n_above_zero():
-    group = fit.fit_group(linear_points((0, 3, 6), seeds=5))
+    group = drop_fit.fit_group(linear_points((0, 3, 6), seeds=5))
     assert not group.fitted and group.reason == "not enough N to fit: 2 distinct N > 0, need 3"
-    assert fit.predict(group, 3) is None
+    assert drop_fit.predict(group, 3) is None
 
 
 def test_an_exponent_at_its_cap_is_flagged_in_the_fit_and_the_report():
     steep = [dict(r, accuracy_drop_pp=0.001 * r["n"] ** 6) for r in linear_points(range(1, 9))]
-    power = fit.fit_group(steep, forms=[forms.FORMS_BY_NAME["power"]]).best
-    assert power.params[1] == pytest.approx(forms.POWER_MAX_EXPONENT, abs=1e-3)
+    power = drop_fit.fit_group(steep, forms=[drop_forms.FORMS_BY_NAME["power"]]).best
+    assert power.params[1] == pytest.approx(drop_forms.POWER_MAX_EXPONENT, abs=1e-3)
     assert power.at_bound == "b = 3 at its upper bound 3"
     quadratic = [dict(r, accuracy_drop_pp=0.05 * r["n"] ** 2) for r in linear_points(range(1, 9))]
-    assert fit.fit_group(quadratic, forms=[forms.FORMS_BY_NAME["power"]]).best.at_bound == ""
-    group = fit.fit_group(steep)
+    assert drop_fit.fit_group(quadratic, forms=[drop_forms.FORMS_BY_NAME["power"]]).best.at_bound == ""
+    group = drop_fit.fit_group(steep)
     assert group.best.form == "power"
     lines = report.fit_lines(group)
     assert any(line.startswith("  - **at bound**: b = 3 at its upper bound 3") for line in lines)

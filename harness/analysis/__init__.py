@@ -1,0 +1,1 @@
+"""Statistics over a run folder: seeds, drop fits, the order test, the planner, the report. Pure: no TensorFlow."""

@@ -1,0 +1,218 @@
+"""Does quantizing the final layers cost less accuracy than quantizing the first ones? Pure.
+
+Seeds are the unit of replication (see ``seedstats``): the drops of one seed at every N and in both
+orders share its control, so per-(N, seed) pairs are not independent and a test over them is
+anti-conservative. Per (model, weight_bits, method), two per-seed summaries of drop_first - drop_last:
+
+- matched on N: the mean over 0 < N < units_total (at 0 and units_total both orders quantize the
+  same units) of drop_first(N) - drop_last(N), over the N measured in both orders for that seed;
+- matched on the share of weights quantized (param_fraction): for each last-N point (0 < N <
+  units_total) whose fraction lies within that seed's measured first-order fractions, the
+  first-order drop is interpolated linearly in fraction between measured first points, and
+  drop_first(f) - drop_last(f) is averaged. No anchor (f = 0, drop = 0) is added: the drop at N = 0
+  is itself a measurement (fine-tuning noise), so it is used only where it was measured.
+
+Each summary gets an exact two-sided sign-flip test over seeds; Holm's adjustment runs over every
+group and both matchings at once. Verdict per matching: FINAL_CHEAPER / FIRST_CHEAPER when the
+Holm-adjusted p < alpha, TOO_FEW when even the same sign in every seed could not reach alpha after
+Holm (e.g. 3 seeds: p >= 0.25), else NO_DIFFERENCE. The N-matched verdict is the group's verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from typing import Iterable, Optional
+
+import numpy as np
+
+from harness.results import seedstats
+from harness.analysis.drop_fit import as_number
+
+FINAL_CHEAPER = "final layers cost less"
+FIRST_CHEAPER = "first layers cost less"
+NO_DIFFERENCE = "no significant difference"
+TOO_FEW = "too few pairs"
+MATCHINGS = ("n", "fraction")
+MATCHING_TEXT = {"n": "matched on N", "fraction": "matched on the share of weights quantized"}
+
+
+@dataclass(frozen=True)
+class MatchedTest:
+    matching: str  # "n" or "fraction"
+    seed_values: tuple  # ((seed, mean drop_first - drop_last in pp, matched points), ...)
+    mean_diff_pp: float  # mean of the per-seed values; nan without seeds
+    p_value: float  # exact sign-flip p over seeds; nan without seeds
+    p_holm: float
+    best_p_holm: float  # the smallest Holm-adjusted p these seeds could reach at all
+    verdict: str
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seed_values)
+
+    @property
+    def n_points(self) -> int:
+        return sum(points for _, _, points in self.seed_values)
+
+
+@dataclass(frozen=True)
+class OrderComparison:
+    model: str
+    weight_bits: int
+    method: str
+    alpha: float
+    tests_in_family: int  # p-values Holm adjusted over (all groups x matchings)
+    by_n: MatchedTest
+    by_fraction: MatchedTest
+    pairs: tuple  # ((n, seed, drop_first, drop_last), ...): the N-matched points behind by_n
+
+    @property
+    def verdict(self) -> str:
+        return self.by_n.verdict
+
+    @property
+    def p_value(self) -> float:
+        return self.by_n.p_value
+
+    @property
+    def n_seeds(self) -> int:
+        return self.by_n.n_seeds
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.pairs)
+
+    def sentences(self) -> tuple:
+        return tuple(self.sentence(t) for t in (self.by_n, self.by_fraction))
+
+    def sentence(self, test: MatchedTest) -> str:
+        head = f"{self.model} w{self.weight_bits} {self.method}"
+        if not test.n_seeds:
+            return f"{head}, {MATCHING_TEXT[test.matching]}: no seed has comparable points in both orders: {TOO_FEW}"
+        diff = test.mean_diff_pp
+        direction = "less" if diff >= 0 else "more"
+        seeds = f"{test.n_seeds} seed" + ("s" if test.n_seeds != 1 else "")
+        text = (f"{head}: quantizing the last N costs {abs(diff):.2f} pp {direction} than the first N "
+                f"(per-seed mean, {seeds}, {MATCHING_TEXT[test.matching]}; sign-flip p = {test.p_value:.3g}, "
+                f"Holm-adjusted {test.p_holm:.3g}): {test.verdict}")
+        if test.verdict == TOO_FEW:
+            text += (f", since even the same sign in all {seeds} gives at best {test.best_p_holm:.3g} "
+                     f"after Holm over {self.tests_in_family} tests, not < {self.alpha:g}")
+        return text
+
+    def summary(self) -> str:
+        return " ".join(self.sentences())
+
+
+def _orders_by_seed(records: Iterable[dict]) -> tuple:
+    """({group: {(order, seed): {n: (drop, fraction or None)}}}, {group: units_total})."""
+    cells = defaultdict(lambda: defaultdict(list))
+    totals = {}
+    for r in records:
+        drop = seedstats.drop_of(r)
+        if r.get("order") not in ("first", "last") or drop is None or r.get("n") is None:
+            continue
+        key = (r.get("model"), r.get("weight_bits"), r.get("method") or "qat")
+        cells[key][(r["order"], r.get("seed"), int(r["n"]))].append((drop, as_number(r.get("param_fraction"))))
+        if r.get("units_total") is not None:
+            totals[key] = max(totals.get(key, 0), int(r["units_total"]))
+    out = {}
+    for key, table in cells.items():
+        if {order for order, _, _ in table} != {"first", "last"}:
+            continue
+        per_seed = defaultdict(dict)
+        for (order, seed, n), values in table.items():
+            fractions = [f for _, f in values if f is not None]
+            per_seed[(order, seed)][n] = (float(np.mean([d for d, _ in values])),
+                                          float(np.mean(fractions)) if fractions else None)
+        out[key] = dict(per_seed)
+    return out, totals
+
+
+def _inside(n: int, total: Optional[int]) -> bool:
+    return 0 < n and (total is None or n < total)
+
+
+def _matched_on_n(first: dict, last: dict, total: Optional[int], seed) -> list:
+    return [(n, seed, first[n][0], last[n][0]) for n in sorted(set(first) & set(last)) if _inside(n, total)]
+
+
+def _matched_on_fraction(first: dict, last: dict, total: Optional[int]) -> list:
+    """drop_first(f) - drop_last(f) for each inside last point whose f the first points bracket."""
+    known = sorted((f, d) for d, f in first.values() if f is not None)
+    if not known:
+        return []
+    xs = np.array([f for f, _ in known])
+    unique = np.unique(xs)
+    ys = np.array([np.mean([d for f, d in known if f == u]) for u in unique])
+    diffs = []
+    for n, (drop_last, f) in sorted(last.items()):
+        if f is not None and _inside(n, total) and unique[0] <= f <= unique[-1]:
+            diffs.append(float(np.interp(f, unique, ys)) - drop_last)
+    return diffs
+
+
+def _seed_values(groups: dict, totals: dict) -> dict:
+    """{group: (n-matched per-seed values, fraction-matched per-seed values, n-matched pairs)}."""
+    out = {}
+    for key in sorted(groups, key=lambda k: tuple(str(p) for p in k)):
+        table, total = groups[key], totals.get(key)
+        by_n, by_f, pairs = [], [], []
+        seeds = sorted({seed for order, seed in table if order == "first"} &
+                       {seed for order, seed in table if order == "last"}, key=str)
+        for seed in seeds:
+            first, last = table[("first", seed)], table[("last", seed)]
+            matched = _matched_on_n(first, last, total, seed)
+            if matched:
+                pairs += matched
+                by_n.append((seed, float(np.mean([p[2] - p[3] for p in matched])), len(matched)))
+            diffs = _matched_on_fraction(first, last, total)
+            if diffs:
+                by_f.append((seed, float(np.mean(diffs)), len(diffs)))
+        out[key] = (by_n, by_f, pairs)
+    return out
+
+
+def pair_orders(records: Iterable[dict]) -> dict:
+    """{(model, bits, method): [(n, seed, drop_first, drop_last), ...]} for N matched within a seed."""
+    groups, totals = _orders_by_seed(records)
+    return {key: sorted(v[2], key=lambda p: (p[0], str(p[1]))) for key, v in _seed_values(groups, totals).items()}
+
+
+def _raw_test(matching: str, seed_values: list) -> MatchedTest:
+    values = [v for _, v, _ in seed_values]
+    p = seedstats.sign_flip_p(values) if values else math.nan
+    mean = float(np.mean(values)) if values else math.nan
+    return MatchedTest(matching, tuple(seed_values), mean, p, math.nan, 1.0, TOO_FEW)
+
+
+def _verdict(test: MatchedTest, p_holm: float, family: int, alpha: float) -> MatchedTest:
+    best = seedstats.best_holm_p(test.n_seeds, family) if test.n_seeds else 1.0
+    if not test.n_seeds or best >= alpha:
+        verdict = TOO_FEW
+    elif p_holm < alpha:
+        verdict = FINAL_CHEAPER if test.mean_diff_pp > 0 else FIRST_CHEAPER
+    else:
+        verdict = NO_DIFFERENCE
+    return replace(test, p_holm=p_holm, best_p_holm=best, verdict=verdict)
+
+
+def compare_orders(records: Iterable[dict], alpha: float = 0.05) -> tuple:
+    """One OrderComparison per (model, weight_bits, method) with both orders; Holm over all tests."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    groups, totals = _orders_by_seed(records)
+    raw = {key: (_raw_test("n", by_n), _raw_test("fraction", by_f), pairs)
+           for key, (by_n, by_f, pairs) in _seed_values(groups, totals).items()}
+    tests = [t for key in raw for t in raw[key][:2]]
+    adjusted = iter(seedstats.holm([t.p_value for t in tests]))
+    family = sum(not math.isnan(t.p_value) for t in tests)
+    out = []
+    for (model, bits, method), (by_n, by_f, pairs) in raw.items():
+        by_n, by_f = (_verdict(t, next(adjusted), family, alpha) for t in (by_n, by_f))
+        out.append(OrderComparison(model=model, weight_bits=bits, method=method, alpha=alpha,
+                                   tests_in_family=family, by_n=by_n, by_fraction=by_f,
+                                   pairs=tuple(sorted(pairs, key=lambda p: (p[0], str(p[1]))))))
+    return tuple(out)

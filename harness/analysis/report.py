@@ -1,0 +1,373 @@
+"""Markdown report and PNG plots for one run folder, plus a compact terminal summary. Pure (no TF).
+
+Files: <run_dir>/report.md and <run_dir>/plots/*.png:
+  drop-<model>-<method>.png   accuracy drop vs N, one panel per order, one colour per bit width:
+                              every run as a point, the AICc-chosen formula as a line and its 95%
+                              confidence band (mean curve, seed shifts included; see harness.analysis.drop_fit);
+  size-<model>.png            tflite_bytes and weight_bytes vs N with predicted_weight_bytes as a line;
+  methods-<model>.png         QAT vs PTQ mean drop vs N (only when both methods exist).
+Tables give each run's drop with its paired 95% interval (``paired.drop_label``, "~" = inside
+the noise) and, where several seeds exist, the mean over seeds with its t-interval. The order test
+is ``compare``'s per-seed sign-flip sentences. Records that did not pass are listed with their
+error; groups with < 3 distinct N > 0 say "not enough N to fit"; zero measured records still give
+a report.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from harness.analysis import order_test as _compare  # noqa: E402
+from harness.analysis import drop_fit as _fit  # noqa: E402
+from harness.case import paired  # noqa: E402
+from harness.analysis import plan as _plan  # noqa: E402
+from harness.results import seedstats  # noqa: E402
+from harness.spec.config import ORDERS  # noqa: E402
+from harness.results.records import STATUSES, write_text_atomic  # noqa: E402
+
+FIT_ORDERS = ("last", "first")
+PLOTS_DIR = "plots"
+
+
+@dataclass(frozen=True)
+class Report:
+    path: Path
+    plots: tuple
+    fits: tuple
+    comparisons: tuple
+    plans: tuple
+    size_checks: tuple
+
+
+def measured(records: Iterable[dict]) -> list:
+    """Records that carry numbers: status passed/failed with an accuracy drop."""
+    return [r for r in records if r.get("status") in _fit.MEASURED and _fit.usable(r)]
+
+
+def _slug(text) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)) or "_"
+
+
+def _fmt(value, spec: str = ".3g") -> str:
+    value = _fit.as_number(value)
+    return "–" if value is None else format(value, spec)
+
+
+def _sort_key(value):
+    return (value is None, str(value) if not isinstance(value, (int, float)) else "", value if isinstance(value, (int, float)) else 0)
+
+
+def _by(records: Iterable[dict], field: str) -> dict:
+    out = defaultdict(list)
+    for r in records:
+        out[r.get(field)].append(r)
+    rank = (lambda k: (ORDERS.index(k) if k in ORDERS else len(ORDERS), _sort_key(k))) if field == "order" else _sort_key
+    return {key: out[key] for key in sorted(out, key=rank)}
+
+
+def _why_not_passed(record: dict) -> str:
+    """A failed case broke thresholds (its violations); the others raised (their error)."""
+    reasons = [_first_line(v) for v in record.get("violations") or []] or [_first_line(record.get("error"))]
+    return "; ".join(r for r in reasons if r) or "(no error message)"
+
+
+def _first_line(text) -> str:
+    lines = str(text or "").strip().splitlines()
+    line = lines[0] if lines else ""
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+def _means(records: Sequence[dict], field: str) -> tuple:
+    per_n = defaultdict(list)
+    for r in records:
+        v = _fit.as_number(r.get(field))
+        if v is not None:
+            per_n[int(r["n"])].append(v)
+    ns = sorted(per_n)
+    return np.array(ns, float), np.array([np.median(per_n[n]) for n in ns], float)
+
+
+def _panels(count: int):
+    fig, axes = plt.subplots(1, count, figsize=(5.2 * count, 4.0), squeeze=False)
+    return fig, list(axes[0])
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_drop(model: str, method: str, records: Sequence[dict], fits: dict, out_dir: Path) -> Path:
+    orders = _by(records, "order")
+    fig, axes = _panels(len(orders))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (order, group) in zip(axes, orders.items()):
+        for i, (bits, rows) in enumerate(_by(group, "weight_bits").items()):
+            colour = colours[i % len(colours)]
+            ax.scatter([r["n"] for r in rows], [r["accuracy_drop_pp"] for r in rows], s=14, color=colour, alpha=0.7)
+            label = f"w{bits}"
+            gfit = fits.get((model, order, bits, method))
+            if gfit is not None and gfit.fitted:
+                grid = np.linspace(0, max(gfit.n_values), 80)
+                ns, est, low, high = _fit.curve(gfit, grid, interval="confidence")
+                ax.plot(ns, est, color=colour)
+                ax.fill_between(ns, low, high, color=colour, alpha=0.15)
+                label += f": {gfit.best.formula.replace('drop_pp ≈ ', '')}"
+            elif gfit is not None:
+                label += " (not enough N to fit)" if "not enough N" in gfit.reason else " (no fit)"
+            ax.plot([], [], color=colour, label=label)
+        ax.set(title=f"{model} · {order} · {method}", xlabel="N (units quantized)", ylabel="accuracy drop (pp)")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.legend(fontsize=7)
+    return _save(fig, out_dir / f"drop-{_slug(model)}-{_slug(method)}.png")
+
+
+def plot_size(model: str, records: Sequence[dict], out_dir: Path) -> Optional[Path]:
+    sized = [r for r in records if _fit.as_number(r.get("tflite_bytes")) is not None or _fit.as_number(r.get("weight_bytes")) is not None]
+    if not sized:
+        return None
+    orders = _by(sized, "order")
+    fig, axes = _panels(len(orders))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (order, group) in zip(axes, orders.items()):
+        for i, (bits, rows) in enumerate(_by(group, "weight_bits").items()):
+            colour = colours[i % len(colours)]
+            for field, marker in (("tflite_bytes", "o"), ("weight_bytes", "x")):
+                ns, ys = _means(rows, field)
+                if ns.size:
+                    ax.scatter(ns, ys, marker=marker, color=colour, label=f"w{bits} {field}")
+            ns, ys = _means(rows, "predicted_weight_bytes")
+            if ns.size:
+                ax.plot(ns, ys, color=colour, label=f"w{bits} predicted weight bytes")
+        ax.set(title=f"{model} · {order}: size vs N", xlabel="N (units quantized)", ylabel="bytes")
+        ax.legend(fontsize=7)
+    return _save(fig, out_dir / f"size-{_slug(model)}.png")
+
+
+def plot_methods(model: str, records: Sequence[dict], out_dir: Path) -> Optional[Path]:
+    if len({r.get("method") or "qat" for r in records}) < 2:
+        return None
+    orders = _by(records, "order")
+    fig, axes = _panels(len(orders))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (order, group) in zip(axes, orders.items()):
+        for i, (bits, rows) in enumerate(_by(group, "weight_bits").items()):
+            for method, style in (("qat", "-"), ("ptq", "--")):
+                ns, ys = _means([r for r in rows if (r.get("method") or "qat") == method], "accuracy_drop_pp")
+                if ns.size:
+                    ax.plot(ns, ys, style, marker="o", color=colours[i % len(colours)], label=f"w{bits} {method}")
+        ax.set(title=f"{model} · {order}: QAT vs PTQ", xlabel="N (units quantized)", ylabel="median drop (pp)")
+        ax.legend(fontsize=7)
+    return _save(fig, out_dir / f"methods-{_slug(model)}.png")
+
+
+def _median(group: Sequence[dict], field: str) -> Optional[float]:
+    values = [v for v in (_fit.as_number(r.get(field)) for r in group) if v is not None]
+    return float(np.median(values)) if values else None
+
+
+def drop_cells(group: Sequence[dict]) -> tuple:
+    """(seed-mean cell, per-run cell) of one (order, bits, method, N) row."""
+    per_seed = seedstats.cell_means(group, key=lambda r: 0)
+    mean, low, high = seedstats.mean_interval(list(per_seed.values()))
+    if len(per_seed) >= 2:
+        mean_cell = f"{paired.drop_label(mean, [low, high])} ({len(per_seed)} seeds)"
+    else:
+        mean_cell = f"{mean:.2f} (1 seed)"
+    runs = sorted(group, key=lambda r: _sort_key(r.get("seed")))
+    run_cells = [f"s{r.get('seed')}: " + paired.drop_label(float(r["accuracy_drop_pp"]), r.get("drop_ci95_pp"))
+                 for r in runs]
+    return mean_cell, "; ".join(run_cells)
+
+
+def results_table(records: Sequence[dict]) -> list:
+    """Markdown table lines: one row per (order, bits, method, N); seeds summarised, runs listed."""
+    lines = ["| order | bits | method | N | runs | param frac | control acc | quant acc "
+             "| drop pp: seed mean [95% t] | each run: drop [paired 95%] | tflite B | weight B | predicted B | size err |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = defaultdict(list)
+    for r in records:
+        rows[(r.get("order"), r.get("weight_bits"), r.get("method") or "qat", int(r["n"]))].append(r)
+    for key in sorted(rows, key=lambda k: tuple(_sort_key(p) for p in k)):
+        group = rows[key]
+        mean_cell, run_cell = drop_cells(group)
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {len(group)} "
+                     f"| {_fmt(_median(group, 'param_fraction'), '.3f')} | {_fmt(_median(group, 'control_accuracy'), '.4f')} "
+                     f"| {_fmt(_median(group, 'quant_accuracy'), '.4f')} | {mean_cell} | {run_cell} "
+                     f"| {_fmt(_median(group, 'tflite_bytes'), ',.0f')} | {_fmt(_median(group, 'weight_bytes'), ',.0f')} "
+                     f"| {_fmt(_median(group, 'predicted_weight_bytes'), ',.0f')} "
+                     f"| {_fmt(_median(group, 'size_error_rel'), '.2%')} |")
+    return lines
+
+
+def _noise_text(gfit: _fit.GroupFit) -> str:
+    if gfit.noise is None:
+        return f"{gfit.seeds} seed(s), no N with two seeds: seed-to-seed spread not estimated"
+    text = f"{gfit.seeds} seeds, run-to-run SD {gfit.noise.within ** 0.5:.3g} pp (~{gfit.noise.within_dof:.0f} dof)"
+    return text + (f", of which a shift shared by all N of a seed SD {gfit.noise.seed_shift ** 0.5:.3g} pp"
+                   if gfit.noise.seed_shift > 0 else "")
+
+
+def fit_lines(gfit: _fit.GroupFit) -> list:
+    head = f"- **{gfit.order} · w{gfit.weight_bits} · {gfit.method}**"
+    skipped = [f"  - not fitted: {'; '.join(gfit.skipped)}"] if gfit.skipped else []
+    if not gfit.fitted:
+        return [f"{head}: no fit — {gfit.reason}"]
+    b = gfit.best
+    params = ", ".join(f"{name} = {p:.3g} [{lo:.3g}, {hi:.3g}]"
+                       for name, p, lo, hi in zip(b.param_names, b.params, b.ci_low, b.ci_high))
+    others = ", ".join(f"{c.form} {c.aicc if gfit.selection == 'aicc' else c.rss:.3g}"
+                       + (" (at bound)" if c.at_bound else "") for c in gfit.candidates[1:])
+    criterion = "AICc" if gfit.selection == "aicc" else "residual"
+    lines = [f"{head}: `{b.formula}` — 95% CI {params}; R² = {_fmt(b.r2, '.3f')}, "
+             f"leave-one-N-out RMSE = {_fmt(b.loo_rmse)} pp, fitted to the seed means at N = {list(gfit.n_values)} "
+             f"({gfit.n_points} runs; {_noise_text(gfit)})",
+             f"  - {gfit.reason}; others ({criterion}): {others or 'none'}"] + skipped
+    if b.at_bound:
+        lines.append(f"  - **at bound**: {b.at_bound} — the form is capped there; the data may rise faster "
+                     f"than it can follow, read the formula as a bound, not a trend")
+    return lines
+
+
+def _status_line(records: Sequence[dict]) -> str:
+    counts = Counter(str(r.get("status")) for r in records)
+    parts = [f"{counts[s]} {s}" for s in STATUSES if counts[s]]
+    parts += [f"{c} {s}" for s, c in sorted(counts.items()) if s not in STATUSES]
+    return f"{len(records)} cases: " + (", ".join(parts) or "none")
+
+
+def analyse(records: Sequence[dict], budget_pp: Optional[float] = None, size_budget: Optional[float] = None) -> tuple:
+    """(fits, comparisons, plans, size_checks) of the records (plans also see diverged runs)."""
+    good = measured(records)
+    fits = _fit.fit_records(good, FIT_ORDERS)
+    comparisons = _compare.compare_orders(good)
+    plans = ()
+    if budget_pp is not None:
+        by_key = {f.key: f for f in fits}
+        groups = _fit.group_records(records, ("last",))
+        plans = tuple(_plan.plan_group(by_key.get(k) or _fit.fit_group(g), budget_pp, records=g, size_budget=size_budget)
+                      for k, g in groups.items())
+    return fits, comparisons, plans, _plan.size_check(good)
+
+
+def model_verdict(model: str, comparisons: Sequence, fits: Sequence) -> str:
+    """One sentence per model: does quantizing the last N cost less than the first N at a matched share
+    of weights (the N-matched test where no seed has comparable shares), per bit width and method, with
+    each test's p-value, then the fitted formula of the last-N drop with its leave-one-N-out error."""
+    tests = [(c, c.by_fraction if c.by_fraction.n_seeds else c.by_n) for c in comparisons if c.model == model]
+    if not tests:
+        return ""
+    too_few = all(t.verdict == _compare.TOO_FEW for _, t in tests)
+    parts = []
+    for c, t in tests:
+        way = "less" if t.mean_diff_pp >= 0 else "more"
+        verdict = "" if too_few else f": {t.verdict}"
+        parts.append(f"W{c.weight_bits} {c.method.upper()} {abs(t.mean_diff_pp):.2f} pp {way} "
+                     f"({_compare.MATCHING_TEXT[t.matching]}, {t.n_seeds} seeds, sign-flip p = {t.p_value:.2g}, "
+                     f"Holm-adjusted {t.p_holm:.2g}{verdict})")
+    if too_few:
+        best = min(t.best_p_holm for _, t in tests)
+        lead = (f"too few pairs to tell whether the last N cost less than the first N (with these seeds the "
+                f"smallest Holm-adjusted p any test can reach is {best:.2g}); measured, the last N cost ")
+    else:
+        lead = "quantizing the last N instead of the first N costs "
+    last = [f for f in fits if f.model == model and f.order == "last" and f.fitted and f.method == "qat"]
+    formulas = [f"W{f.weight_bits} `{f.best.formula}` (leave-one-N-out RMSE {_fmt(f.best.loo_rmse)} pp)" for f in last]
+    formula = ("; drop of the last N: " + ", ".join(formulas)) if formulas else "; no drop formula could be fitted"
+    return f"**{model}**: " + lead + ", ".join(parts) + formula + "."
+
+
+def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float] = None,
+                 size_budget: Optional[float] = None, problems: Sequence[str] = (),
+                 title: str = "qatbench report") -> Report:
+    """Write <run_dir>/report.md and its plots; returns what was written and computed."""
+    if budget_pp is not None:
+        budget_pp, size_budget = _plan.check_budget(budget_pp, size_budget)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records = list(records)
+    good = measured(records)
+    fits, comparisons, plans, checks = analyse(records, budget_pp, size_budget)
+    fit_by_key = {f.key: f for f in fits}
+    lines = [f"# {title}", "", f"Run folder: `{run_dir}` — {_status_line(records)}; {len(good)} measured.", ""]
+    plots = []
+    if not good:
+        lines += ["**No measured records** (none passed or failed with an accuracy drop): nothing to fit or plot.", ""]
+    verdicts = [model_verdict(model, comparisons, fits) for model in _by(good, "model")]
+    if any(verdicts):
+        lines += ["## Verdicts", ""] + [f"- {v}" for v in verdicts if v] + [""]
+    for model, rows in _by(good, "model").items():
+        lines += [f"## {model}", ""] + results_table(rows) + ["", "### Accuracy-drop formulas", ""]
+        model_fits = [f for f in fits if f.model == model]
+        lines += [line for f in model_fits for line in fit_lines(f)] or ["- no last/first groups to fit"]
+        lines += ["", "### Size formula check (predicted vs measured weight bytes)", ""]
+        for c in (c for c in checks if c.model == model):
+            err = "no sizes" if c.max_rel_error is None else f"max relative error {c.max_rel_error:.3%} ({c.worst_case_id})"
+            lines.append(f"- {c.order} · w{c.weight_bits} · {c.method}: {err} — {'ok' if c.ok else 'OVER'} "
+                         f"tolerance {c.tolerance:.1%}")
+        lines += ["", "### Plots", ""]
+        out_dir = run_dir / PLOTS_DIR
+        by_method = defaultdict(list)
+        for r in rows:
+            by_method[r.get("method") or "qat"].append(r)
+        made = [plot_drop(model, method, by_method[method], fit_by_key, out_dir) for method in sorted(by_method)]
+        made += [plot_size(model, rows, out_dir), plot_methods(model, rows, out_dir)]
+        for path in (p for p in made if p is not None):
+            plots.append(path)
+            lines.append(f"![{path.stem}]({PLOTS_DIR}/{path.name})")
+        lines.append("")
+    lines += ["## Last vs first layers (per-seed sign-flip test of drop_first − drop_last, Holm-adjusted)", ""]
+    lines += [f"- {sentence}" for c in comparisons for sentence in c.sentences()] or \
+        ["- no (model, bits, method) with both 'last' and 'first' records"]
+    lines.append("")
+    if budget_pp is not None:
+        lines += [f"## Plan: accuracy budget {budget_pp:g} pp" + (f", size budget {size_budget:,.0f} B" if size_budget else ""),
+                  "", "```"] + (_plan.format_plans(plans) if plans else ["no 'last' groups to plan"]) + ["```", ""]
+    not_passed = [r for r in records if r.get("status") != "passed"]
+    lines += ["## Cases that did not pass", ""]
+    lines += [f"- `{r.get('case_id')}` — {r.get('status')}: {_why_not_passed(r)}" for r in not_passed] or ["- none"]
+    if problems:
+        lines += ["", "## Unreadable records", ""] + [f"- {_first_line(p)}" for p in problems]
+    path = run_dir / "report.md"
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return Report(path=path, plots=tuple(plots), fits=fits, comparisons=comparisons, plans=plans, size_checks=checks)
+
+
+def terminal_summary(records: Sequence[dict], *, budget_pp: Optional[float] = None,
+                     size_budget: Optional[float] = None, report_path=None) -> list:
+    """A few lines for pytest's terminal summary."""
+    records = list(records)
+    fits, comparisons, plans, checks = analyse(records, budget_pp, size_budget)
+    lines = [f"qatbench: {_status_line(records)}"]
+    for f in fits:
+        tag = f"{f.model} {f.order} w{f.weight_bits} {f.method}"
+        if f.fitted:
+            flag = f"; AT BOUND: {f.best.at_bound}" if f.best.at_bound else ""
+            lines.append(f"  {tag}: {f.best.formula} (R²={_fmt(f.best.r2, '.2f')}, LOO RMSE {_fmt(f.best.loo_rmse)} pp{flag})")
+        else:
+            lines.append(f"  {tag}: {f.reason}")
+    errors = [c.max_rel_error for c in checks if c.max_rel_error is not None]
+    if errors:
+        bad = sum(not c.ok for c in checks)
+        lines.append(f"  size formula: max relative error {max(errors):.2%}" + (f", {bad} group(s) over tolerance" if bad else ""))
+    lines += [f"  last vs first: {c.sentence(c.by_n)}; matched on weight share: {c.by_fraction.verdict}"
+              for c in comparisons]
+    for p in plans:
+        answer = f"N={p.n}" if p.n is not None else "none"
+        lines.append(f"  plan {p.model} w{p.weight_bits} {p.method} ≤{p.budget_pp:g} pp: {answer} ({p.reason})")
+    if report_path is not None:
+        lines.append(f"  report: {report_path}")
+    return lines

@@ -1,0 +1,120 @@
+"""Pre-training and fine-tuning, with per-step timing and a NaN guard."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.backend import keras, tf
+from harness.models.data import Dataset
+
+WARMUP_STEPS = 3  # the first steps trace the graph; they are not step time
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    steps: int
+    step_ms_median: float
+    step_ms_min: float
+    wall_s: float
+    final_loss: float
+
+
+class _StepTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.times, self.losses, self._start = [], [], 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter() - self._start)
+        loss = float((logs or {}).get("loss", 0.0))
+        self.losses.append(loss)
+        if not math.isfinite(loss):
+            self.model.stop_training = True
+
+
+def set_seed(seed: int) -> None:
+    keras.utils.set_random_seed(seed)
+
+
+def compile_for_training(model: "keras.Model", learning_rate: float) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+def _train_dataset(data: Dataset, batch_size: int, seed: int, options=None) -> "tf.data.Dataset":
+    ds = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+    ds = ds.shuffle(len(data.y_train), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.repeat().batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(options) if options is not None else ds
+
+
+def fit_steps(model: "keras.Model", data: Dataset, steps: int, batch_size: int, seed: int,
+              dataset_options=None, callbacks=()) -> TrainStats:
+    """Train a compiled model for exactly ``steps`` batches. Raises TrainingDiverged on NaN/inf loss.
+    Under a tf.distribute strategy, ``batch_size`` is the global batch and ``dataset_options`` carries
+    the shard policy (harness/distributed/strategy.py); ``callbacks`` run after the step timer."""
+    timer = _StepTimer()
+    start = time.perf_counter()
+    model.fit(_train_dataset(data, batch_size, seed, dataset_options), steps_per_epoch=steps, epochs=1,
+              callbacks=[timer, *callbacks], verbose=0)
+    wall = time.perf_counter() - start
+    if timer.losses and not math.isfinite(timer.losses[-1]):
+        raise TrainingDiverged(f"loss became {timer.losses[-1]} at step {len(timer.losses)}")
+    timed = np.array(timer.times[WARMUP_STEPS:] or timer.times) * 1000.0
+    return TrainStats(steps=len(timer.times), step_ms_median=float(np.median(timed)),
+                      step_ms_min=float(np.min(timed)), wall_s=wall,
+                      final_loss=float(timer.losses[-1]) if timer.losses else float("nan"))
+
+
+def keras_labels(model: "keras.Model", x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Predicted class of every example, in Keras (fake-quant models simulate their bit width)."""
+    return np.argmax(model.predict(x, batch_size=batch_size, verbose=0), axis=-1)
+
+
+def keras_accuracy(model: "keras.Model", x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+    return float(np.mean(keras_labels(model, x, batch_size) == y))
+
+
+def side_by_side_step_ms(models: dict, data: Dataset, batch_size: int, rounds: int = 3, steps: int = 10,
+                         per_round: bool = False) -> dict:
+    """Median train-step time (ms) of each compiled model, timed in alternating rounds so machine
+    noise hits all of them alike. Calls each model's compiled train function directly (what fit
+    runs per step; fit's traced one when there is one), without fit's per-step Python callbacks.
+    The models' weights are restored afterwards (optimizer slots are not).
+    With ``per_round`` the result is a list of per-round medians per model."""
+    runners, saved = {}, {name: model.get_weights() for name, model in models.items()}
+    for name, model in models.items():
+        iterator = iter(_train_dataset(data, batch_size, seed=0))
+        step = model.train_function or model.make_train_function()
+        for _ in range(WARMUP_STEPS):
+            step(iterator)
+        runners[name] = (step, iterator)
+    samples = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, (step, iterator) in runners.items():
+            times = []
+            for _ in range(steps):
+                start = time.perf_counter()
+                logs = step(iterator)
+                float(logs["loss"])  # wait for the step to finish
+                times.append(time.perf_counter() - start)
+            samples[name].append(times)
+    for name, model in models.items():
+        model.set_weights(saved[name])
+    if per_round:
+        return {name: [float(np.median(t)) * 1000.0 for t in rounds_] for name, rounds_ in samples.items()}
+    return {name: float(np.median(np.concatenate(rounds_))) * 1000.0 for name, rounds_ in samples.items()}

@@ -1,0 +1,108 @@
+"""The record schema, declared once as typed groups. Pure: no TensorFlow.
+
+Every key a case record may hold is declared here with its JSON types and the schema version that
+added it. ``records.SCHEMA_VERSION`` and the migration table ``records.ADDED_IN`` are derived from
+it, a test checks ``records.SUMMARY_COLUMNS`` and the field reference in docs/results.md and
+docs/distributed.md against it, and ``problems(record)`` lists the keys of a record that the schema
+does not know or whose type is wrong (tests run it on records of real runs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NUMBER = ("int", "float")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    types: tuple  # JSON types: "str", "int", "float", "bool", "list", "dict"; null is always allowed
+    since: int = 1  # the schema version that added the field
+
+
+def _fields(types, *names, since: int = 1) -> tuple:
+    types = (types,) if isinstance(types, str) else tuple(types)
+    return tuple(Field(name, types, since) for name in names)
+
+
+GROUPS = {
+    "schema": _fields("int", "schema_version", "migrated_from"),
+    "case": (_fields("str", "case_id", "model", "order", "kind", "method", "deployment", "tier", "strategy",
+                     "run_id", "created", "config_hash", "spec_fingerprint")
+             + _fields("int", "n", "weight_bits", "activation_bits", "seed", "workers", "devices")
+             + _fields("bool", "per_channel")),
+    "outcome": (_fields("str", "status", "error", "predictions_error") + _fields("list", "violations")
+                + _fields("dict", "baseline")),
+    "environment": _fields("dict", "env", "dataset") + _fields("str", "initial_weights"),
+    "selection": (_fields("int", "units_total", "selected_kernels", "quantized_kernels")
+                  + _fields("list", "units_selected", "selected_layers") + _fields(NUMBER, "param_fraction")
+                  + _fields("list", "unit_table", since=2)),
+    "accuracy": (_fields(NUMBER, "control_accuracy", "quant_accuracy", "accuracy_drop_pp", "control_accuracy_keras",
+                         "quant_accuracy_keras", "pretrained_accuracy", "qat_final_loss", "float_final_loss")
+                 + _fields("str", "accuracy_source")
+                 + _fields("int", "n_test", since=2) + _fields("dict", "discordant", since=2)
+                 + _fields(NUMBER, "paired_drop_pp", "mcnemar_p", since=2) + _fields("list", "drop_ci95_pp", since=2)
+                 + _fields("bool", "drop_within_noise", since=2)
+                 + _fields("str", "predictions_file", "predictions_sha256", since=2)),
+    "size": (_fields("int", "tflite_bytes", "control_tflite_bytes", "gzip_bytes", "control_gzip_bytes",
+                     "weight_bytes", "control_weight_bytes", "predicted_weight_bytes", "predicted_float_bytes",
+                     "ideal_packed_bytes", "overhead_bytes", "quant_param_values")
+             + _fields(NUMBER, "size_error_rel") + _fields("dict", "audit", "control_audit")),
+    "training": (_fields("int", "finetune_steps", "ptq_samples") + _fields("bool", "pretrained_cached", "control_cached")
+                 + _fields("str", "control_key")),
+    "timing": (_fields(NUMBER, "qat_step_ms", "float_step_ms", "step_ratio", "qat_fit_step_ms", "float_fit_step_ms",
+                       "qat_fit_s", "float_fit_s", "convert_s", "wall_s", "pretrain_s")
+               + _fields("dict", "phase_s")),
+    "distributed": (_fields("str", "allreduce_transport", "measured_note", "step_time_note", "shard_policy")
+                    + _fields("int", "trainable_params", "worker_threads")
+                    + _fields(NUMBER, "allreduce_bytes_per_step_per_worker_predicted",
+                              "allreduce_bytes_per_step_predicted", "allreduce_bytes_predicted",
+                              "loopback_bytes_measured", "loopback_bytes_per_step_measured", "measured_over_predicted",
+                              "control_allreduce_bytes_predicted", "control_loopback_bytes_measured",
+                              "payload_float_tflite_bytes", "payload_model_float_bytes", "payload_tflite_bytes",
+                              "payload_units_bytes", "payload_units_float_bytes", "payload_units_predicted_bytes",
+                              "launch_s", "chief_wall_s")
+                    + _fields("bool", "measured_valid")
+                    + _fields("dict", "quantizer_sync", "replica_weight_digests", "replicas_identical",
+                              "workers_identical")
+                    + _fields("list", "worker_weight_digests", "worker_wall_s")),
+}
+
+FIELDS = {f.name: f for group in GROUPS.values() for f in group}
+VERSION = max(f.since for f in FIELDS.values())
+_PYTHON_TYPES = {"str": (str,), "int": (int,), "float": (float, int), "bool": (bool,), "list": (list, tuple),
+                 "dict": (dict,)}
+
+
+def added_in() -> dict:
+    """{version: names added in it} for every version after 1: what a migration fills with null."""
+    found: dict = {}
+    for f in FIELDS.values():
+        if f.since > 1:
+            found.setdefault(f.since, []).append(f.name)
+    return {version: tuple(names) for version, names in sorted(found.items())}
+
+
+def group_of(name: str) -> str:
+    return next(group for group, fields in GROUPS.items() if any(f.name == name for f in fields))
+
+
+def _type_ok(value, types: tuple) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool):  # bool is an int in Python, not in the schema
+        return "bool" in types
+    return any(isinstance(value, _PYTHON_TYPES[t]) for t in types)
+
+
+def problems(record: dict) -> list:
+    """One line per key the schema does not declare, or whose value has an undeclared type."""
+    found = []
+    for name, value in record.items():
+        field = FIELDS.get(name)
+        if field is None:
+            found.append(f"{name}: not in the record schema (harness/results/schema.py)")
+        elif not _type_ok(value, field.types):
+            found.append(f"{name}: {type(value).__name__} where the schema says {'/'.join(field.types)}")
+    return found

@@ -1,0 +1,180 @@
+"""Typed, frozen configuration values. Pure: no TensorFlow here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+ORDERS = ("last", "first", "single", "type")
+METHODS = ("qat", "ptq")
+TIERS = ("smoke", "full", "reference")
+STRATEGIES = ("default", "mirrored", "multiworker")
+MIN_BITS, MAX_BITS = 2, 8
+
+
+def check_bits(bits, what: str = "weight bits") -> int:
+    if isinstance(bits, bool) or not isinstance(bits, int):
+        raise ValueError(f"{what} must be an integer in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f"{what} must be in {MIN_BITS}..{MAX_BITS}, got {bits}")
+    return bits
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How the selected units are quantized. Bit width is a typed constructor argument."""
+
+    weight_bits: int = 8
+    activation_bits: int = 8
+    per_channel: Optional[bool] = None  # None: the scheme's default (per-channel conv, per-tensor dense)
+    method: str = "qat"
+
+    def __post_init__(self):
+        check_bits(self.weight_bits)
+        if self.activation_bits != 8:
+            raise ValueError(f"activation bits must be 8 (the only width TFLite deploys), got {self.activation_bits}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+
+    @property
+    def deployment(self) -> str:
+        """What the bit width becomes in the .tflite file.
+
+        int8: real INT8 kernels; int4: real nibble-packed INT4 kernels;
+        int8-storage: 5-7 bit values stored in INT8; simulated: 2-3 bits, stored as
+        INT4 but not runnable by the interpreter, so accuracy is the Keras one.
+        """
+        if self.weight_bits == 8:
+            return "int8"
+        if self.weight_bits == 4:
+            return "int4"
+        if self.weight_bits >= 5:
+            return "int8-storage"
+        return "simulated"
+
+    @property
+    def storage_bits(self) -> int:
+        """Bits per weight in the flatbuffer: INT8 for 5-8, packed INT4 for 2-4."""
+        return 8 if self.weight_bits >= 5 else 4
+
+    @property
+    def tag(self) -> str:
+        tag = f"w{self.weight_bits}a{self.activation_bits}"
+        if self.per_channel is not None:
+            tag += "-pc" if self.per_channel else "-pt"
+        if self.method != "qat":
+            tag += f"-{self.method}"
+        return tag
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which units to quantize: the last/first n, the single unit n, or every unit of a kind."""
+
+    order: str = "last"
+    n: int = 0
+    kind: Optional[str] = None
+
+    def __post_init__(self):
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+        if self.order == "type":
+            if not self.kind:
+                raise ValueError("order 'type' needs a unit kind, e.g. Selection('type', kind='dense')")
+        elif isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 0:
+            raise ValueError(f"n must be an integer >= 0, got {self.n!r}")
+
+    @property
+    def id(self) -> str:
+        if self.order == "type":
+            return f"type-{self.kind}"
+        return f"{self.order}{self.n}"
+
+
+@dataclass(frozen=True)
+class TierConfig:
+    """How much work one tier does for one model."""
+
+    train_size: Optional[int]  # None: the whole split
+    test_size: Optional[int]
+    pretrain_epochs: int
+    finetune_steps: int
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    finetune_learning_rate: float = 1e-4
+    n_values: tuple = ()
+    bits: tuple = (8, 4)
+    orders: tuple = ("last",)
+    seeds: tuple = (0,)
+    # True: a seed changes the pre-training too (the full tier: seed-to-seed variance includes it).
+    # False: one pre-trained model (seed 0) per tier, and a seed changes only the fine-tuning of the
+    # QAT model and of its float control (the smoke tier: replication for the gate at low cost).
+    pretrain_per_seed: bool = True
+    methods: tuple = ("qat",)  # "ptq" cases run at 8 bits only (TFLite PTQ is 8-bit)
+    timing_rounds: int = 3  # side-by-side QAT vs float step timing after the measurements
+    timing_steps: int = 10
+    timing_seeds: tuple = ()  # time the steps only for these seeds (empty: every seed); timing is per case, not per seed
+
+    def pretrain_seed(self, seed: int) -> int:
+        """The seed of the pre-trained model that a case of ``seed`` starts from."""
+        return seed if self.pretrain_per_seed else 0
+
+
+@dataclass(frozen=True)
+class Case:
+    model: str
+    selection: Selection
+    quant: QuantConfig
+    tier: str = "smoke"
+    seed: int = 0
+    strategy: str = "default"
+    workers: int = 1
+
+    @property
+    def id(self) -> str:
+        parts = [self.model, self.selection.id, self.quant.tag]
+        if self.seed:
+            parts.append(f"s{self.seed}")
+        return "-".join(parts)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def config_hash(self, spec_fingerprint: str = "") -> str:
+        """Changes whenever anything that affects the measured numbers changes."""
+        payload = json.dumps({"case": self.as_dict(), "spec": spec_fingerprint}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def stable_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The validated suite options of one pytest session."""
+
+    tier: str = "smoke"
+    bits: tuple = ()  # empty: the tier's default
+    orders: tuple = ()
+    seeds: tuple = ()
+    strategy: str = "default"
+    workers: int = 1
+    results: str = "results"
+    run_id: Optional[str] = None
+    baseline: Optional[str] = None
+    save_baseline: Optional[str] = None
+    resume: Optional[str] = None
+    methods: tuple = ()
+    named_run_id: Optional[str] = None  # --qat-run-id as given (run_id above is the folder actually used)
+    cache: Optional[str] = None  # None: $QATBENCH_CACHE or .qatbench-cache
+    threads: Optional[int] = None  # None: 1 under xdist, else TensorFlow's default
+    timeout: float = 0.0
+    drop_tolerance: Optional[float] = None  # None: each spec's min_regression_pp
+    budget: Optional[float] = None
+    size_budget: Optional[int] = None
+    strict_baseline: bool = False
+    check_gpu: bool = False
+    shard: tuple = ()  # (index, count) from --qat-shard I/K; empty: every selected case

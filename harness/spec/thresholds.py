@@ -1,0 +1,32 @@
+"""Where thresholds live. The defaults are the fields below; per-model values are each ModelSpec's
+``thresholds=`` in harness/spec/registry.py (targets live on the workload, as in AlgoPerf); the rules
+that judge a record against them are in harness/results/gates.py (per case and per configuration over
+seeds) and harness/results/baseline_gate.py (against a saved baseline). Pure: no TensorFlow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Targets that live with a model spec; asserted by every case of that model."""
+
+    max_drop_pp: tuple = ((8, 1.5), (4, 3.0))  # (bits, max accuracy drop in percentage points)
+    min_whole_compression: tuple = ((8, 3.8), (4, 7.0))  # float bytes / whole-model bytes
+    size_tolerance: float = 0.01  # |predicted - measured| / measured weight bytes
+    tflite_vs_keras_pp: float = 0.5
+    # The regression gate (harness/results/baseline_gate.py): the smallest increase of the mean drop over seeds that
+    # counts as a regression, even when the noise says it is real; and the .tflite growth allowed.
+    min_regression_pp: float = 1.0
+    baseline_size_growth_rel: float = 0.01
+    # A float control below this test accuracy means training collapsed: the case fails, since a
+    # drop measured against a model at chance is no evidence about quantization.
+    min_control_accuracy: float = 0.0
+
+    def drop_bound(self, bits: int) -> Optional[float]:
+        return dict(self.max_drop_pp).get(bits)
+
+    def compression_bound(self, bits: int) -> Optional[float]:
+        return dict(self.min_whole_compression).get(bits)

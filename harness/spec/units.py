@@ -1,0 +1,110 @@
+"""Quantizable units: what N counts. Pure: works on layer descriptions, not Keras objects.
+
+A unit is one weight layer (Dense, Conv2D, an attention block, ...) together with
+- the pass-through layers in front of it back to the previous unit (Flatten, Dropout,
+  pooling), so that annotating the unit always quantizes the weight layer's input, and
+- the BatchNormalization / activation layers right behind it, so that a cut never falls
+  between a Conv2D and its BatchNorm (which would leave the conv FLOAT32 in the .tflite), and
+- a one-input pass-through layer that reads the same tensor as an earlier unit's weight layer (the
+  strided shortcut of a ResNet block reads the block input, as the block's first conv does): that
+  tensor is fake-quantized when either consumer is, and the converter then quantizes every weight
+  layer reading it, so both consumers must be in one unit. (Grouped with the later unit instead,
+  resnet20-last6 held 7 quantized kernels for 6 selected.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+# Layers that belong to the weight layer in front of them.
+TRAILING_CLASSES = frozenset({"BatchNormalization", "Activation", "ReLU", "Softmax"})
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What unit grouping needs to know about one layer, in graph order."""
+
+    name: str
+    class_name: str
+    kind: Optional[str] = None  # dense/conv/attention/ffn/head for weight layers, None otherwise
+    kernel_params: int = 0  # weights stored per-element at the quantized bit width
+    bias_params: int = 0  # stored as int32 (quantized) or float32
+    channels: int = 0  # output channels: number of per-channel scales
+    inputs: tuple = ()  # names of the layers feeding this one
+    kernels: int = 1  # weight tensors that become quantized kernels (a self-attention block has 4)
+
+
+@dataclass(frozen=True)
+class Unit:
+    index: int
+    kind: str
+    weight_layer: str
+    members: tuple  # every layer name in the unit, weight layer included, graph order
+    kernel_params: int
+    bias_params: int
+    channels: int = 0
+    kernels: int = 1  # weight tensors that become quantized kernels (attention has 4)
+
+    @property
+    def params(self) -> int:
+        return self.kernel_params + self.bias_params
+
+
+def group_units(layers: Sequence[LayerInfo]) -> tuple:
+    """Group layers (in graph order) into units. InputLayers belong to no unit.
+
+    A BatchNorm/activation joins the unit whose weight layer (or whose BN/activation) feeds it;
+    with no graph edges known (``inputs`` empty) it joins the unit right before it.
+    """
+    groups: list = []  # [weight LayerInfo, members list]
+    chain_of = {}  # weight layer or trailing member name -> group index
+    read_by_weights = {}  # tensor (layer name) that a weight layer reads -> that weight layer's group
+    pending: list = []
+    for layer in layers:
+        if layer.class_name == "InputLayer":
+            continue
+        if layer.kind is not None:
+            groups.append([layer, pending + [layer.name]])
+            chain_of[layer.name] = len(groups) - 1
+            read_by_weights.update({name: len(groups) - 1 for name in layer.inputs})
+            pending = []
+            continue
+        owner = _trailing_owner(layer, chain_of, groups, pending)
+        if owner is None and len(layer.inputs) == 1:
+            owner = read_by_weights.get(layer.inputs[0])
+        if owner is None:
+            pending.append(layer.name)
+        else:
+            groups[owner][1].append(layer.name)
+            chain_of[layer.name] = owner
+    if not groups:
+        raise ValueError("model has no quantizable weight layer")
+    if pending:  # e.g. a final Softmax or Flatten behind the last weight layer
+        groups[-1][1].extend(pending)
+    return tuple(
+        Unit(
+            index=i,
+            kind=info.kind,
+            weight_layer=info.name,
+            members=tuple(members),
+            kernel_params=info.kernel_params,
+            bias_params=info.bias_params,
+            channels=info.channels,
+            kernels=info.kernels,
+        )
+        for i, (info, members) in enumerate(groups)
+    )
+
+
+def _trailing_owner(layer: LayerInfo, chain_of: dict, groups: list, pending: list) -> Optional[int]:
+    if layer.class_name not in TRAILING_CLASSES or not groups:
+        return None
+    if layer.inputs:
+        return chain_of.get(layer.inputs[0]) if len(layer.inputs) == 1 else None
+    last = groups[-1][1][-1]
+    return chain_of.get(last) if not pending else None
+
+
+def unit_kinds(units: Sequence[Unit]) -> tuple:
+    return tuple(sorted({u.kind for u in units}))

@@ -1,0 +1,1 @@
+"""Commands that measure the suite itself (python -m harness perf)."""

@@ -1,0 +1,243 @@
+"""`python -m harness perf`: the suite measured against itself, side by side in one process.
+
+Train-step time of float vs whole-model QAT vs last-N QAT (W8, W4), timed in alternating rounds;
+TFLite inference latency of float vs W8 vs W4 (same batch, same threads, XNNPACK on); peak memory;
+optionally sweep throughput at -n 0 vs -n 2. Ratios are reported as min/median/max over repeats.
+Models start from random weights: step time and latency do not depend on the weight values.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from harness.results import records
+from harness.spec import registry
+
+def _spread(values) -> dict:
+    values = [float(v) for v in values]
+    return {"min": min(values), "median": float(np.median(values)), "max": max(values)}
+
+
+def train_step_ratios(spec, data, last_n: int, bits_list, repeats: int, steps: int) -> dict:
+    from harness.case import quantize, train
+    from harness.spec.config import QuantConfig, Selection
+    from harness.spec.select import select
+
+    train.set_seed(0)
+    base = spec.builder.load()(spec.input_shape, data.num_classes)
+    units = quantize.units_of(base)
+    models = {"float": quantize.annotate(base, (), QuantConfig(8))}
+    for bits in bits_list:
+        models[f"qat-whole-w{bits}"] = quantize.annotate(base, units, QuantConfig(bits))
+        chosen = select(units, Selection("last", min(last_n, len(units))))
+        models[f"qat-last{len(chosen)}-w{bits}"] = quantize.annotate(base, chosen, QuantConfig(bits))
+        if bits == bits_list[0]:  # before/after of harness/case/fakequant.py, in the same rounds
+            models[f"qat-whole-w{bits}-tfgrad"] = quantize.annotate(base, units, QuantConfig(bits))
+    for model in models.values():
+        train.compile_for_training(model, 1e-4)
+    for name, model in models.items():
+        if name.endswith("-tfgrad"):
+            _trace_with_tensorflow_gradient(model, data)
+    rounds = train.side_by_side_step_ms(models, data, 32, rounds=repeats, steps=steps, per_round=True)
+    ms = {name: _spread(rounds[name]) for name in models}
+    ratios = {name: _spread([q / f for q, f in zip(rounds[name], rounds["float"])])
+              for name in models if name != "float"}
+    return {"step_ms": ms, "qat_over_float": ratios, "models": models}
+
+
+def _trace_with_tensorflow_gradient(model, data) -> None:
+    """Trace ``model``'s train step with TensorFlow's own FakeQuantWithMinMaxVarsPerChannelGradient
+    (harness/case/fakequant.py off), so both variants are timed side by side in one process."""
+    from harness.case import fakequant, train
+
+    fakequant.install(False)
+    try:
+        model.make_train_function()(iter(train._train_dataset(data, 32, seed=0)))
+    finally:
+        fakequant.install(fakequant.enabled())
+
+
+def latency_ratios(models: dict, data, bits_list, repeats: int, invokes: int = 50) -> dict:
+    from harness.case import export
+    from harness.spec.config import QuantConfig
+    from harness.case.evaluate import interpreter
+
+    files = {"float": export.to_tflite(models["float"], quantized=False)}
+    for bits in bits_list:
+        files[f"w{bits}"] = export.to_tflite(models[f"qat-whole-w{bits}"], quantized=True, quant=QuantConfig(bits))
+    out = {"bytes": {k: len(v) for k, v in files.items()}}
+    for batch in (1, 32):
+        samples = {name: [] for name in files}
+        interps = {}
+        for name, content in files.items():
+            interp = interpreter(content, threads=1)
+            detail = interp.get_input_details()[0]
+            x = np.ascontiguousarray(data.x_test[:batch], dtype=detail["dtype"])  # token ids stay integers
+            interp.resize_tensor_input(detail["index"], x.shape)
+            interp.allocate_tensors()
+            interp.set_tensor(detail["index"], x)
+            interp.invoke()
+            interps[name] = interp
+        for _ in range(repeats):
+            medians = {}
+            for name, interp in interps.items():
+                times = []
+                for _ in range(invokes):
+                    start = time.perf_counter()
+                    interp.invoke()
+                    times.append(time.perf_counter() - start)
+                medians[name] = float(np.median(times)) * 1000
+            for name in files:
+                samples[name].append(medians[name])
+        out[f"batch{batch}_ms"] = {k: _spread(v) for k, v in samples.items()}
+        out[f"batch{batch}_float_over"] = {k: _spread([f / q for f, q in zip(samples["float"], v)])
+                                           for k, v in samples.items() if k != "float"}
+    return out
+
+
+def sweep_throughput(expr: str, cache_dir: Path, results: Path) -> dict:
+    """Cases per hour of the same selection at -n 0 and -n 2 (baselines pre-trained first)."""
+    base = [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", "-k", expr,
+            "--qat-cache", str(cache_dir), "--qat-results", str(results)]
+    subprocess.run(base + ["--qat-run-id", "perf-warm", "-x"], capture_output=True, timeout=7200)
+    out = {}
+    for workers in (0, 2):
+        start = time.perf_counter()
+        done = subprocess.run(base + ["-n", str(workers), "--qat-run-id", f"perf-n{workers}"],
+                              capture_output=True, text=True, timeout=7200)
+        wall = time.perf_counter() - start
+        cases = len(list((results / f"perf-n{workers}" / records.CASES_DIR).glob("*.json")))
+        out[f"n{workers}"] = {"wall_s": wall, "cases": cases, "cases_per_hour": cases / max(wall, 1e-9) * 3600,
+                              "exit": done.returncode}
+    # no case ran (nothing matched, or every run failed): no ratio rather than a division by zero
+    out["speedup"] = out["n2"]["cases_per_hour"] / out["n0"]["cases_per_hour"] if out["n0"]["cases"] else None
+    return out
+
+
+def tier_of(spec, tier: str) -> str:
+    """The asked tier if the model has it, else its only one (minilm2: smoke, resnet50: full)."""
+    return tier if tier in spec.tiers else next(iter(spec.tiers))
+
+
+DETERMINISM_CHILD = """
+import json, sys
+from harness.tools import perf
+print(json.dumps(perf.step_ms_in_this_process(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1")))
+"""
+
+
+def step_ms_in_this_process(model: str, tier: str, steps: int, deterministic: bool) -> dict:
+    """Median float and whole-model W8 QAT train-step ms in a fresh process, optionally with
+    ``tf.config.experimental.enable_op_determinism()`` (a process-wide switch, hence the process)."""
+    from harness.case import quantize, train
+    from harness.backend import tf
+    from harness.spec.config import QuantConfig
+    from harness.case.pipeline import load_data
+
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    spec = registry.get(model)
+    data = load_data(spec, tier_of(spec, tier))
+    train.set_seed(0)
+    base = spec.builder.load()(spec.input_shape, data.num_classes)
+    models = {"float": quantize.annotate(base, (), QuantConfig(8)),
+              "qat": quantize.annotate(base, quantize.units_of(base), QuantConfig(8))}
+    for m in models.values():
+        train.compile_for_training(m, 1e-4)
+    return train.side_by_side_step_ms(models, data, 32, rounds=3, steps=steps)
+
+
+def determinism_cost(models, tier: str, repeats: int, steps: int) -> dict:
+    """Step time with op determinism on vs off: fresh processes, alternated off/on ``repeats`` times."""
+    out = {}
+    for model in models:
+        samples = {False: [], True: []}
+        for _ in range(repeats):
+            for deterministic in (False, True):
+                done = subprocess.run([sys.executable, "-c", DETERMINISM_CHILD, model, tier, str(steps),
+                                       "1" if deterministic else "0"], capture_output=True, text=True, timeout=3600)
+                if done.returncode != 0:
+                    raise RuntimeError(f"determinism child failed: {done.stderr.strip().splitlines()[-1:]}")
+                samples[deterministic].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        out[model] = {kind: {"off_ms": _spread([s[kind] for s in samples[False]]),
+                             "on_ms": _spread([s[kind] for s in samples[True]]),
+                             "on_over_off": _spread([on[kind] / off[kind] for on, off in zip(samples[True], samples[False])])}
+                      for kind in ("float", "qat")}
+    return out
+
+
+def run(models, tier: str, last_n: int, bits_list, repeats: int, steps: int, out_dir: Path,
+        sweep: str | None, cache_dir: Path, determinism: bool = False) -> dict:
+    from harness.backend import numerics, versions
+    from harness.case.pipeline import load_data
+
+    report = {"env": {"versions": versions(), "numerics": numerics(), "machine": records.machine(),
+                      "git_commit": records.git_commit()},
+              "tier": tier, "last_n": last_n, "bits": list(bits_list), "repeats": repeats, "steps": steps,
+              "models": {}}
+    for name in models:
+        spec = registry.get(name)
+        model_tier = tier_of(spec, tier)
+        data = load_data(spec, model_tier)
+        start = time.perf_counter()
+        step = train_step_ratios(spec, data, last_n, bits_list, repeats, steps)
+        entry = {k: v for k, v in step.items() if k != "models"}
+        entry["tier"] = model_tier
+        entry["latency"] = latency_ratios(step["models"], data, bits_list, repeats)
+        entry["wall_s"] = time.perf_counter() - start
+        entry["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        report["models"][name] = entry
+        print("\n".join(table({name: entry})), flush=True)
+        _write(report, out_dir)  # a later model's failure loses nothing measured so far
+    if sweep:
+        report["sweep"] = sweep_throughput(sweep, cache_dir, out_dir / "sweep")
+    if determinism:
+        report["determinism"] = determinism_cost(models, tier, max(2, repeats // 2), steps)
+    print("\n".join(sweep_lines(report)), flush=True)
+    _write(report, out_dir)
+    return report
+
+
+def _write(report: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records.write_text_atomic(out_dir / "perf.json", json.dumps(report, indent=1))
+    records.write_text_atomic(out_dir / "perf.md",
+                              "\n".join(["```"] + table(report["models"]) + sweep_lines(report) + ["```"]) + "\n")
+
+
+def table(models: dict) -> list:
+    lines = [f"{'model':<10} {'config':<18} {'step ms (med)':>13} {'QAT/float min/med/max':>24} "
+             f"{'lat b1 float/q':>15} {'lat b32 float/q':>16}"]
+    for name, entry in models.items():
+        lines.append(f"{name:<10} {'float':<18} {entry['step_ms']['float']['median']:>13.1f}")
+        for config, ratio in entry["qat_over_float"].items():
+            bits = config.rsplit("-", 1)[-1]
+            lat = entry["latency"]
+            b1 = lat["batch1_float_over"].get(bits, {}).get("median") if "whole" in config else None
+            b32 = lat["batch32_float_over"].get(bits, {}).get("median") if "whole" in config else None
+            lines.append(f"{name:<10} {config:<18} {entry['step_ms'][config]['median']:>13.1f} "
+                         f"{ratio['min']:>7.2f} {ratio['median']:>7.2f} {ratio['max']:>8.2f} "
+                         f"{'' if b1 is None else f'{b1:.2f}x':>15} {'' if b32 is None else f'{b32:.2f}x':>16}")
+        lines.append(f"{name:<10} peak RSS {entry['peak_rss_mb']:.0f} MB, {entry['wall_s']:.0f} s")
+    return lines
+
+
+def sweep_lines(report: dict) -> list:
+    lines = []
+    for model, kinds in report.get("determinism", {}).items():
+        for kind, d in kinds.items():
+            lines.append(f"op determinism {model} {kind}: {d['off_ms']['median']:.1f} -> {d['on_ms']['median']:.1f} ms/step, "
+                         f"on/off {d['on_over_off']['min']:.2f} {d['on_over_off']['median']:.2f} {d['on_over_off']['max']:.2f}")
+    sweep = report.get("sweep")
+    if not sweep:
+        return lines
+    ratio = "no case ran" if sweep.get("speedup") is None else f"{sweep['speedup']:.2f}x"
+    return lines + [f"sweep: -n 0 {sweep['n0']['cases_per_hour']:.0f} cases/h, -n 2 {sweep['n2']['cases_per_hour']:.0f} "
+            f"cases/h: {ratio}"]
