@@ -245,18 +245,12 @@ def _gate_merged(merged: list, args) -> int:
     from harness.results import baseline_gate
     from harness.results.baseline import BaselineError, load_baseline
     from harness.spec import registry
-    from harness.spec.thresholds import Thresholds
 
     try:
         base = load_baseline(args.baseline)
     except BaselineError as exc:
         raise BadInput(str(exc)) from None
-
-    def value(name):
-        return lambda model: getattr(getattr(registry.REGISTRY.get(model), "thresholds", None) or Thresholds(), name)
-
-    ctx = baseline_gate.GateContext(min_effect_pp=value("min_regression_pp"),
-                                    size_growth_rel=value("baseline_size_growth_rel"))
+    ctx = baseline_gate.context_for(registry.thresholds_of)
     verdicts = baseline_gate.gate(merged, base, ctx)
     for verdict in verdicts:
         if verdict.status != "ok":

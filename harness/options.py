@@ -178,7 +178,7 @@ def parse_results_dir(value: str) -> Path:
     return _writable_folder("results directory", value)
 
 
-def xdist_worker() -> tuple:
+def xdist_worker() -> "tuple | None":
     """(index, count) of this pytest-xdist worker process, or None outside xdist: the one place that
     reads xdist's environment (loopback counters are machine-wide, devices are shared round robin)."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")

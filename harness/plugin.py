@@ -12,7 +12,6 @@ from harness.results import gates, records, rescue
 from harness.spec import grid, registry
 from harness import options
 from harness.spec.config import Case, RunOptions
-from harness.spec.thresholds import Thresholds
 from harness.errors import describe, one_line
 from harness.limits import CaseTimeout, time_limit
 
@@ -195,7 +194,7 @@ class QatSession:
             self._keep(record)
             raise
         except Exception as exc:  # kept as data, then reported as the case's failure
-            record.update(status=_status_of(exc), error=f"{describe(exc)}")
+            record.update(status=_status_of(exc), error=describe(exc))
             return record, [record["error"]] + self._keep(record), False
         self._store_predictions(record, record.pop(pipeline.PREDICTIONS, None))
         try:
@@ -230,7 +229,7 @@ class QatSession:
         try:
             record.update(records.write_predictions(self.run_dir, record["case_id"], predictions))
         except (OSError, ValueError, KeyError) as exc:
-            record["predictions_error"] = f"{describe(exc)}"
+            record["predictions_error"] = describe(exc)
 
     def _finished_record(self, case_id: str, config_hash: str):
         """With --qat-resume: the case's record if it finished (passed/failed) with the same config."""
@@ -294,19 +293,10 @@ class QatSession:
         return baseline_gate.failures(self.verdicts, self.options.strict_baseline)
 
     def _gate_context(self):
-        from harness.results.baseline_gate import GateContext
+        from harness.results.baseline_gate import context_for
 
-        def spec_value(name):
-            def value(model):
-                if name == "min_regression_pp" and self.options.drop_tolerance is not None:
-                    return self.options.drop_tolerance
-                spec = registry.REGISTRY.get(model)
-                return getattr((spec.thresholds if spec else Thresholds()), name)
-            return value
-
-        return GateContext(min_effect_pp=spec_value("min_regression_pp"),
-                           size_growth_rel=spec_value("baseline_size_growth_rel"),
-                           expected=self.collected, narrowed=self._narrowed())
+        return context_for(registry.thresholds_of, self.options.drop_tolerance, expected=self.collected,
+                           narrowed=self._narrowed())
 
     def _narrowed(self) -> bool:
         """Did this session leave part of the tier's grid out on purpose (so absent baseline cases
@@ -317,7 +307,7 @@ class QatSession:
         by_node_id = any("::" in str(arg) for arg in self.config.args)
         return by_options or by_selection or by_node_id or self.collected_deselected
 
-    def select_shard(self, items) -> list:
+    def select_shard(self, items) -> tuple:
         """With --qat-shard I/K: split ``items`` (after -k/-m) into (kept, deselected) case items; items
         that are no benchmark case are kept. Refuses a shard whose cases already have records in the
         run folder, unless --qat-resume."""
@@ -361,8 +351,7 @@ class QatSession:
         return trouble
 
     def _target_step(self) -> list:
-        failures, self.inconclusive = gates.drop_targets(
-            self.merged, lambda model: getattr(registry.REGISTRY.get(model), "thresholds", Thresholds()))
+        failures, self.inconclusive = gates.drop_targets(self.merged, registry.thresholds_of)
         return failures
 
     def _size_step(self) -> list:

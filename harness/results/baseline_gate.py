@@ -64,6 +64,16 @@ class GateContext:
     alpha: float = FAMILY_ALPHA
 
 
+def context_for(thresholds_of: Callable, drop_tolerance: Optional[float] = None, **run) -> GateContext:
+    """The gate's context from each model's thresholds (``thresholds_of(model)``); ``drop_tolerance``
+    (--qat-drop-tolerance) replaces every model's min_regression_pp. ``run``: expected, narrowed."""
+    def min_effect(model):
+        return drop_tolerance if drop_tolerance is not None else thresholds_of(model).min_regression_pp
+
+    return GateContext(min_effect_pp=min_effect,
+                       size_growth_rel=lambda model: thresholds_of(model).baseline_size_growth_rel, **run)
+
+
 def _group_tests(group: list, base: Baseline, run: dict) -> dict:
     """Tests of one (model, bits) group over the seeds both runs measured for all its keys.
 

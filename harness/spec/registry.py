@@ -202,6 +202,12 @@ REGISTRY: Mapping[str, ModelSpec] = {
 }
 
 
+def thresholds_of(model: str) -> Thresholds:
+    """A model's thresholds; the defaults for a model this registry does not know (e.g. in an old run)."""
+    spec = REGISTRY.get(model)
+    return spec.thresholds if spec is not None else Thresholds()
+
+
 def get(name: str) -> ModelSpec:
     if name not in REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose from: {', '.join(REGISTRY)}")
