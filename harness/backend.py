@@ -4,7 +4,11 @@ tfmot works only with Keras 2; with TF >= 2.16 ``tf.keras`` is Keras 3 unless
 ``TF_USE_LEGACY_KERAS=1`` is set before TensorFlow is first imported.
 """
 
+import copy
+import functools
 import os
+import shutil
+import subprocess
 
 import harness
 
@@ -25,7 +29,8 @@ if not keras.__version__.startswith("2."):  # pragma: no cover - environment gua
 
 quantize = tfmot.quantization.keras
 
-__all__ = ["tf", "keras", "tfmot", "quantize", "quant_ops", "tflite_schema", "versions", "numerics", "set_threads"]
+__all__ = ["tf", "keras", "tfmot", "quantize", "quant_ops", "tflite_schema", "versions", "numerics", "set_threads",
+           "devices"]
 
 
 def versions() -> dict:
@@ -50,4 +55,49 @@ def numerics() -> dict:
     return {
         "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "fast_fakequant_grad": os.environ.get("QATBENCH_FAST_FAKEQUANT_GRAD", "1"),
+        "xla_fakequant": os.environ.get("QATBENCH_XLA_FAKEQUANT", "1"),
     }
+
+
+def devices() -> dict:
+    """The accelerators TensorFlow sees and the CUDA stack it was built for, recorded in each run's
+    ``env`` (not in ``versions()``/``numerics()``: those key hashes and caches, and a record from a
+    GPU runner must stay comparable with one from a CPU). A copy: callers may edit their record."""
+    return copy.deepcopy(_devices())
+
+
+@functools.lru_cache(maxsize=None)  # nvidia-smi can take seconds: once per process, not per case
+def _devices() -> dict:
+    gpus = []
+    for device in tf.config.list_physical_devices("GPU"):  # lists without initializing the runtime
+        details = tf.config.experimental.get_device_details(device)
+        capability = details.get("compute_capability")
+        gpus.append({"name": device.name, "device_name": details.get("device_name"),
+                     "compute_capability": ".".join(map(str, capability)) if capability else None})
+    build = tf.sysconfig.get_build_info()
+    names = ", ".join(sorted({g["device_name"] or g["name"] for g in gpus}))
+    return {
+        "gpus": gpus,
+        "summary": f"{len(gpus)} GPU: {names}" if gpus else "no GPU visible to TensorFlow: CPU only",
+        "driver": _nvidia_driver(),
+        # What TensorFlow was built against (its [and-cuda] extra pulls matching CUDA/cuDNN wheels),
+        # not a probe of the libraries loaded: those must match it or TensorFlow lists no GPU.
+        "cuda_version": build.get("cuda_version"),
+        "cudnn_version": build.get("cudnn_version"),
+        "is_cuda_build": bool(build.get("is_cuda_build", False)),
+    }
+
+
+def _nvidia_driver() -> str | None:
+    """The NVIDIA driver version from nvidia-smi, or None where it is absent, hangs or fails: a
+    record must be written even on a machine whose driver is broken."""
+    binary = shutil.which("nvidia-smi")
+    if binary is None:
+        return None
+    try:
+        done = subprocess.run([binary, "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = sorted({line.strip() for line in done.stdout.splitlines() if line.strip()})
+    return ", ".join(found) if done.returncode == 0 and found else None

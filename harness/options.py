@@ -224,6 +224,41 @@ def parse_run_id(value: str) -> str:
     return value
 
 
+OBJECT_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+MODEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def _existing(what: str, hint: str):
+    def parse(value: str) -> Path:
+        path = Path(value)
+        if not path.exists():
+            raise Bad(f"{what} {value!r} does not exist ({hint})")
+        return path
+    parse.__name__ = what
+    return parse
+
+
+parse_model_file = _existing("model file", "a .keras or .h5 file, or a SavedModel folder")
+parse_data_path = _existing("data", "an .npz file or a folder of class sub-folders of images")
+
+
+def parse_object_ref(value: str) -> str:
+    if not OBJECT_REF.fullmatch(value or ""):
+        raise Bad(f"custom objects must be module:name (e.g. mylayers:CUSTOM_OBJECTS), got {value!r}")
+    return value
+
+
+def parse_model_names(value: str) -> tuple:
+    names = tuple(dict.fromkeys(n.strip() for n in str(value).split(",") if n.strip()))
+    bad = [n for n in names if not MODEL_NAME.fullmatch(n)]
+    if not names or bad:
+        raise Bad(f"models must be comma-separated model names (lowercase letters, digits, _), got {value!r}")
+    return names
+
+
+parse_max_drop = _number("max drop", 0.0, MAX_PP, " pp")
+
+
 # -- environment variables -----------------------------------------------------------------------
 def env_seconds(name: str, default: float) -> float:
     """A duration from the environment, validated like --qat-timeout; the error names the variable."""
@@ -265,6 +300,7 @@ ENVIRONMENT = {
     "QATBENCH_RESNET50_WEIGHTS": _env_path("QATBENCH_RESNET50_WEIGHTS", "file", ("imagenet",)),
     "QATBENCH_BERT_MINI_WEIGHTS": _env_path("QATBENCH_BERT_MINI_WEIGHTS", "file"),
     "QATBENCH_FAST_FAKEQUANT_GRAD": _env_flag("QATBENCH_FAST_FAKEQUANT_GRAD"),
+    "QATBENCH_XLA_FAKEQUANT": _env_flag("QATBENCH_XLA_FAKEQUANT"),
 }
 
 
@@ -287,6 +323,11 @@ def check_environment(environ=None) -> None:
 def check_options(opts) -> None:
     """Options that are each valid but make no sense together (a RunOptions): raise Bad, one line."""
     check_combination(opts.strategy, opts.workers, opts.threads)
+    if bool(opts.model_file) != bool(opts.data):
+        raise Bad("--qat-model-file and --qat-data go together: the model file is benchmarked on that data")
+    for flag, value in (("--qat-custom-objects", opts.custom_objects), ("--qat-max-drop", opts.max_drop)):
+        if value is not None and not opts.model_file:
+            raise Bad(f"{flag} needs --qat-model-file (it applies to the model loaded from that file)")
     if opts.size_budget is not None and opts.budget is None:
         raise Bad("--qat-size-budget needs --qat-budget")
     if opts.named_run_id and opts.resume and opts.named_run_id != opts.resume:

@@ -10,7 +10,7 @@ import pytest
 
 from harness.results import gates, records, rescue
 from harness.spec import grid, registry
-from harness import options
+from harness import options, user_models
 from harness.spec.config import Case, RunOptions
 from harness.errors import describe, one_line
 from harness.limits import CaseTimeout, time_limit
@@ -72,6 +72,7 @@ def addoption(parser) -> None:
              "K shards with the same selection and --qat-run-id together run every case once")
     add("--qat-check-gpu", action="store_true", default=False,
         help="fail at start-up unless TensorFlow sees a GPU (for GPU runners)")
+    user_models.addoption(add)
 
 
 def run_options(config) -> RunOptions:
@@ -85,7 +86,7 @@ def run_options(config) -> RunOptions:
         cache=get("qat_cache"), threads=get("qat_threads"), timeout=get("qat_timeout"),
         drop_tolerance=get("qat_drop_tolerance"), budget=get("qat_budget"), size_budget=get("qat_size_budget"),
         strict_baseline=get("qat_strict_baseline"), check_gpu=get("qat_check_gpu"),
-        shard=get("qat_shard"),
+        shard=get("qat_shard"), **user_models.run_options(get),
     )
 
 
@@ -107,6 +108,10 @@ class QatSession:
         if self.threads is None:
             self.threads = 1 if self.is_worker else 0
         self._check_options()
+        try:
+            self.options = user_models.register_all(config, self.options)
+        except user_models.BAD_INPUT as exc:
+            raise pytest.UsageError(one_line(exc)) from None
         if self.options.check_gpu:
             _check_gpu()
         self.baseline = self._load_baseline(self.options.baseline)

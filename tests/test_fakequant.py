@@ -1,4 +1,5 @@
-"""The straight-through per-channel gradient equals TensorFlow's, and training is unchanged by it."""
+"""The straight-through per-channel gradient equals TensorFlow's, the XLA-compiled elementwise forward is
+bit-identical to TensorFlow's op (ties and all-zero channels included), and training is unchanged by either."""
 
 import numpy as np
 import pytest
@@ -34,10 +35,60 @@ def test_gradient_equals_tensorflows_element_for_element(bits, narrow_range, sha
     assert 0 < (ours_grad == 0).sum() < ours_grad.size  # the mask is really exercised
 
 
-def _last_value_gradient(x0, upstream, fast: bool):
+def _tensorflow_and_ours(x, low, high, bits, narrow_range, upstream, graph: bool):
+    """(TensorFlow's output, ours, TensorFlow's gradient, ours) of the XLA fake-quant, eager or in a graph."""
+    def both(x):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            theirs = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+                x, low, high, num_bits=bits, narrow_range=narrow_range)
+            ours = fakequant.per_channel_fake_quant_xla(x, low, high, bits, narrow_range)
+        return (theirs, ours, tape.gradient(theirs, x, output_gradients=upstream),
+                tape.gradient(ours, x, output_gradients=upstream))
+
+    return [t.numpy() for t in (tf.function(both) if graph else both)(tf.constant(x))]
+
+
+def _ties_and_neighbours(low, high, bits, narrow_range, rng, shape):
+    """Inputs on the midpoints between quantization levels and 1-2 ulps either side: where a fused
+    multiply-add or a reciprocal instead of a division would round to the other level."""
+    quant_min = 1 if narrow_range else 0
+    scale = (high - low) / np.float32(2 ** bits - 1 - quant_min)
+    levels = rng.integers(quant_min, 2 ** bits - 1, size=shape)
+    mid = ((levels - quant_min + np.float32(0.5)) * scale + low).astype(np.float32)
+    out = [mid]
+    for direction in (np.inf, -np.inf):
+        near = mid
+        for _ in range(2):
+            near = np.nextafter(near, np.float32(direction)).astype(np.float32)
+            out.append(near)
+    return out
+
+
+@pytest.mark.parametrize("graph", [False, True])
+@pytest.mark.parametrize("bits", [2, 4, 5, 8])
+@pytest.mark.parametrize("narrow_range", [True, False])
+def test_xla_fake_quant_is_bit_identical_to_tensorflows_op(bits, narrow_range, graph):
+    shape = (3, 3, 8, 24)
+    rng = np.random.default_rng(bits + 10 * narrow_range)
+    x = rng.normal(size=shape).astype(np.float32)
+    peak = np.abs(x).max(axis=(0, 1, 2))
+    low = (-peak * rng.uniform(0.0, 1.0, size=peak.shape)).astype(np.float32)
+    high = (peak * rng.uniform(0.0, 1.0, size=peak.shape)).astype(np.float32)
+    low[:2], high[0], high[2] = 0.0, 0.0, 0.0  # all-zero ranges: output 0 and the gradient passes
+    upstream = tf.constant(rng.normal(size=shape).astype(np.float32))
+    for index, inputs in enumerate([x] + _ties_and_neighbours(low, high, bits, narrow_range, rng, shape)):
+        theirs, ours, theirs_grad, ours_grad = _tensorflow_and_ours(inputs, low, high, bits, narrow_range,
+                                                                    upstream, graph)
+        np.testing.assert_array_equal(ours, theirs)  # max abs difference: 0 quantization steps
+        np.testing.assert_array_equal(ours_grad, theirs_grad)
+        assert index > 0 or 0 < (ours_grad == 0).sum() < ours_grad.size  # x: the mask is really exercised
+
+
+def _last_value_gradient(x0, upstream, fast: bool, xla: bool = False):
     from harness.backend import quant_ops
 
-    fakequant.install(fast)
+    fakequant.install(fast, xla=xla)
     try:
         low, high = (tf.Variable(tf.zeros(x0.shape[-1]), trainable=False) for _ in range(2))
         x = tf.Variable(x0)
@@ -54,14 +105,15 @@ def _last_value_gradient(x0, upstream, fast: bool):
         fakequant.install(fakequant.enabled())
 
 
+@pytest.mark.parametrize("xla", [False, True])
 @pytest.mark.parametrize("seed", range(4))
-def test_in_a_graph_the_largest_weight_of_a_channel_keeps_its_gradient(seed):
+def test_in_a_graph_the_largest_weight_of_a_channel_keeps_its_gradient(seed, xla):
     """LastValue ranges are the kernel's own extremes: an ulp of rounding in the nudged range
     would mask them. TensorFlow's kernel never does; neither may this gradient."""
     rng = np.random.default_rng(seed)
     x0 = rng.normal(size=(3, 3, 32, 64)).astype(np.float32)
     upstream = tf.constant(rng.normal(size=x0.shape).astype(np.float32))
-    np.testing.assert_array_equal(_last_value_gradient(x0, upstream, True),
+    np.testing.assert_array_equal(_last_value_gradient(x0, upstream, True, xla),
                                   _last_value_gradient(x0, upstream, False))
 
 
@@ -75,20 +127,39 @@ def _train_cnn_qat(seed=0):
     qat = quantize.annotate(base, quantize.units_of(base), QuantConfig(8))
     train.compile_for_training(qat, 1e-3)
     train.fit_steps(qat, data, steps=4, batch_size=16, seed=seed)
-    return [w.numpy() for w in qat.weights]
+    return qat
 
 
-def test_qat_training_is_identical_with_and_without_it():
+def _trained_with(fast: bool, xla: bool = False):
+    from harness.backend import keras
+
+    keras.backend.clear_session()  # layer and tensor names restart, so two conversions can be compared
     try:
-        fakequant.install(False)
-        reference = _train_cnn_qat()
-        fakequant.install(True)
-        fast = _train_cnn_qat()
+        fakequant.install(fast, xla=xla)
+        return _train_cnn_qat()
     finally:
         fakequant.install(fakequant.enabled())
+
+
+@pytest.mark.parametrize("xla", [False, True])
+def test_qat_training_is_identical_with_and_without_it(xla):
+    reference = [w.numpy() for w in _trained_with(False).weights]
+    fast = [w.numpy() for w in _trained_with(True, xla).weights]
     assert len(fast) == len(reference)
     for ours, theirs in zip(fast, reference):
         np.testing.assert_array_equal(ours, theirs)
+
+
+def test_the_int8_file_is_the_same_byte_for_byte():
+    """Conversion traces the inference graph (is_training=False), which the patch leaves alone; and
+    training gives the same weights. So the .tflite must be the very same file, kernels and all."""
+    from harness.case import audit, export
+
+    files = [export.to_tflite(_trained_with(fast, xla), quantized=True, quant=QuantConfig(8))
+             for fast, xla in ((False, False), (True, True))]
+    kernels = [audit.inspect(content).as_dict() for content in files]
+    assert kernels[0] == kernels[1] and audit.inspect(files[1]).quantized_kernels > 0
+    assert files[0] == files[1]
 
 
 def test_the_tested_tfmot_version_is_the_pinned_one_and_the_patch_is_on_here():
@@ -99,6 +170,24 @@ def test_the_tested_tfmot_version_is_the_pinned_one_and_the_patch_is_on_here():
     assert pins and pins[0] in fakequant.TESTED_TFMOT_VERSIONS  # a bumped pin must re-test the patch
     assert fakequant.unsupported_reason() is None
     assert fakequant.active() == fakequant.enabled()
+
+
+@pytest.mark.parametrize("raw,xla", [(None, True), ("1", True), ("0", False)])
+def test_the_xla_switch_picks_the_forward_traced_into_training(monkeypatch, raw, xla):
+    calls = []
+    if raw is None:
+        monkeypatch.delenv("QATBENCH_XLA_FAKEQUANT", raising=False)
+    else:
+        monkeypatch.setenv("QATBENCH_XLA_FAKEQUANT", raw)
+    for name in ("per_channel_fake_quant", "per_channel_fake_quant_xla"):
+        monkeypatch.setattr(fakequant, name, lambda *args, name=name: calls.append(name))
+    try:
+        fakequant.install(True)
+        fakequant._fake_quant_for_training(tf.ones((2, 3)), tf.zeros(3), tf.ones(3), True, 8, True)
+    finally:
+        monkeypatch.undo()
+        fakequant.install(fakequant.enabled())
+    assert calls == ["per_channel_fake_quant_xla" if xla else "per_channel_fake_quant"]
 
 
 def _as_tfmot(monkeypatch, case):

@@ -21,7 +21,7 @@ def test_bad_bits(value):
 @pytest.mark.parametrize("parse,value,expected", [
     (options.parse_tier, "huge", "choose from: smoke, full"),
     (options.parse_strategy, "horovod", "choose from: default, mirrored, multiworker"),
-    (options.parse_orders, "last,middle", "choose from: last, first, single, type"),
+    (options.parse_orders, "last,middle", "choose from: last, first, single, type, sensitivity"),
     (options.parse_workers, "0", r"workers must be in 1\.\."),
     (options.parse_workers, "two", r"workers must be an integer in 1\.\."),
     (options.parse_budget, "-1", "budget must be a finite number >= 0"),

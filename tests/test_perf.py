@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.results import records
+from harness.tools import perf
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.tf
 
@@ -23,6 +26,33 @@ def test_perf_writes_side_by_side_ratios(tmp_path):
         assert spread["min"] <= spread["median"] <= spread["max"] and spread["min"] > 0
     assert mlp["latency"]["bytes"]["w8"] < mlp["latency"]["bytes"]["float"]
     assert "qat-whole-w8-tfgrad" in (tmp_path / "p" / "perf.md").read_text()
+    assert_litert_beside_tflite(mlp["latency"], (tmp_path / "p" / "perf.md").read_text())
+    assert_machine_named(report["env"], done.stdout, (tmp_path / "p" / "perf.md").read_text())
+
+
+def assert_machine_named(env: dict, stdout: str, markdown: str):
+    """The CPU model, its int8 ISA flags and the accelerators in perf.json and in the header line:
+    the ratios hold for that CPU kind only."""
+    assert env["machine"]["cpu"] == records.cpu()
+    assert {"gpus", "summary", "driver", "cuda_version", "cudnn_version"} <= set(env["devices"])
+    header = stdout.splitlines()[0]
+    assert header == perf.header_line(env) and header.startswith(f"perf on {records.cpu()['model']}")
+    assert " ".join(env["machine"]["cpu"]["flags"]) in header and env["devices"]["summary"] in header
+    assert markdown.splitlines()[0] == header
+
+
+def assert_litert_beside_tflite(latency: dict, markdown: str):
+    """LiteRT timed at batch 1 in the same rounds as tf.lite, ratios against the fastest float of either."""
+    assert "litert_error" not in latency and latency["runtimes"]["litert"].startswith("ai-edge-litert ")
+    assert set(latency["batch1_ms"]) == {"float", "w8", "litert-float", "litert-w8"}
+    assert set(latency["batch32_ms"]) == {"float", "w8"}  # LiteRT is timed at batch 1 only
+    assert latency["batch1_fastest_float"] in ("float", "litert-float")
+    assert set(latency["batch1_fastest_float_over"]) == {"w8", "litert-w8"}
+    for spread in latency["batch1_fastest_float_over"].values():
+        assert 0 < spread["min"] <= spread["median"] <= spread["max"]
+    # the fastest float of a round is never slower than tf.lite's float: its ratio bounds tf.lite's from below
+    assert latency["batch1_fastest_float_over"]["w8"]["max"] <= latency["batch1_float_over"]["w8"]["max"]
+    assert latency["runtimes"]["litert"] in markdown
 
 
 def test_perf_bad_model_is_one_line(tmp_path):

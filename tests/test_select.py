@@ -49,7 +49,7 @@ def test_n_beyond_the_model_is_a_clear_error(units, extra):
 def test_bad_selection_arguments_name_the_allowed_values():
     with pytest.raises(ValueError, match="n must be an integer >= 0"):
         Selection("last", -1)
-    with pytest.raises(ValueError, match="order must be one of last, first, single, type"):
+    with pytest.raises(ValueError, match="order must be one of last, first, single, type, sensitivity"):
         Selection("middle", 1)
     with pytest.raises(ValueError, match="needs a unit kind"):
         Selection("type")
@@ -153,3 +153,52 @@ def test_a_shortcut_that_reads_a_conv_input_joins_that_conv():
     assert [u.members for u in units] == [("prev_conv", "block_in"), ("a_conv", "a_relu", "down"), ("b_conv",),
                                           ("add", "head")]
     assert all("down" not in u.members for u in select(units, Selection("last", 2)))
+
+
+# --- the sensitivity order (issue 17): select() stays pure, the costs come from the caller ---
+
+@given(unit_lists(), st.data())
+def test_sensitivity_order_is_the_greedy_selection_given_costs(units, data):
+    from harness.spec.mixed import sensitivity_selection
+    n = data.draw(st.integers(0, len(units)))
+    costs = data.draw(st.lists(st.floats(0, 100), min_size=len(units), max_size=len(units)))
+    bits = data.draw(st.sampled_from([8, 4]))
+    chosen = select(units, Selection("sensitivity", n), costs, bits)
+    assert chosen == sensitivity_selection(units, costs, n, bits)
+    assert len(chosen) == n and list(chosen) == sorted(chosen, key=lambda u: u.index)
+
+
+def test_sensitivity_order_prefers_big_cheap_units_over_the_last_ones():
+    # unit 0 is large and nearly free to quantize, the last unit tiny and costly: last-1 and sens-1 differ
+    units = (Unit(0, "dense", "a", ("a",), 10_000, 100), Unit(1, "dense", "b", ("b",), 1_000, 10),
+             Unit(2, "dense", "c", ("c",), 100, 10))
+    assert select(units, Selection("sensitivity", 1), [0.01, 1.0, 5.0], 8) == (units[0],)
+    assert select(units, Selection("last", 1)) == (units[2],)
+    assert select(units, Selection("sensitivity", 2), [0.01, 1.0, 5.0], 8) == units[:2]
+
+
+def test_sensitivity_order_without_costs_is_a_clear_error():
+    units = (Unit(0, "dense", "a", ("a",), 10, 1), Unit(1, "dense", "b", ("b",), 10, 1))
+    with pytest.raises(ValueError, match="order 'sensitivity' needs a predicted cost per unit"):
+        select(units, Selection("sensitivity", 1))
+    with pytest.raises(ValueError, match="needs a predicted cost per unit and the bit width"):
+        select(units, Selection("sensitivity", 1), [1.0, 2.0])  # costs, but for which bit width?
+    with pytest.raises(ValueError, match="2 costs for 2 units|1 costs for 2 units"):
+        select(units, Selection("sensitivity", 1), [1.0], 8)
+    with pytest.raises(ValueError, match=r"N must be in 0\.\.2"):
+        select(units, Selection("sensitivity", 3), [1.0, 2.0], 8)
+
+
+def test_sensitivity_case_ids_and_grid():
+    from harness.spec import registry
+    from harness.spec.config import Case, RunOptions
+    from harness.spec.grid import cases_for
+    assert Case("mlp", Selection("sensitivity", 3), QuantConfig(8)).id == "mlp-sens3-w8a8"
+    cases = [c for c in cases_for(RunOptions(tier="smoke", orders=("sensitivity",), bits=(8,), seeds=(0,)))
+             if c.model == "mlp"]
+    tier = registry.REGISTRY["mlp"].tier("smoke")
+    assert [c.selection.n for c in cases] == [n for n in tier.n_values if n <= registry.REGISTRY["mlp"].num_units]
+    assert all(c.selection.order == "sensitivity" for c in cases)
+    # ignoring costs: every other order is unchanged when costs are passed
+    units = (Unit(0, "dense", "a", ("a",), 10, 1), Unit(1, "dense", "b", ("b",), 10, 1))
+    assert select(units, Selection("last", 1), [5.0, 0.0], 8) == (units[1],)

@@ -192,3 +192,42 @@ def test_merge_of_a_folder_without_cases_is_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-m", "harness", "merge", str(tmp_path / "nope")], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "no run folder" in out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.tf
+def test_a_shard_killed_mid_way_resumes_and_the_merge_is_whole(tmp_path):
+    """SIGKILL one shard after its first record; --qat-resume finishes only what it had not
+    measured, the other shard runs on its own, and the merged folder holds every case once."""
+    import signal
+    import time
+
+    args = ("-k", "mlp and w8a8", "--qat-seeds", "0", "--qat-results", str(tmp_path), "--qat-cache",
+            str(tmp_path / "cache"), "--qat-run-id", "sweep")
+    whole = collected(*args[:-2])
+    parts = [collected(*args[:-2], "--qat-shard", f"{i}/2") for i in range(2)]
+    big = max(range(2), key=lambda i: len(parts[i]))
+    assert len(parts[big]) >= 2 and sorted(parts[0] + parts[1]) == sorted(whole)
+    command = [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", *args]
+    proc = subprocess.Popen(command + ["--qat-shard", f"{big}/2"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    cases = tmp_path / "sweep" / records.CASES_DIR
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(cases.glob("*.json")):
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    finished = {p.name: p.read_text() for p in cases.glob("*.json")}
+    assert 1 <= len(finished) < len(parts[big]), "kill the shard mid-way"
+    refused = pytest_run("-q", *args, "--qat-shard", f"{big}/2", timeout=300)
+    assert refused.returncode == 4 and "--qat-resume sweep" in refused.stderr  # never overwritten silently
+    resumed = pytest_run("-q", *args[:-2], "--qat-resume", "sweep", "--qat-shard", f"{big}/2", timeout=900)
+    assert resumed.returncode == 0 and f"{len(finished)} skipped" in resumed.stdout, resumed.stdout[-2000:]
+    assert all((cases / name).read_text() == text for name, text in finished.items())  # not re-measured
+    other = pytest_run("-q", *args, "--qat-shard", f"{1 - big}/2", timeout=900)
+    assert other.returncode == 0, other.stdout[-2000:]
+    merged = subprocess.run([sys.executable, "-m", "harness", "merge", str(tmp_path / "sweep")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    rows = records.load_jsonl(tmp_path / "sweep" / "records.jsonl")
+    assert sorted(r["case_id"] for r in rows) == sorted(whole)

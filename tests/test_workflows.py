@@ -2,6 +2,9 @@
 
 from pathlib import Path
 
+import re
+import subprocess
+
 import pytest
 import yaml
 
@@ -45,6 +48,28 @@ def test_nightly_gpu_schedule_runner_command_and_artifact():
         assert part in command.replace("$baseline", "results/baselines/full.json"), part
     upload = [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert upload and upload[0]["with"]["path"].rstrip("/") == "results" and upload[0].get("if") == "always()"
+
+
+def install_commands(job: dict) -> list:
+    return [line.strip() for line in run_text(job).splitlines() if line.strip().startswith("./install.sh")]
+
+
+def test_nightly_gpu_installs_the_cuda_build_and_ci_the_cpu_one():
+    (nightly,) = load("nightly-gpu.yml")["jobs"].values()
+    (ci,) = load("ci.yml")["jobs"].values()
+    assert install_commands(nightly) == ["./install.sh --gpu"]  # else TensorFlow finds no CUDA libraries
+    assert install_commands(ci) == ["./install.sh"]  # GitHub's runner has no GPU: no CUDA wheels
+
+
+@pytest.mark.parametrize("name", ["nightly-gpu.yml", "ci.yml"])
+def test_workflow_install_flags_are_ones_install_sh_knows(name):
+    usage = subprocess.run(["bash", str(WORKFLOWS.parents[1] / "install.sh"), "--help"],
+                           capture_output=True, text=True, timeout=30)
+    assert usage.returncode == 0
+    known = set(re.findall(r"--[a-z-]+", usage.stdout.splitlines()[0]))
+    for job in load(name)["jobs"].values():
+        for command in install_commands(job):
+            assert set(command.split()[1:]) <= known, command
 
 
 def readme_test_command() -> str:

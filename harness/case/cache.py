@@ -97,6 +97,10 @@ def input_digests(spec: ModelSpec) -> dict:
         value = os.environ.get(name, "")
         if value:
             out[name] = value if value == "imagenet" else file_digest(value)
+    for ref in (spec.builder, spec.dataset):  # a model file and a data file bound to a user's spec
+        for arg in ref.args:
+            if isinstance(arg, str) and arg and Path(arg).exists():
+                out[arg] = file_digest(arg)
     return out
 
 
@@ -225,6 +229,9 @@ def _write_entry(folder: Path, files: dict, meta: dict) -> None:
 def pretrained(spec: ModelSpec, tier: str, seed: int, data: Dataset, cache_dir: Path = DEFAULT_CACHE_DIR) -> Pretrained:
     material = key_material(spec, tier, seed)
     key = f"{spec.name}-{tier}-s{seed}-{stable_hash(material)}"
+    if spec.tier(tier).pretrain_epochs == 0:  # a user's trained model file: it is the float baseline
+        model = build(spec, data)
+        return Pretrained(model, key, train.keras_accuracy(model, data.x_test, data.y_test), 0.0, False)
     folder = Path(cache_dir) / key
     folder.mkdir(parents=True, exist_ok=True)
     names, rebuilt = ("weights.h5",), None

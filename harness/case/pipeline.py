@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from harness.case import audit, cache, export, paired, quantize, train
+from harness.case.sensitivity import costs_by_bits, unit_scores
 from harness.results import records
 from harness.spec import size
-from harness.backend import numerics, versions
+from harness.backend import devices, numerics, versions
 from harness.spec.config import Case
 from harness.models.data import Dataset
 from harness.case.evaluate import tflite_accuracy, tflite_labels
@@ -46,7 +47,7 @@ class Environment:
     def describe(self) -> dict:
         return {"versions": versions(), "numerics": numerics(), "machine": records.machine(),
                 "git_commit": self.git_commit,
-                "threads": self.threads}
+                "threads": self.threads, "devices": devices()}
 
 
 def _initial_weights(spec: ModelSpec, model) -> str:
@@ -121,6 +122,39 @@ def _float_control(case: Case, config, data: Dataset, base, env: Environment, tu
 
 _CONTROL_LABELS: dict = {}
 
+# The sensitivity order's scores (issue 17): computed from the pre-trained float model, before any
+# fine-tuning, so every case of one pre-trained model and bit width shares them. A few hundred
+# training examples and a modest probe count keep it to seconds; the seed fixes the probes, so a
+# case's selection does not depend on which case of the model ran first.
+SENSITIVITY_EXAMPLES = 256
+SENSITIVITY_PROBES = 16
+SENSITIVITY_SEED = 0
+_SENSITIVITY: dict = {}  # (base.key, bits, per_channel) -> (UnitScore tuple, seconds)
+
+
+def _sensitivity(case: Case, base, units, data: Dataset):
+    """(costs per unit, record field) for a ``sensitivity`` case; (None, None) for every other order,
+    which computes nothing."""
+    if case.selection.order != "sensitivity":
+        return None, None
+    bits, per_channel = case.quant.weight_bits, case.quant.per_channel
+    key = (base.key, bits, per_channel)
+    cached = key in _SENSITIVITY
+    if not cached:
+        start = time.perf_counter()
+        sample = (data.x_train[:SENSITIVITY_EXAMPLES], data.y_train[:SENSITIVITY_EXAMPLES])
+        scores = unit_scores(base.model, units, sample, (bits,), samples=SENSITIVITY_PROBES,
+                             seed=SENSITIVITY_SEED, per_channel=per_channel)
+        _SENSITIVITY[key] = (scores, time.perf_counter() - start)
+    scores, seconds = _SENSITIVITY[key]
+    field = {"bits": bits, "method": "hutchinson", "examples": min(SENSITIVITY_EXAMPLES, len(data.x_train)),
+             "probes": SENSITIVITY_PROBES, "seed": SENSITIVITY_SEED, "seconds": seconds, "cached": cached,
+             "pretrained_key": base.key,
+             "units": [{"index": s.index, "weight_layer": s.weight_layer, "trace": s.trace,
+                        "trace_stderr": s.trace_stderr, "noise": s.noise[bits], "score": s.score[bits]}
+                       for s in scores]}
+    return costs_by_bits(scores)[bits], field
+
 
 @functools.lru_cache(maxsize=2)
 def _control_gzip_bytes(content: bytes) -> int:
@@ -156,6 +190,7 @@ def _accuracy_fields(case: Case, control: cache.Control, qat, qat_tflite: bytes,
         "quant_accuracy": quant_acc,
         "quant_accuracy_keras": None if keras_labels is None else float(np.mean(keras_labels == data.y_test)),
         "accuracy_source": "keras (simulated bit width)" if simulated else "tflite interpreter",
+        "tflite_runtime": getattr(quant_labels, "runtime", None) or getattr(control_labels, "runtime", None),
         "ptq_samples": PTQ_SAMPLES if qat is None else None,
         "accuracy_drop_pp": (control_acc - quant_acc) * 100.0,
         **paired.evidence(data.y_test, control_labels, quant_labels),
@@ -256,7 +291,9 @@ def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
         units = quantize.units_of(base.model)
     if len(units) != spec.num_units:
         raise ValueError(f"{spec.name}: built model has {len(units)} units, spec says {spec.num_units}")
-    chosen = select(units, case.selection)
+    costs, sensitivity = _sensitivity(case, base, units, data)  # its seconds are in the field, not phase_s
+    selected = select(units, case.selection, costs, case.quant.weight_bits)
+    chosen, kept_float = quantize.without_unsupported(base.model, selected, case.quant, spec.keep_unsupported_float)
     with phase("float_control"):
         control = _float_control(case, config, data, base, env, tuner)
     with phase("qat_fit"):
@@ -276,7 +313,8 @@ def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
               **_size_fields(qat_tflite, control.tflite, qat_audit, control_audit, predicted), **timing,
               "convert_s": phase.seconds["convert"], "wall_s": time.perf_counter() - start,
               "phase_s": {name: round(seconds, 3) for name, seconds in phase.seconds.items()},
-              "dataset": data.describe()}
+              "dataset": data.describe(), "kept_float_layers": [f"{name} ({cls})" for name, cls in kept_float],
+              "sensitivity": sensitivity}
     if tuner is not None:
         record.update(tuner.fields(units, chosen, case.quant, qat_audit, len(qat_tflite), len(control.tflite)))
     return record

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 from harness.case import fakequant  # noqa: F401  (installs the cheaper per-channel training gradient)
 from harness.backend import keras, quantize
 from harness.spec.config import QuantConfig
 from harness.spec.units import LayerInfo, Unit, group_units
-from harness.models.quantizable import CUSTOM_OBJECTS, DenseWeightConfig, UnsupportedQuantization
+from harness.models.quantizable import CUSTOM_OBJECTS, DenseWeightConfig, KeepFloatOutputConfig, UnsupportedQuantization
 
 KIND_OF_CLASS = {"Dense": "dense", "Conv2D": "conv", "DepthwiseConv2D": "conv", "SeparableConv2D": "conv"}
 
@@ -33,18 +34,85 @@ def layer_infos(model: "keras.Model") -> tuple:
         if kind is None:
             infos.append(LayerInfo(layer.name, cls, inputs=inputs))
             continue
-        kernel = getattr(layer, "depthwise_kernel", None) if cls == "DepthwiseConv2D" else layer.kernel
-        channels = int(kernel.shape[-1]) if cls != "DepthwiseConv2D" else int(kernel.shape[-2] * kernel.shape[-1])
+        kernel_params, channels, kernels, extra_bias = _kernel_shape(layer, cls)
         bias = int(layer.bias.shape[0]) if getattr(layer, "use_bias", False) else 0
         folds_bn = any(type(c).__name__ == "BatchNormalization" for c in consumers.get(layer.name, ()))
         if folds_bn and not bias:
             bias = channels  # the converter folds BN into a new per-channel bias
-        infos.append(LayerInfo(layer.name, cls, kind, int(kernel.shape.num_elements()), bias, channels, inputs))
+        infos.append(LayerInfo(layer.name, cls, kind, kernel_params, bias + extra_bias, channels, inputs, kernels))
     return tuple(infos)
+
+
+def _kernel_shape(layer, cls: str) -> tuple:
+    """(kernel params, output channels, kernels in the .tflite, biases the converter adds)."""
+    if cls == "SeparableConv2D":  # converted to a DEPTHWISE_CONV_2D (with a zero bias) + a CONV_2D
+        depthwise, pointwise = layer.depthwise_kernel.shape, layer.pointwise_kernel.shape
+        params = int(depthwise.num_elements() + pointwise.num_elements())
+        return params, int(pointwise[-1]), 2, int(depthwise[-2] * depthwise[-1])
+    if cls == "DepthwiseConv2D":
+        kernel = layer.depthwise_kernel
+        return int(kernel.shape.num_elements()), int(kernel.shape[-2] * kernel.shape[-1]), 1, 0
+    return int(layer.kernel.shape.num_elements()), int(layer.kernel.shape[-1]), 1, 0
 
 
 def units_of(model: "keras.Model") -> tuple:
     return group_units(layer_infos(model))
+
+
+# Layers whose weights do not become weight-op kernels in the .tflite (elementwise constants, a
+# gather table): they need no unit. Any other layer holding weights outside a unit would leave
+# float kernels that no unit accounts for, and the size prediction could not be exact.
+NO_KERNEL_CLASSES = frozenset({"BatchNormalization", "LayerNormalization", "GroupNormalization", "Embedding",
+                               "PReLU", "Normalization"})
+
+
+def unaccounted_weight_layers(model: "keras.Model") -> tuple:
+    """(name, class) of layers that hold weights but are neither a unit's weight layer, a QatBlock,
+    a float-only layer nor a layer without kernels (a stock MultiHeadAttention, a Conv1D, an LSTM)."""
+    found = []
+    for layer in model.layers:
+        cls = type(layer).__name__
+        if not layer.weights or cls in KIND_OF_CLASS or cls in NO_KERNEL_CLASSES:
+            continue
+        if hasattr(layer, "qat_unit") or getattr(layer, "qat_float", False):
+            continue
+        found.append((layer.name, cls))
+    return tuple(found)
+
+
+def unsupported_members(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig) -> tuple:
+    """(name, class) of layers in the chosen units that the tfmot scheme cannot annotate (no
+    QuantizeConfig of their own): a LayerNormalization, a Lambda, a stock attention layer."""
+    registry = scheme_for(quant).get_quantize_registry()
+    by_name = {layer.name: layer for layer in model.layers}
+    found = []
+    for unit in chosen:
+        for name in unit.members:
+            layer = by_name[name]
+            if type(layer).__name__ in KIND_OF_CLASS or type(layer).__name__ == "BatchNormalization":
+                # weight layers and the BN behind them: tfmot's layout transforms handle them
+                continue
+            if hasattr(layer, "qat_quantize_config") or getattr(layer, "qat_float", False):
+                continue
+            if not registry.supports(layer):
+                found.append((name, type(layer).__name__))
+    return tuple(found)
+
+
+def without_unsupported(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig, keep_float: bool) -> tuple:
+    """(chosen units minus the layers tfmot cannot annotate, [(name, class) kept float]). Without
+    ``keep_float`` such a layer is a one-line UnsupportedQuantization naming it and the ways out."""
+    unsupported = unsupported_members(model, chosen, quant)
+    if unsupported and not keep_float:
+        name, cls = unsupported[0]
+        raise UnsupportedQuantization(
+            f"layer {name!r} ({cls}) in a selected unit is not supported by tfmot's quantization scheme: make "
+            f"it a QatBlock with its own QuantizeConfig (harness.models.quantizable), load such a config with "
+            f"--qat-custom-objects, or pass --qat-skip-unsupported to keep it float (the record says so)"
+            + (f"; {len(unsupported) - 1} more such layer(s)" if len(unsupported) > 1 else ""))
+    skip = {name for name, _ in unsupported}
+    kept = tuple(dataclasses.replace(u, float_members=tuple(m for m in u.members if m in skip)) for u in chosen)
+    return kept, unsupported
 
 
 def scheme_for(quant: QuantConfig):
@@ -75,12 +143,16 @@ def _config_for(layer, quant: QuantConfig):
 def annotate(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig) -> "keras.Model":
     """Clone ``model`` with the chosen units wrapped for QAT; weights are copied. Empty selection: a float clone."""
     names = {name for unit in chosen for name in unit.members}
+    kept_float = {name for unit in chosen for name in unit.float_members}
 
     def clone(layer):
         fresh = layer.__class__.from_config(layer.get_config())
         if layer.name not in names or getattr(layer, "qat_float", False):
             return fresh  # qat_float: a layer that must stay float (an int32-token embedding)
-        return quantize.quantize_annotate_layer(fresh, quantize_config=_config_for(layer, quant))
+        # A member tfmot cannot quantize computes in float, but its output is fake-quantized, so the
+        # weight layer it feeds still sees a quantized input and converts to an integer kernel.
+        config = KeepFloatOutputConfig() if layer.name in kept_float else _config_for(layer, quant)
+        return quantize.quantize_annotate_layer(fresh, quantize_config=config)
 
     with quantize.quantize_scope(CUSTOM_OBJECTS):
         annotated = keras.models.clone_model(model, clone_function=clone)

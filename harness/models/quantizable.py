@@ -85,3 +85,14 @@ class NoOpQuantizeConfig(quantize.QuantizeConfig):
 
 
 CUSTOM_OBJECTS = {"DenseWeightConfig": DenseWeightConfig, "NoOpQuantizeConfig": NoOpQuantizeConfig}
+
+
+class KeepFloatOutputConfig(NoOpQuantizeConfig):
+    """A layer kept float (--qat-skip-unsupported): no weight quantizer, its output fake-quantized at
+    8 bits, so the layer after it reads a quantized tensor."""
+
+    def get_output_quantizers(self, layer):
+        return [_quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+
+
+register_custom_object(KeepFloatOutputConfig)

@@ -13,6 +13,30 @@ from harness.results.seedstats import mean_interval
 
 
 
+QUANTIZED = ("INT8", "INT4", "UINT8", "INT2")
+
+
+def _kernel_layer(name: str) -> str:
+    """The Keras layer a .tflite kernel came from: "model/quant_pw/Conv2D;..." -> "pw"."""
+    parts = name.split(";")[0].split("/")
+    layer = parts[1] if len(parts) > 1 else parts[0]
+    return layer[len("quant_"):] if layer.startswith("quant_") else layer
+
+
+def _kernel_mismatch(record: dict) -> str:
+    """Which layers the converter quantized without their being selected, or left float though
+    selected, and what to do: the cut falls where the converter moves the quantization boundary."""
+    kernels = (record.get("audit") or {}).get("kernels") or []
+    quantized = {_kernel_layer(k["name"]) for k in kernels if k.get("dtype") in QUANTIZED}
+    selected = set(record.get("selected_layers") or [])
+    extra, missing = sorted(quantized - selected), sorted(selected - quantized)
+    if not extra and not missing:
+        return ""
+    return (f"; quantized but not selected: {', '.join(extra) or '-'}; selected but float: {', '.join(missing) or '-'}"
+            " (the cut falls where the converter moves the quantization boundary, e.g. behind a Concatenate or a "
+            "Dropout: choose another N, or make those layers one QatBlock)")
+
+
 def violations(record: dict, thresholds: Thresholds) -> list:
     """One line per broken threshold; empty when the case passes."""
     found = []
@@ -23,13 +47,15 @@ def violations(record: dict, thresholds: Thresholds) -> list:
                      f"(training collapsed: a drop against it means nothing)")
     if record["quantized_kernels"] != record["selected_kernels"]:
         found.append(f"audit: {record['quantized_kernels']} quantized kernels in the .tflite, "
-                     f"{record['selected_kernels']} selected ({record['audit']['kernel_dtypes']})")
+                     f"{record['selected_kernels']} selected ({record['audit']['kernel_dtypes']})"
+                     + _kernel_mismatch(record))
     if record["size_error_rel"] > thresholds.size_tolerance:
         found.append(f"size: predicted {record['predicted_weight_bytes']} B vs measured {record['weight_bytes']} B "
                      f"({record['size_error_rel']:.2%} > {thresholds.size_tolerance:.0%})")
     # The accuracy-drop target is judged per configuration over its seeds (drop_targets), not here.
     if record["deployment"] != "simulated" and record.get("quant_accuracy_keras") is not None:
-        gap = abs(record["quant_accuracy"] - record["quant_accuracy_keras"]) * 100
+        # rounded: 5 of 1,000 examples is 0.5 pp, not 0.5000000000000004 pp above a 0.5 pp tolerance
+        gap = round(abs(record["quant_accuracy"] - record["quant_accuracy_keras"]) * 100, 9)
         if gap > thresholds.tflite_vs_keras_pp:
             found.append(f"TFLite accuracy {record['quant_accuracy']:.4f} differs from Keras "
                          f"{record['quant_accuracy_keras']:.4f} by {gap:.2f} pp > {thresholds.tflite_vs_keras_pp} pp")

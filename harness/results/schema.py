@@ -37,14 +37,16 @@ GROUPS = {
     "environment": _fields("dict", "env", "dataset") + _fields("str", "initial_weights"),
     "selection": (_fields("int", "units_total", "selected_kernels", "quantized_kernels")
                   + _fields("list", "units_selected", "selected_layers") + _fields(NUMBER, "param_fraction")
-                  + _fields("list", "unit_table", since=2)),
+                  + _fields("list", "unit_table", since=2) + _fields("list", "kept_float_layers", since=3)
+                  + _fields("dict", "sensitivity", since=3)),
     "accuracy": (_fields(NUMBER, "control_accuracy", "quant_accuracy", "accuracy_drop_pp", "control_accuracy_keras",
                          "quant_accuracy_keras", "pretrained_accuracy", "qat_final_loss", "float_final_loss")
                  + _fields("str", "accuracy_source")
                  + _fields("int", "n_test", since=2) + _fields("dict", "discordant", since=2)
                  + _fields(NUMBER, "paired_drop_pp", "mcnemar_p", since=2) + _fields("list", "drop_ci95_pp", since=2)
                  + _fields("bool", "drop_within_noise", since=2)
-                 + _fields("str", "predictions_file", "predictions_sha256", since=2)),
+                 + _fields("str", "predictions_file", "predictions_sha256", since=2)
+                 + _fields("str", "tflite_runtime", since=3)),
     "size": (_fields("int", "tflite_bytes", "control_tflite_bytes", "gzip_bytes", "control_gzip_bytes",
                      "weight_bytes", "control_weight_bytes", "predicted_weight_bytes", "predicted_float_bytes",
                      "ideal_packed_bytes", "overhead_bytes", "quant_param_values")

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-ORDERS = ("last", "first", "single", "type")
+ORDERS = ("last", "first", "single", "type", "sensitivity")
 METHODS = ("qat", "ptq")
 TIERS = ("smoke", "full", "reference")
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -71,7 +71,8 @@ class QuantConfig:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which units to quantize: the last/first n, the single unit n, or every unit of a kind."""
+    """Which units to quantize: the last/first n, the single unit n, every unit of a kind, or the n units
+    that save the most bytes per predicted cost (``sensitivity``, issue 17; needs per-unit costs)."""
 
     order: str = "last"
     n: int = 0
@@ -90,6 +91,8 @@ class Selection:
     def id(self) -> str:
         if self.order == "type":
             return f"type-{self.kind}"
+        if self.order == "sensitivity":  # short, like the issue's `mlp-sens3-w8a8`: ids end up in -k filters
+            return f"sens{self.n}"
         return f"{self.order}{self.n}"
 
 
@@ -178,3 +181,9 @@ class RunOptions:
     strict_baseline: bool = False
     check_gpu: bool = False
     shard: tuple = ()  # (index, count) from --qat-shard I/K; empty: every selected case
+    models: tuple = ()  # --qat-models: only these models (empty: every model of the tier)
+    model_file: Optional[str] = None  # --qat-model-file: a user's trained Keras model ...
+    data: Optional[str] = None  # ... and --qat-data, its data
+    custom_objects: Optional[str] = None  # module:name of the model file's custom layers
+    max_drop: Optional[float] = None  # the model file's drop target (pp) at every bit width
+    skip_unsupported: bool = False  # keep layers tfmot cannot quantize float instead of failing

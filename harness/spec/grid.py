@@ -10,7 +10,7 @@ def cases_for(opts: RunOptions) -> list:
     """Every (model, selection, bits, seed) case of the tier, in a stable order."""
     cases = []
     for spec in registry.REGISTRY.values():
-        if opts.tier not in spec.tiers:
+        if opts.tier not in spec.tiers or (opts.models and spec.name not in opts.models):
             continue
         tier = spec.tier(opts.tier)
         for order in opts.orders or tier.orders:
@@ -32,4 +32,6 @@ def _selections(spec, tier, order) -> list:
         return [Selection("single", k) for k in range(spec.num_units)]
     if order == "first":  # first 0 and first L are the same models as last 0 and last L
         return [Selection(order, n) for n in tier.n_values if 0 < n < spec.num_units]
+    # last and sensitivity: every n up to L. sensitivity-0 and -L equal last-0 and -L, but they are kept
+    # so that each order's curve is complete on its own at the same N values as last-N.
     return [Selection(order, n) for n in tier.n_values if n <= spec.num_units]

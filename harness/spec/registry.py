@@ -2,25 +2,41 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass, field
+import re
 from typing import Mapping
 
 from harness.spec.config import TierConfig, stable_hash
 from harness.spec.thresholds import Thresholds
 
 SPEC_VERSION = 1  # bump when a builder or loader changes what it produces
+NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
 @dataclass(frozen=True)
 class Ref:
-    """A lazily imported function, "package.module:function", so the registry imports no TensorFlow."""
+    """A lazily imported function, "package.module:function", so the registry imports no TensorFlow.
+    ``args`` are bound in front of the call's own arguments (a user's model file, its data file)."""
 
     target: str
+    args: tuple = ()
 
     def load(self):
         module, _, name = self.target.partition(":")
-        return getattr(importlib.import_module(module), name)
+        function = getattr(importlib.import_module(module), name)
+        return functools.partial(function, *self.args) if self.args else function
+
+    @classmethod
+    def to(cls, function, *args) -> "Ref":
+        """The Ref of an importable function: ``Ref.to(build_tiny)``."""
+        return cls(f"{function.__module__}:{function.__qualname__}", tuple(args))
+
+    @property
+    def key(self):
+        """What the spec fingerprint hashes: the target, and the bound arguments when there are any."""
+        return [self.target, [str(a) for a in self.args]] if self.args else self.target
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,6 +51,9 @@ class ModelSpec:
     tiers: Mapping = field(default_factory=dict)  # tier name -> TierConfig
     description: str = ""
     weights_env: str = ""  # env var naming a user's weights file: part of the pre-trained cache key
+    # --qat-skip-unsupported: a layer tfmot cannot quantize stays float (its output is quantized) and
+    # the record lists it, instead of a one-line error naming it
+    keep_unsupported_float: bool = False
 
     def tier(self, name: str) -> TierConfig:
         if name not in self.tiers:
@@ -43,15 +62,18 @@ class ModelSpec:
 
     def fingerprint(self, tier: str) -> str:
         """Hash of everything that shapes the pre-trained model and the data of a tier."""
-        return stable_hash({
+        material = {
             "spec_version": SPEC_VERSION,
             "name": self.name,
-            "builder": self.builder.target,
-            "dataset": self.dataset.target,
+            "builder": self.builder.key,
+            "dataset": self.dataset.key,
             "input_shape": self.input_shape,
             "tier": tier,
             "tier_config": self.tier(tier),
-        })
+        }
+        if self.keep_unsupported_float:  # only when set: the zoo's hashes stay as they were
+            material["keep_unsupported_float"] = True
+        return stable_hash(material)
 
 
 # The smoke tier replicates every gated case over 3 seeds (the gate's noise estimate) and times
@@ -197,9 +219,29 @@ BERT_MINI = ModelSpec(
                               bits=(8, 4), orders=("last", "first", "type"), seeds=(0, 1, 2), batch_size=16)},
 )
 
-REGISTRY: Mapping[str, ModelSpec] = {
-    spec.name: spec for spec in (MLP, CNN, RESNET20, RESNET50, MINILM2, MINILM, BERT_MINI)
-}
+ZOO = (MLP, CNN, RESNET20, RESNET50, MINILM2, MINILM, BERT_MINI)
+REGISTRY: dict = {spec.name: spec for spec in ZOO}  # the zoo, then models registered from outside
+_SOURCES: dict = {spec.name: "harness.spec.registry" for spec in ZOO}
+
+
+def register(spec: ModelSpec, source: str) -> None:
+    """Add a model from outside the package (a conftest's pytest_qatbench_models hook, an entry
+    point, --qat-model-file). The same source may register a name again (every xdist worker and
+    every session does); another source may not reuse a name."""
+    if not isinstance(spec, ModelSpec):
+        raise ValueError(f"{source} returned {type(spec).__name__} {spec!r}, not a harness.spec.registry.ModelSpec")
+    if not NAME.fullmatch(spec.name):
+        raise ValueError(f"{source}: model name {spec.name!r} must be 1..40 lowercase letters, digits and _, "
+                         "starting with a letter (it starts every case id)")
+    known = _SOURCES.get(spec.name)
+    if known is not None and known != source:
+        raise ValueError(f"{source}: model name {spec.name!r} is taken (by {known}); choose another name")
+    REGISTRY[spec.name] = spec
+    _SOURCES[spec.name] = source
+
+
+def source_of(name: str) -> str:
+    return _SOURCES.get(name, "")
 
 
 def thresholds_of(model: str) -> Thresholds:

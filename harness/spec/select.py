@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from harness.spec.config import Selection
+from harness.spec.mixed import sensitivity_selection
 from harness.spec.units import Unit, unit_kinds
 
 
-def select(units: Sequence[Unit], selection: Selection) -> tuple:
-    """Return the selected units, in graph order. Bad arguments raise a ValueError naming the range."""
+def select(units: Sequence[Unit], selection: Selection, costs: Optional[Sequence[float]] = None,
+           bits: Optional[int] = None) -> tuple:
+    """Return the selected units, in graph order. Bad arguments raise a ValueError naming the range.
+
+    The ``sensitivity`` order also needs ``costs`` (the predicted cost of quantizing each unit, graph
+    order, e.g. from harness.case.sensitivity.unit_scores) and the weight ``bits`` they are for (bytes
+    saved depend on it). They are arguments, not computed here, so that select stays pure; every other
+    order ignores them."""
     total = len(units)
     if selection.order == "type":
         kinds = unit_kinds(units)
@@ -23,7 +30,12 @@ def select(units: Sequence[Unit], selection: Selection) -> tuple:
         return (units[n],)
     if not 0 <= n <= total:
         raise ValueError(f"N must be in 0..{total} for a model with {total} units, got {n}")
+    if selection.order == "sensitivity":
+        if costs is None or bits is None:
+            raise ValueError("order 'sensitivity' needs a predicted cost per unit and the bit width they are "
+                             "for: select(units, selection, costs=[...], bits=8); compute them with "
+                             "harness.case.sensitivity.unit_scores (harness/case/pipeline.py does)")
+        return sensitivity_selection(units, costs, n, bits)
     if selection.order == "last":
         return tuple(units[total - n:]) if n else ()
     return tuple(units[:n])
-

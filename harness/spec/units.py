@@ -19,6 +19,15 @@ from typing import Optional, Sequence
 
 # Layers that belong to the weight layer in front of them.
 TRAILING_CLASSES = frozenset({"BatchNormalization", "Activation", "ReLU", "Softmax"})
+# A TFLite CONCATENATION shares one scale between its inputs and its output, and so do the
+# reshaping and max-pooling ops behind it: a cut anywhere in that chain fake-quantizes the output
+# of the conv feeding the Concatenate, and the converter quantizes that conv too (3 INT8 kernels for
+# 2 selected). So a Concatenate whose inputs all lie in one unit joins that unit, with the
+# scale-preserving layers behind it and the first layer that re-quantizes (a pooling mean, say):
+# the cut then falls behind a fresh scale. (Measured on tests/user_files.py's model.)
+MERGE_CLASSES = frozenset({"Concatenate"})
+SCALE_PRESERVING = frozenset({"Reshape", "Flatten", "Dropout", "MaxPooling1D", "MaxPooling2D", "ZeroPadding2D",
+                              "Cropping2D", "Permute"})
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class Unit:
     bias_params: int
     channels: int = 0
     kernels: int = 1  # weight tensors that become quantized kernels (attention has 4)
+    float_members: tuple = ()  # members kept float by --qat-skip-unsupported (only their output is quantized)
 
     @property
     def params(self) -> int:
@@ -60,6 +70,7 @@ def group_units(layers: Sequence[LayerInfo]) -> tuple:
     groups: list = []  # [weight LayerInfo, members list]
     chain_of = {}  # weight layer or trailing member name -> group index
     read_by_weights = {}  # tensor (layer name) that a weight layer reads -> that weight layer's group
+    member_of, tied = {}, {}  # layer -> its unit; a Concatenate's scale chain -> its unit
     pending: list = []
     for layer in layers:
         if layer.class_name == "InputLayer":
@@ -67,6 +78,7 @@ def group_units(layers: Sequence[LayerInfo]) -> tuple:
         if layer.kind is not None:
             groups.append([layer, pending + [layer.name]])
             chain_of[layer.name] = len(groups) - 1
+            member_of.update({name: len(groups) - 1 for name in groups[-1][1]})
             read_by_weights.update({name: len(groups) - 1 for name in layer.inputs})
             pending = []
             continue
@@ -74,10 +86,13 @@ def group_units(layers: Sequence[LayerInfo]) -> tuple:
         if owner is None and len(layer.inputs) == 1:
             owner = read_by_weights.get(layer.inputs[0])
         if owner is None:
+            owner = _tied_owner(layer, member_of, tied)
+        if owner is None:
             pending.append(layer.name)
         else:
             groups[owner][1].append(layer.name)
             chain_of[layer.name] = owner
+            member_of[layer.name] = owner
     if not groups:
         raise ValueError("model has no quantizable weight layer")
     if pending:  # e.g. a final Softmax or Flatten behind the last weight layer
@@ -95,6 +110,22 @@ def group_units(layers: Sequence[LayerInfo]) -> tuple:
         )
         for i, (info, members) in enumerate(groups)
     )
+
+
+def _tied_owner(layer: LayerInfo, member_of: dict, tied: dict) -> Optional[int]:
+    """The unit a layer joins because its scale is tied to it (see MERGE_CLASSES), else None."""
+    if layer.class_name in MERGE_CLASSES and layer.inputs:
+        owners = {member_of.get(name) for name in layer.inputs}
+        owner = owners.pop() if len(owners) == 1 else None
+        if owner is not None:
+            tied[layer.name] = owner
+        return owner
+    if len(layer.inputs) == 1 and layer.inputs[0] in tied:
+        owner = tied[layer.inputs[0]]
+        if layer.class_name in SCALE_PRESERVING:  # still the same scale: the chain goes on
+            tied[layer.name] = owner
+        return owner
+    return None
 
 
 def _trailing_owner(layer: LayerInfo, chain_of: dict, groups: list, pending: list) -> Optional[int]:

@@ -1,7 +1,8 @@
 """`python -m harness perf`: the suite measured against itself, side by side in one process.
 
 Train-step time of float vs whole-model QAT vs last-N QAT (W8, W4), timed in alternating rounds;
-TFLite inference latency of float vs W8 vs W4 (same batch, same threads, XNNPACK on); peak memory;
+TFLite inference latency of float vs W8 vs W4 (same batch, same threads, XNNPACK on) in tf.lite, and at
+batch 1 also in LiteRT, the measuring runtime (harness/case/evaluate.py), in the same rounds; peak memory;
 optionally sweep throughput at -n 0 vs -n 2. Ratios are reported as min/median/max over repeats.
 Models start from random weights: step time and latency do not depend on the weight values.
 """
@@ -64,41 +65,67 @@ def _trace_with_tensorflow_gradient(model, data) -> None:
         fakequant.install(fakequant.enabled())
 
 
+def _loaded(files: dict, data, batch: int, runtime: str) -> dict:
+    """name -> interpreter of each file in ``runtime``, one thread, resized to ``batch``, invoked once."""
+    from harness.case.evaluate import interpreter
+
+    interps = {}
+    for name, content in files.items():
+        interp = interpreter(content, threads=1, runtime=runtime)
+        detail = interp.get_input_details()[0]
+        x = np.ascontiguousarray(data.x_test[:batch], dtype=detail["dtype"])  # token ids stay integers
+        interp.resize_tensor_input(detail["index"], x.shape)
+        interp.allocate_tensors()
+        interp.set_tensor(detail["index"], x)
+        interp.invoke()
+        interps[name] = interp
+    return interps
+
+
+def _median_ms_rounds(interps: dict, repeats: int, invokes: int) -> dict:
+    """name -> per-round median invoke ms; every round times every interpreter, so noise hits all alike."""
+    samples = {name: [] for name in interps}
+    for _ in range(repeats):
+        for name, interp in interps.items():
+            times = []
+            for _ in range(invokes):
+                start = time.perf_counter()
+                interp.invoke()
+                times.append(time.perf_counter() - start)
+            samples[name].append(float(np.median(times)) * 1000)
+    return samples
+
+
 def latency_ratios(models: dict, data, bits_list, repeats: int, invokes: int = 50) -> dict:
+    """Invoke latency of the float and whole-model QAT files in tf.lite at batch 1 and 32, and at batch 1
+    also in LiteRT (``litert-<config>``), timed in the same rounds. ``batch1_fastest_float_over`` divides
+    the fastest float configuration of each round (either runtime) by each configuration's time."""
     from harness.case import export
     from harness.spec.config import QuantConfig
-    from harness.case.evaluate import interpreter
+    from harness.case.evaluate import LITERT, TFLITE, one_line, runtime_name
 
     files = {"float": export.to_tflite(models["float"], quantized=False)}
     for bits in bits_list:
         files[f"w{bits}"] = export.to_tflite(models[f"qat-whole-w{bits}"], quantized=True, quant=QuantConfig(bits))
-    out = {"bytes": {k: len(v) for k, v in files.items()}}
+    out = {"bytes": {k: len(v) for k, v in files.items()},
+           "runtimes": {TFLITE: runtime_name(TFLITE), LITERT: runtime_name(LITERT)}}
+    rounds = {}
     for batch in (1, 32):
-        samples = {name: [] for name in files}
-        interps = {}
-        for name, content in files.items():
-            interp = interpreter(content, threads=1)
-            detail = interp.get_input_details()[0]
-            x = np.ascontiguousarray(data.x_test[:batch], dtype=detail["dtype"])  # token ids stay integers
-            interp.resize_tensor_input(detail["index"], x.shape)
-            interp.allocate_tensors()
-            interp.set_tensor(detail["index"], x)
-            interp.invoke()
-            interps[name] = interp
-        for _ in range(repeats):
-            medians = {}
-            for name, interp in interps.items():
-                times = []
-                for _ in range(invokes):
-                    start = time.perf_counter()
-                    interp.invoke()
-                    times.append(time.perf_counter() - start)
-                medians[name] = float(np.median(times)) * 1000
-            for name in files:
-                samples[name].append(medians[name])
+        interps = _loaded(files, data, batch, TFLITE)
+        if batch == 1:
+            try:
+                interps.update({f"litert-{k}": v for k, v in _loaded(files, data, 1, LITERT).items()})
+            except Exception as exc:  # noqa: BLE001 - a run without LiteRT still reports tf.lite, and why
+                out["litert_error"] = one_line(exc)
+        samples = rounds[batch] = _median_ms_rounds(interps, repeats, invokes)
         out[f"batch{batch}_ms"] = {k: _spread(v) for k, v in samples.items()}
-        out[f"batch{batch}_float_over"] = {k: _spread([f / q for f, q in zip(samples["float"], v)])
-                                           for k, v in samples.items() if k != "float"}
+        out[f"batch{batch}_float_over"] = {k: _spread([f / q for f, q in zip(samples["float"], samples[k])])
+                                           for k in files if k != "float"}
+    floats = [k for k in rounds[1] if k.rsplit("-", 1)[-1] == "float"]  # float in either runtime
+    fastest = [min(rounds[1][k][i] for k in floats) for i in range(repeats)]
+    out["batch1_fastest_float"] = min(floats, key=lambda k: out["batch1_ms"][k]["median"])
+    out["batch1_fastest_float_over"] = {k: _spread([f / q for f, q in zip(fastest, v)])
+                                        for k, v in rounds[1].items() if k not in floats}
     return out
 
 
@@ -175,13 +202,14 @@ def determinism_cost(models, tier: str, repeats: int, steps: int) -> dict:
 
 def run(models, tier: str, last_n: int, bits_list, repeats: int, steps: int, out_dir: Path,
         sweep: str | None, cache_dir: Path, determinism: bool = False) -> dict:
-    from harness.backend import numerics, versions
+    from harness.backend import devices, numerics, versions
     from harness.case.pipeline import load_data
 
     report = {"env": {"versions": versions(), "numerics": numerics(), "machine": records.machine(),
-                      "git_commit": records.git_commit()},
+                      "devices": devices(), "git_commit": records.git_commit()},
               "tier": tier, "last_n": last_n, "bits": list(bits_list), "repeats": repeats, "steps": steps,
               "models": {}}
+    print(header_line(report["env"]), flush=True)
     for name in models:
         spec = registry.get(name)
         model_tier = tier_of(spec, tier)
@@ -205,28 +233,50 @@ def run(models, tier: str, last_n: int, bits_list, repeats: int, steps: int, out
     return report
 
 
+def header_line(env: dict) -> str:
+    """Which machine measured: the ratios hold for one CPU kind (VNNI decides whether int8 pays)."""
+    cpu = env["machine"]["cpu"]
+    flags = " ".join(cpu["flags"]) or "none of " + " ".join(records.CPU_FLAGS)
+    return (f"perf on {cpu['model'] or 'unknown CPU'} ({env['machine']['cpu_count']} CPUs; flags: {flags}); "
+            f"{env['devices']['summary']}; tensorflow {env['versions']['tensorflow']}")
+
+
 def _write(report: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     records.write_text_atomic(out_dir / "perf.json", json.dumps(report, indent=1))
-    records.write_text_atomic(out_dir / "perf.md",
-                              "\n".join(["```"] + table(report["models"]) + sweep_lines(report) + ["```"]) + "\n")
+    lines = [header_line(report["env"]), "```"] + table(report["models"]) + sweep_lines(report) + ["```"]
+    records.write_text_atomic(out_dir / "perf.md", "\n".join(lines) + "\n")
 
 
 def table(models: dict) -> list:
     lines = [f"{'model':<10} {'config':<18} {'step ms (med)':>13} {'QAT/float min/med/max':>24} "
-             f"{'lat b1 float/q':>15} {'lat b32 float/q':>16}"]
+             f"{'lat b1 float/q':>15} {'lat b32 float/q':>16} {'LiteRT b1 fastest-float/q':>26}"]
     for name, entry in models.items():
         lines.append(f"{name:<10} {'float':<18} {entry['step_ms']['float']['median']:>13.1f}")
         for config, ratio in entry["qat_over_float"].items():
             bits = config.rsplit("-", 1)[-1]
             lat = entry["latency"]
-            b1 = lat["batch1_float_over"].get(bits, {}).get("median") if "whole" in config else None
-            b32 = lat["batch32_float_over"].get(bits, {}).get("median") if "whole" in config else None
+            whole = "whole" in config
+            b1 = lat["batch1_float_over"].get(bits, {}).get("median") if whole else None
+            b32 = lat["batch32_float_over"].get(bits, {}).get("median") if whole else None
+            lite = lat["batch1_fastest_float_over"].get(f"litert-{bits}", {}).get("median") if whole else None
             lines.append(f"{name:<10} {config:<18} {entry['step_ms'][config]['median']:>13.1f} "
                          f"{ratio['min']:>7.2f} {ratio['median']:>7.2f} {ratio['max']:>8.2f} "
-                         f"{'' if b1 is None else f'{b1:.2f}x':>15} {'' if b32 is None else f'{b32:.2f}x':>16}")
+                         f"{'' if b1 is None else f'{b1:.2f}x':>15} {'' if b32 is None else f'{b32:.2f}x':>16} "
+                         f"{'' if lite is None else f'{lite:.2f}x':>26}")
+        lines.append(latency_line(name, entry["latency"]))
         lines.append(f"{name:<10} peak RSS {entry['peak_rss_mb']:.0f} MB, {entry['wall_s']:.0f} s")
     return lines
+
+
+def latency_line(name: str, lat: dict) -> str:
+    """Batch-1 invoke ms in both runtimes side by side, and which float configuration was fastest."""
+    ms = {k: v["median"] for k, v in lat["batch1_ms"].items()}
+    tflite = " ".join(f"{k} {v:.3g}" for k, v in ms.items() if not k.startswith("litert-"))
+    litert = " ".join(f"{k[len('litert-'):]} {v:.3g}" for k, v in ms.items() if k.startswith("litert-"))
+    litert = litert or f"failed: {lat.get('litert_error')}"
+    return (f"{name:<10} b1 ms {lat['runtimes']['tflite']}: {tflite} | {lat['runtimes']['litert']}: {litert} "
+            f"(fastest float: {lat['batch1_fastest_float']})")
 
 
 def sweep_lines(report: dict) -> list:

@@ -1,0 +1,163 @@
+"""Which units, at which bit width: a greedy sensitivity selection and an exact mixed-precision plan. Pure.
+
+Issue 17. Both work on the units of a model (harness/spec/units.py) and a *predicted cost* per unit
+and bit width (a sensitivity score, e.g. HAWQ-V2's Hessian trace times quantization noise power,
+computed elsewhere: this module knows nothing about where the numbers come from). Bytes come from
+harness/spec/size.py, so a plan's bytes are exactly what ``size.predict`` says the .tflite stores.
+
+- ``sensitivity_selection``: for the ``sensitivity`` order, the N units that save the most bytes per
+  unit of predicted cost at one bit width (greedy knapsack by ratio). Greedy, not optimal: it is the
+  *order* the issue asks for, so that sensitivity-N is comparable with last-N at every N.
+- ``mixed_plan``: float, INT8 or INT4 per unit, minimising the summed predicted cost under a byte
+  budget. Exact: a dynamic programme over units that keeps the Pareto front of (bytes, cost) partial
+  plans. A byte-indexed table would need budget-many cells (millions for a CNN); the front keeps only
+  plans that no other partial plan beats on both bytes and cost, which is exact because a dominated
+  prefix can never complete to a better plan than its dominator completed the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence, Union
+
+from harness.spec import size
+from harness.spec.config import QuantConfig, check_bits
+from harness.spec.units import Unit
+
+FLOAT = "float"
+Choice = Union[str, int]  # "float", or a weight bit width 2..8
+
+
+def unit_bytes(unit: Unit, choice: Choice) -> int:
+    """Bytes ``unit`` adds to the .tflite weights at ``choice``: size.py's formula at the storage width
+    the bit width deploys as (INT8 for 5-8 bits, packed INT4 for 2-4), so sums match size.predict."""
+    if choice == FLOAT:
+        return size.unit_bytes(unit, False, 32)
+    return size.unit_bytes(unit, True, QuantConfig(check_bits(choice, "choice")).storage_bits)
+
+
+def plan_bytes(units: Sequence[Unit], choices: Sequence[Choice]) -> int:
+    if len(choices) != len(units):
+        raise ValueError(f"{len(choices)} choices for {len(units)} units")
+    return sum(unit_bytes(u, c) for u, c in zip(units, choices))
+
+
+def _check_costs(costs: Sequence[float], units: Sequence[Unit], what: str) -> tuple:
+    costs = tuple(float(c) for c in costs)
+    if len(costs) != len(units):
+        raise ValueError(f"{what}: {len(costs)} costs for {len(units)} units")
+    bad = [i for i, c in enumerate(costs) if not (math.isfinite(c) and c >= 0)]
+    if bad:
+        raise ValueError(f"{what}: costs must be finite and >= 0; unit {bad[0]} has {costs[bad[0]]}")
+    return costs
+
+
+def saving_ratio(unit: Unit, cost: float, bits: int) -> float:
+    """Bytes saved by quantizing ``unit`` at ``bits``, per unit of predicted cost (free units: inf)."""
+    saved = unit_bytes(unit, FLOAT) - unit_bytes(unit, bits)
+    if cost > 0:
+        return saved / cost
+    return math.inf if saved > 0 else 0.0
+
+
+def sensitivity_order(units: Sequence[Unit], costs: Sequence[float], bits: int = 8) -> tuple:
+    """All units, best bytes-per-cost first; equal ratios in graph order (lower unit index first)."""
+    costs = _check_costs(costs, units, "sensitivity_order")
+    ranked = sorted(zip(units, costs), key=lambda uc: (-saving_ratio(uc[0], uc[1], bits), uc[0].index))
+    return tuple(u for u, _ in ranked)
+
+
+def sensitivity_selection(units: Sequence[Unit], costs: Sequence[float], n: int, bits: int = 8) -> tuple:
+    """The ``n`` units with the best bytes saved per predicted cost at ``bits``, returned in graph order
+    (as select() returns every order). ``costs[i]`` is the predicted cost of quantizing ``units[i]``."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(units):
+        raise ValueError(f"N must be in 0..{len(units)} for a model with {len(units)} units, got {n!r}")
+    chosen = sensitivity_order(units, costs, bits)[:n]
+    return tuple(sorted(chosen, key=lambda u: u.index))
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    n: int
+    units: tuple  # unit indices quantized, graph order
+    weight_bytes: int
+    predicted_cost: float
+
+
+def selection_frontier(units: Sequence[Unit], costs: Sequence[float], bits: int = 8) -> tuple:
+    """sensitivity-N for every N in 0..L: bytes and summed predicted cost (nested: N+1 adds one unit)."""
+    costs = _check_costs(costs, units, "selection_frontier")
+    cost_of = {u.index: c for u, c in zip(units, costs)}
+    order = sensitivity_order(units, costs, bits)
+    points = []
+    for n in range(len(units) + 1):
+        chosen = {u.index for u in order[:n]}
+        choices = [bits if u.index in chosen else FLOAT for u in units]
+        points.append(FrontierPoint(n, tuple(sorted(chosen)), plan_bytes(units, choices),
+                                    sum(cost_of[i] for i in chosen)))
+    return tuple(points)
+
+
+@dataclass(frozen=True)
+class MixedPlan:
+    choices: tuple  # per unit, graph order: "float" or the weight bit width
+    weight_bytes: int  # exactly size.py's weight bytes of this plan
+    predicted_cost: float
+    budget_bytes: int
+
+    def units_at(self, choice: Choice) -> tuple:
+        """Positions (in the units sequence) of the units at ``choice``."""
+        return tuple(i for i, c in enumerate(self.choices) if c == choice)
+
+    @property
+    def tag(self) -> str:
+        """Compact per-unit code, e.g. 'F848': F float, digits the bit width."""
+        return "".join("F" if c == FLOAT else str(c) for c in self.choices)
+
+
+def _options(units: Sequence[Unit], costs_by_bits: Mapping[int, Sequence[float]]) -> list:
+    """Per unit, the (choice, bytes, cost) it may take: float at cost 0, and each given bit width."""
+    if not costs_by_bits:
+        raise ValueError("mixed_plan needs costs for at least one bit width, e.g. {8: [...], 4: [...]}")
+    checked = {check_bits(b, "plan bits"): _check_costs(c, units, f"{b}-bit costs")
+               for b, c in sorted(costs_by_bits.items())}
+    return [[(FLOAT, unit_bytes(u, FLOAT), 0.0)] + [(b, unit_bytes(u, b), checked[b][i]) for b in checked]
+            for i, u in enumerate(units)]
+
+
+def _pareto(states: list) -> list:
+    """Keep the states no other state beats on both bytes and cost (ties: the fewer bytes, then first)."""
+    states.sort(key=lambda s: (s[0], s[1]))
+    front, best = [], math.inf
+    for state in states:
+        if state[1] < best:
+            front.append(state)
+            best = state[1]
+    return front
+
+
+def mixed_plan(units: Sequence[Unit], costs_by_bits: Mapping[int, Sequence[float]], budget_bytes: int) -> MixedPlan:
+    """The plan (float or one of the given bit widths per unit) of least summed predicted cost whose
+    weight bytes are <= ``budget_bytes``. Exact. ``costs_by_bits[b][i]``: predicted cost of ``units[i]``
+    at b bits; float costs 0. An unreachable budget raises a ValueError naming the smallest plan's bytes."""
+    options = _options(units, costs_by_bits)
+    # least bytes the units after position i can still take: prunes prefixes that cannot fit
+    rest = [0] * (len(units) + 1)
+    for i in range(len(units) - 1, -1, -1):
+        rest[i] = rest[i + 1] + min(o[1] for o in options[i])
+    if rest[0] > budget_bytes:
+        raise ValueError(f"size budget {budget_bytes} bytes is infeasible: the minimum achievable is "
+                         f"{rest[0]} bytes (every unit at its smallest width)")
+    # a state: (bytes, cost, choices as a linked list (choice, previous)) so extending one is O(1)
+    front = [(0, 0.0, None)]
+    for i, unit_options in enumerate(options):
+        grown = [(b + ob, c + oc, (choice, link)) for b, c, link in front for choice, ob, oc in unit_options
+                 if b + ob + rest[i + 1] <= budget_bytes]
+        front = _pareto(grown)
+    best_bytes, best_cost, link = min(front, key=lambda s: (s[1], s[0]))
+    choices = []
+    while link is not None:
+        choices.append(link[0])
+        link = link[1]
+    return MixedPlan(tuple(reversed(choices)), best_bytes, best_cost, budget_bytes)
