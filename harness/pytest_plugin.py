@@ -38,7 +38,7 @@ def _collect_suite_for_outside_models(config) -> None:
     """In a project that registers its own models and runs plain ``pytest`` (no paths given), collect
     the packaged benchmark module too, for those models only unless --qat-models names others;
     explicit paths are left as given."""
-    outside = tuple(name for name in registry.REGISTRY if registry.source_of(name) != registry.source_of("mlp"))
+    outside = registry.outside_models()
     if outside and config.args_source != pytest.Config.ArgsSource.ARGS and str(SUITE) not in config.args:
         config.args.append(str(SUITE))
         session = config.stash[SESSION]
@@ -59,24 +59,24 @@ def pytest_generate_tests(metafunc):
 
 @pytest.hookimpl(trylast=True)  # after -k / -m deselection: a shard splits the selected cases
 def pytest_collection_modifyitems(session, config, items):
-    items[:], _ = _once_per_case(items)
+    items[:] = _once_per_case(items)
     kept, dropped = config.stash[SESSION].select_shard(items)
     if dropped:
         items[:] = kept
         config.hook.pytest_deselected(items=dropped)
 
 
-def _once_per_case(items) -> tuple:
+def _once_per_case(items) -> list:
     """The packaged suite and a repository's own test module may both yield a case: keep the first."""
-    seen, kept, twice = set(), [], []
+    seen, kept = set(), []
     for item in items:
         case = getattr(item, "callspec", None) and item.callspec.params.get("qat_case")
-        if case is not None and case.id in seen:
-            twice.append(item)
-            continue
-        seen.add(getattr(case, "id", None))
+        if case is not None:
+            if case.id in seen:
+                continue
+            seen.add(case.id)
         kept.append(item)
-    return kept, twice
+    return kept
 
 
 def pytest_collection_finish(session):

@@ -221,7 +221,8 @@ BERT_MINI = ModelSpec(
 
 ZOO = (MLP, CNN, RESNET20, RESNET50, MINILM2, MINILM, BERT_MINI)
 REGISTRY: dict = {spec.name: spec for spec in ZOO}  # the zoo, then models registered from outside
-_SOURCES: dict = {spec.name: "harness.spec.registry" for spec in ZOO}
+ZOO_SOURCE = "harness.spec.registry"
+_SOURCES: dict = {spec.name: ZOO_SOURCE for spec in ZOO}
 
 
 def register(spec: ModelSpec, source: str) -> None:
@@ -242,6 +243,11 @@ def register(spec: ModelSpec, source: str) -> None:
 
 def source_of(name: str) -> str:
     return _SOURCES.get(name, "")
+
+
+def outside_models() -> tuple:
+    """Names of the models registered from outside this package, in registration order."""
+    return tuple(name for name in REGISTRY if _SOURCES.get(name) != ZOO_SOURCE)
 
 
 def thresholds_of(model: str) -> Thresholds:
