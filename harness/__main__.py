@@ -1,4 +1,5 @@
-"""Command line: ``python -m harness plan --results DIR --budget 1.0 [--size-budget BYTES] [--model M]``.
+"""Command line: ``python -m harness plan --results DIR --budget 1.0 [--size-budget BYTES] [--model M]``;
+``python -m harness plan --results DIR --size-budget BYTES`` gives the best mixed float/INT8/INT4 plan.
 
 Subcommands are registered in ``COMMANDS`` (name -> (add_arguments, run)); add more (e.g. ``perf``)
 there. Bad input exits with status 2 and a one-line message on stderr.
@@ -49,10 +50,14 @@ def load_run(results: str) -> list:
 
 def _add_plan(sub) -> None:
     sub.add_argument("--results", required=True, help="run folder with records.jsonl or cases/*.json")
-    sub.add_argument("--budget", required=True, type=float, help="accuracy budget, percentage points (>= 0)")
-    sub.add_argument("--size-budget", type=float, default=None, help="max .tflite bytes")
+    sub.add_argument("--budget", type=float, default=None,
+                     help="accuracy budget, percentage points (>= 0); required unless the plan is mixed")
+    sub.add_argument("--size-budget", type=float, default=None,
+                     help="max .tflite bytes; without --budget (or with --order mixed): the best mixed "
+                          "float/INT8/INT4 plan within this many weight bytes")
     sub.add_argument("--model", default=None, help="only this model")
-    sub.add_argument("--order", default="last", choices=ORDERS, help="selection order to plan for (default: last)")
+    sub.add_argument("--order", default=None, choices=ORDERS,
+                     help="selection order to plan for (default: last; mixed without --budget)")
     sub.add_argument("--method", default=None, choices=METHODS, help="qat or ptq (default: both)")
     sub.add_argument("--extrapolate", action="store_true", help="allow N beyond the largest measured N")
 
@@ -60,6 +65,11 @@ def _add_plan(sub) -> None:
 def _run_plan(args) -> int:
     from harness.analysis import plan as _plan
 
+    if args.order == "mixed" or (args.order is None and args.budget is None and args.size_budget is not None):
+        return _run_mixed_plan(args)
+    if args.budget is None:
+        raise BadInput("plan: --budget PP is required (or --size-budget BYTES alone, for the mixed plan)")
+    args.order = args.order or "last"
     try:
         _plan.check_budget(args.budget, args.size_budget)
     except ValueError as exc:
@@ -81,14 +91,50 @@ def _run_plan(args) -> int:
     return 0
 
 
+def _run_mixed_plan(args) -> int:
+    """The best mixed float/INT8/INT4 selection within --size-budget weight bytes, per model with scores."""
+    from harness.analysis import mixed_planner
+
+    if args.size_budget is None:
+        raise BadInput("the mixed plan needs --size-budget BYTES (a weight-bytes budget)")
+    try:
+        mixed_planner.check_size_budget(args.size_budget)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    records = load_run(args.results)
+    models = [args.model] if args.model else sorted({str(r.get("model")) for r in records})
+    answers, missing = [], []
+    for model in models:
+        try:
+            answers.append(mixed_planner.mixed_answer(records, model, args.size_budget))
+        except ValueError as exc:
+            missing.append(f"{model}: {one_line(exc)}")
+    if not answers:
+        raise BadInput(missing[0] if len(missing) == 1 else f"no model with a feasible mixed plan: {'; '.join(missing)}")
+    if args.budget is not None:
+        print(f"note: --budget {args.budget:g} pp is not applied: a mixed plan's predicted cost is a HAWQ-V2 "
+              "score, not percentage points; the verify command measures its drop")
+    for answer in answers:
+        for line in mixed_planner.format_answer(answer):
+            print(line)
+    for line in missing:
+        print(f"note: no mixed plan for {line}", file=sys.stderr)
+    return 0
+
+
 def _add_perf(sub) -> None:
     sub.add_argument("--models", default=",".join(("mlp", "cnn", "resnet20")),
                      help="comma-separated models (default: mlp,cnn,resnet20; resnet50 works with short steps)")
     sub.add_argument("--tier", default="smoke", choices=("smoke", "full"), help="data tier (default smoke)")
     sub.add_argument("--last", type=int, default=3, help="N for the last-N QAT configuration (default 3)")
     sub.add_argument("--bits", default="8,4", help="weight bit widths (default 8,4)")
-    sub.add_argument("--repeats", type=int, default=5, help="alternating rounds; ratios are min/median/max")
-    sub.add_argument("--steps", type=int, default=10, help="train steps per model per round (short: 3)")
+    sub.add_argument("--repeats", type=int, default=9,
+                     help="interleaved rounds (rotating order); ratios are min/median/max and the median's 95%% "
+                          "interval, which needs >= 6 rounds (default 9)")
+    sub.add_argument("--steps", type=int, default=10,
+                     help="at least this many train steps per model per round (short: 3); more for fast models")
+    sub.add_argument("--round-ms", type=float, default=300.0,
+                     help="each round lasts at least this long per model, timed on the float model (default 300)")
     sub.add_argument("--results", default="results", help="folder for the perf run folder")
     sub.add_argument("--run-id", default=None, help="run folder name (default: perf-<timestamp>)")
     sub.add_argument("--sweep", default=None, metavar="K_EXPR",
@@ -98,7 +144,7 @@ def _add_perf(sub) -> None:
                      help="also time float and whole-model QAT steps with op determinism on vs off (fresh processes)")
 
 
-LIMITS = {"repeats": (1, 1000), "steps": (1, 100000), "last": (0, 1000)}
+LIMITS = {"repeats": (1, 1000), "steps": (1, 100000), "last": (0, 1000), "round_ms": (0.0, 600000.0)}
 
 
 def _check_perf(args) -> tuple:
@@ -116,7 +162,7 @@ def _check_perf(args) -> tuple:
         raise BadInput(str(exc)) from None
     for name, (low, high) in LIMITS.items():
         if not low <= getattr(args, name) <= high:
-            raise BadInput(f"--{name} must be in {low}..{high}, got {getattr(args, name)}")
+            raise BadInput(f"--{name.replace('_', '-')} must be in {low:g}..{high:g}, got {getattr(args, name)}")
     out_dir = results / run_id
     if (out_dir / "perf.json").exists():
         raise BadInput(f"--run-id {run_id}: {out_dir} already holds a perf run; choose another run id")
@@ -142,7 +188,7 @@ def _run_perf(args) -> int:
     from harness.tools import perf
 
     perf.run([m.name for m in models], args.tier, args.last, bits, args.repeats, args.steps, out_dir,
-             args.sweep, Path(args.cache), args.determinism)
+             args.sweep, Path(args.cache), args.determinism, args.round_ms)
     print(f"wrote {out_dir / 'perf.json'} and {out_dir / 'perf.md'}")
     return 0
 
@@ -262,7 +308,8 @@ def _gate_merged(merged: list, args) -> int:
 
 
 COMMANDS = {
-    "plan": (_add_plan, _run_plan, "largest N within an accuracy (and size) budget"),
+    "plan": (_add_plan, _run_plan, "largest N within an accuracy (and size) budget, or the best mixed "
+                                    "float/INT8/INT4 plan within a weight-bytes budget"),
     "baseline": (_add_baseline, _run_baseline, "save a regression baseline from a finished run"),
     "rerun": (_add_rerun, _run_rerun, "how far each case's drop moved between two runs of the same cases"),
     "report": (_add_report, _run_report, "write a run folder's report.md and plots again"),

@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from harness.spec.config import MAX_BITS, MIN_BITS, ORDERS, STRATEGIES, TIERS
+from harness.spec.config import MAX_BITS, MAX_BUDGET_BYTES, MIN_BITS, ORDERS, STRATEGIES, TIERS
 
 Bad = argparse.ArgumentTypeError
 
@@ -80,6 +80,7 @@ def _int_list(name: str, low: int, high):
 
 parse_bits = _int_list("bits", MIN_BITS, MAX_BITS)
 parse_seeds = _int_list("seeds", 0, MAX_SEED)
+parse_mixed_budgets = _int_list("mixed budgets (bytes)", 1, MAX_BUDGET_BYTES)
 
 
 def _names(kind: str, choices: tuple):
@@ -328,6 +329,8 @@ def check_options(opts) -> None:
     for flag, value in (("--qat-custom-objects", opts.custom_objects), ("--qat-max-drop", opts.max_drop)):
         if value is not None and not opts.model_file:
             raise Bad(f"{flag} needs --qat-model-file (it applies to the model loaded from that file)")
+    if opts.mixed_budgets and opts.orders and "mixed" not in opts.orders:
+        raise Bad("--qat-mixed-budgets needs the mixed order: add mixed to --qat-orders")
     if opts.size_budget is not None and opts.budget is None:
         raise Bad("--qat-size-budget needs --qat-budget")
     if opts.named_run_id and opts.resume and opts.named_run_id != opts.resume:

@@ -27,7 +27,11 @@ def addoption(parser) -> None:
     add("--qat-bits", type=options.parse_bits, default=(),
         help="comma-separated weight bit widths 2..8 (default: the tier's, e.g. 8,4)")
     add("--qat-orders", type=options.parse_orders, default=(),
-        help="comma-separated selection orders: last, first, single, type (default: the tier's)")
+        help="comma-separated selection orders: last, first, single, type, sensitivity, mixed (default: the "
+             "tier's); mixed: float/INT8/INT4 per unit within a weight-bytes budget (--qat-mixed-budgets)")
+    add("--qat-mixed-budgets", type=options.parse_mixed_budgets, default=(), metavar="BYTES,...",
+        help="weight-bytes budgets of the mixed order's cases, e.g. 150000,300000 (default: the tier's); "
+             "one case per budget and seed, id <model>-mixed-b150k")
     add("--qat-methods", type=options.parse_methods, default=(),
         help="comma-separated: qat (fine-tune with fake-quant) and/or ptq (selective post-training "
              "quantization of the fine-tuned float control; 8-bit only). Default: the tier's")
@@ -86,7 +90,7 @@ def run_options(config) -> RunOptions:
         cache=get("qat_cache"), threads=get("qat_threads"), timeout=get("qat_timeout"),
         drop_tolerance=get("qat_drop_tolerance"), budget=get("qat_budget"), size_budget=get("qat_size_budget"),
         strict_baseline=get("qat_strict_baseline"), check_gpu=get("qat_check_gpu"),
-        shard=get("qat_shard"), **user_models.run_options(get),
+        shard=get("qat_shard"), mixed_budgets=get("qat_mixed_budgets"), **user_models.run_options(get),
     )
 
 
@@ -142,7 +146,8 @@ class QatSession:
         try:
             options.check_environment()
             options.check_options(self.options)
-        except options.Bad as exc:
+            grid.check_mixed_budgets(self.options)
+        except (options.Bad, ValueError) as exc:
             raise pytest.UsageError(str(exc)) from None
 
     def _check_start(self) -> None:
@@ -307,7 +312,7 @@ class QatSession:
         """Did this session leave part of the tier's grid out on purpose (so absent baseline cases
         are 'not selected' rather than missing)?"""
         opts, option = self.options, self.config.option
-        by_options = any((opts.bits, opts.orders, opts.seeds, opts.methods)) or opts.shard[1:] > (1,)
+        by_options = any((opts.bits, opts.orders, opts.seeds, opts.methods, opts.mixed_budgets)) or opts.shard[1:] > (1,)
         by_selection = bool(getattr(option, "keyword", "") or getattr(option, "markexpr", ""))
         by_node_id = any("::" in str(arg) for arg in self.config.args)
         return by_options or by_selection or by_node_id or self.collected_deselected

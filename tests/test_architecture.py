@@ -39,6 +39,7 @@ def pure_modules() -> list:
 def test_pure_modules_import_with_tensorflow_unimportable():
     names = pure_modules()
     assert len(names) > 20 and "harness.results.records" in names and "harness.analysis.report" in names
+    assert "harness.analysis.frontier" in names and "harness.analysis.frontier_report" in names
     code = BLOCK_TF + "".join(f"import {name}\n" for name in names)
     done = subprocess.run([sys.executable, "-c", code], cwd=HARNESS.parent, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -219,3 +219,21 @@ def test_on_an_untested_tfmot_it_does_not_patch_and_says_so_once(monkeypatch, ca
     finally:
         monkeypatch.undo()
         fakequant.install(fakequant.enabled())
+
+
+@pytest.mark.parametrize("trainable", [False, True])
+def test_a_trainable_range_keeps_tensorflows_op_and_its_range_gradients(monkeypatch, trainable):
+    """tfmot's quantizers never train their ranges; a user's might. The fast route drops the range
+    gradients, so it must serve only non-trainable ranges; trainable ones keep TensorFlow's op."""
+    calls = []
+    original = fakequant._fake_quant_for_training
+    monkeypatch.setattr(fakequant, "_fake_quant_for_training", lambda *a, **k: calls.append(a) or original(*a, **k))
+    low = tf.Variable(-np.ones(6, np.float32), trainable=trainable)
+    high = tf.Variable(np.ones(6, np.float32), trainable=trainable)
+    x = tf.Variable(np.random.default_rng(5).normal(size=(3, 3, 4, 6)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        y = fakequant._last_value_quantize(x, low, high, per_channel=True, is_training=True, num_bits=8,
+                                           narrow_range=True, symmetric=True)
+    grads = tape.gradient(y, [x, low, high])
+    assert (len(calls) == 1) != trainable
+    assert grads[0] is not None

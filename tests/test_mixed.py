@@ -150,3 +150,31 @@ def test_sensitivity_selection_rejects_bad_arguments():
         mixed.sensitivity_selection(units, [-1.0], 1)
     with pytest.raises(ValueError, match="1 units"):
         mixed.sensitivity_selection(units, [1.0, 2.0], 1)
+
+
+def test_a_lone_float_unit_between_quantized_units_is_not_deployable():
+    assert mixed.deployable((8, 4, 4, 4, "float")) and mixed.deployable((8, "float", "float", 8, "float"))
+    assert mixed.deployable(("float", 8, 8)) and mixed.deployable(("float",) * 3)
+    assert not mixed.deployable((8, "float", 8, "float", "float")) and not mixed.deployable((4, "float", 4))
+    units = tuple(Unit(i, "dense", f"w{i}", (f"w{i}",), 1000, 0) for i in range(3))
+    costs = {8: [1.0, 5.0, 1.5], 4: [9.0, 9.0, 9.0]}  # the middle unit is best kept float, but cannot be
+    assert mixed.mixed_plan(units, costs, 2 * 1000 + 4000).choices == (8, "float", 8)
+    plan = mixed.mixed_plan(units, costs, 2 * 1000 + 4000, chain=True)
+    assert plan.choices == (8, 8, "float") and plan.predicted_cost == 6.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(units_strategy, st.data())
+def test_the_chain_plan_is_the_brute_force_optimum_among_deployable_plans(units, data):
+    costs_by_bits = {8: data.draw(costs_for(units)), 4: data.draw(costs_for(units))}
+    budget = data.draw(st.integers(mixed.plan_bytes(units, [4] * len(units)),
+                                   mixed.plan_bytes(units, [mixed.FLOAT] * len(units)) + 10))
+    plan = mixed.mixed_plan(units, costs_by_bits, budget, chain=True)
+    assert mixed.deployable(plan.choices) and plan.weight_bytes <= budget
+    assert plan.weight_bytes == mixed.plan_bytes(units, plan.choices)
+    best = None
+    for choices in itertools.product([mixed.FLOAT, 8, 4], repeat=len(units)):
+        if mixed.deployable(choices) and mixed.plan_bytes(units, choices) <= budget:
+            c = sum(0.0 if ch == mixed.FLOAT else costs_by_bits[ch][i] for i, ch in enumerate(choices))
+            best = c if best is None else min(best, c)
+    assert plan.predicted_cost == pytest.approx(best, abs=1e-9)

@@ -16,16 +16,19 @@ pytestmark = pytest.mark.tf
 
 def test_perf_writes_side_by_side_ratios(tmp_path):
     done = subprocess.run([sys.executable, "-m", "harness", "perf", "--models", "mlp", "--bits", "8",
-                           "--repeats", "2", "--steps", "2", "--results", str(tmp_path), "--run-id", "p"],
+                           "--repeats", "6", "--steps", "2", "--round-ms", "20", "--results", str(tmp_path), "--run-id", "p"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "p" / "perf.json").read_text())
     mlp = report["models"]["mlp"]
-    assert set(mlp["qat_over_float"]) == {"qat-whole-w8", "qat-last3-w8", "qat-whole-w8-tfgrad"}
+    assert set(mlp["qat_over_float"]) == {"qat-whole-w8", "qat-last3-w8", "qat-whole-w8-tfgrad", "qat-whole-w8-noxla"}
     for spread in mlp["qat_over_float"].values():
         assert spread["min"] <= spread["median"] <= spread["max"] and spread["min"] > 0
+        assert spread["rounds"] == 6 and spread["ci95"][0] <= spread["median"] <= spread["ci95"][1]
+    assert mlp["steps_per_round"] >= 2 and report["round_ms"] == 20
     assert mlp["latency"]["bytes"]["w8"] < mlp["latency"]["bytes"]["float"]
-    assert "qat-whole-w8-tfgrad" in (tmp_path / "p" / "perf.md").read_text()
+    markdown = (tmp_path / "p" / "perf.md").read_text()
+    assert "qat-whole-w8-tfgrad" in markdown and "qat-whole-w8-noxla" in markdown and "steps per model per round" in markdown
     assert_litert_beside_tflite(mlp["latency"], (tmp_path / "p" / "perf.md").read_text())
     assert_machine_named(report["env"], done.stdout, (tmp_path / "p" / "perf.md").read_text())
 

@@ -5,7 +5,9 @@ Files: <run_dir>/report.md and <run_dir>/plots/*.png:
                               every run as a point, the AICc-chosen formula as a line and its 95%
                               confidence band (mean curve, seed shifts included; see harness.analysis.drop_fit);
   size-<model>.png            tflite_bytes and weight_bytes vs N with predicted_weight_bytes as a line;
-  methods-<model>.png         QAT vs PTQ mean drop vs N (only when both methods exist).
+  methods-<model>.png         QAT vs PTQ mean drop vs N (only when both methods exist);
+  frontier-<model>.png        weight bytes vs drop per selection (only with sensitivity or mixed records;
+                              see harness.analysis.frontier and frontier_report).
 Tables give each run's drop with its paired 95% interval (``paired.drop_label``, "~" = inside
 the noise) and, where several seeds exist, the mean over seeds with its t-interval. The order test
 is ``compare``'s per-seed sign-flip sentences. Records that did not pass are listed with their
@@ -29,6 +31,8 @@ import numpy as np  # noqa: E402
 
 from harness.analysis import order_test as _compare  # noqa: E402
 from harness.analysis import drop_fit as _fit  # noqa: E402
+from harness.analysis import frontier as _frontier  # noqa: E402
+from harness.analysis import frontier_report  # noqa: E402
 from harness.case import paired  # noqa: E402
 from harness.analysis import plan as _plan  # noqa: E402
 from harness.results import seedstats  # noqa: E402
@@ -47,6 +51,7 @@ class Report:
     comparisons: tuple
     plans: tuple
     size_checks: tuple
+    frontiers: tuple = ()
 
 
 def measured(records: Iterable[dict]) -> list:
@@ -110,6 +115,11 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _xlabel(order: str) -> str:
+    """A mixed case's n is its weight-bytes budget, not a unit count."""
+    return "weight-bytes budget" if order == "mixed" else "N (units quantized)"
+
+
 def plot_drop(model: str, method: str, records: Sequence[dict], fits: dict, out_dir: Path) -> Path:
     orders = _by(records, "order")
     fig, axes = _panels(len(orders))
@@ -129,7 +139,7 @@ def plot_drop(model: str, method: str, records: Sequence[dict], fits: dict, out_
             elif gfit is not None:
                 label += " (not enough N to fit)" if "not enough N" in gfit.reason else " (no fit)"
             ax.plot([], [], color=colour, label=label)
-        ax.set(title=f"{model} · {order} · {method}", xlabel="N (units quantized)", ylabel="accuracy drop (pp)")
+        ax.set(title=f"{model} · {order} · {method}", xlabel=_xlabel(order), ylabel="accuracy drop (pp)")
         ax.axhline(0, color="grey", lw=0.5)
         ax.legend(fontsize=7)
     return _save(fig, out_dir / f"drop-{_slug(model)}-{_slug(method)}.png")
@@ -152,7 +162,7 @@ def plot_size(model: str, records: Sequence[dict], out_dir: Path) -> Optional[Pa
             ns, ys = _means(rows, "predicted_weight_bytes")
             if ns.size:
                 ax.plot(ns, ys, color=colour, label=f"w{bits} predicted weight bytes")
-        ax.set(title=f"{model} · {order}: size vs N", xlabel="N (units quantized)", ylabel="bytes")
+        ax.set(title=f"{model} · {order}: size vs N", xlabel=_xlabel(order), ylabel="bytes")
         ax.legend(fontsize=7)
     return _save(fig, out_dir / f"size-{_slug(model)}.png")
 
@@ -169,7 +179,7 @@ def plot_methods(model: str, records: Sequence[dict], out_dir: Path) -> Optional
                 ns, ys = _means([r for r in rows if (r.get("method") or "qat") == method], "accuracy_drop_pp")
                 if ns.size:
                     ax.plot(ns, ys, style, marker="o", color=colours[i % len(colours)], label=f"w{bits} {method}")
-        ax.set(title=f"{model} · {order}: QAT vs PTQ", xlabel="N (units quantized)", ylabel="median drop (pp)")
+        ax.set(title=f"{model} · {order}: QAT vs PTQ", xlabel=_xlabel(order), ylabel="median drop (pp)")
         ax.legend(fontsize=7)
     return _save(fig, out_dir / f"methods-{_slug(model)}.png")
 
@@ -307,6 +317,8 @@ def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float]
     if not good:
         lines += ["**No measured records** (none passed or failed with an accuracy drop): nothing to fit or plot.", ""]
     verdicts = [model_verdict(model, comparisons, fits) for model in _by(good, "model")]
+    frontiers = _frontier.for_report(records)
+    verdicts += [_frontier.verdict(frontiers, model) for model in sorted({f.model for f in frontiers}, key=str)]
     if any(verdicts):
         lines += ["## Verdicts", ""] + [f"- {v}" for v in verdicts if v] + [""]
     for model, rows in _by(good, "model").items():
@@ -329,6 +341,9 @@ def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float]
             plots.append(path)
             lines.append(f"![{path.stem}]({PLOTS_DIR}/{path.name})")
         lines.append("")
+    frontier_lines, frontier_plots = frontier_report.section(frontiers, run_dir / PLOTS_DIR, PLOTS_DIR, _save)
+    lines += frontier_lines
+    plots += frontier_plots
     lines += ["## Last vs first layers (per-seed sign-flip test of drop_first − drop_last, Holm-adjusted)", ""]
     lines += [f"- {sentence}" for c in comparisons for sentence in c.sentences()] or \
         ["- no (model, bits, method) with both 'last' and 'first' records"]
@@ -343,7 +358,8 @@ def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float]
         lines += ["", "## Unreadable records", ""] + [f"- {_first_line(p)}" for p in problems]
     path = run_dir / "report.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
-    return Report(path=path, plots=tuple(plots), fits=fits, comparisons=comparisons, plans=plans, size_checks=checks)
+    return Report(path=path, plots=tuple(plots), fits=fits, comparisons=comparisons, plans=plans, size_checks=checks,
+                  frontiers=frontiers)
 
 
 def terminal_summary(records: Sequence[dict], *, budget_pp: Optional[float] = None,

@@ -281,15 +281,16 @@ class Control:
 
 
 def pipeline_code_hash() -> str:
-    """Source of what shapes every measured model: unit grouping and selection, annotation and
+    """Source of what shapes every measured model: unit grouping and selection (scores and plans too), annotation and
     fake-quant, fine-tuning, conversion, evaluation; and the library versions."""
     import inspect
 
-    from harness.case import evaluate, export, fakequant, quantize
-    from harness.spec import select, units
+    from harness.case import evaluate, export, fakequant, mixed_case, quantize, sensitivity
+    from harness.spec import mixed, select, units
     from harness.backend import versions
 
-    modules = (train, quantize, fakequant, export, evaluate, units, select)
+    # sensitivity, mixed_case and spec/mixed choose the units of the sensitivity and mixed orders
+    modules = (train, quantize, fakequant, export, evaluate, units, select, sensitivity, mixed_case, mixed)
     # pipeline.py decides what is compared with what (N = 0 reuse, PTQ calibration); read as text,
     # since it imports this module
     case_code = Path(__file__).with_name("pipeline.py").read_text()

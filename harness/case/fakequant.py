@@ -18,6 +18,11 @@ with strided access. Whole-model ResNet-50 W8 train step on a 2-core Xeon: 0.68x
 non-XLA path, measured side by side; small models unchanged within noise (docs/performance.md).
 Outputs and gradients are bit-identical to TensorFlow's op, rounding ties included (tests).
 
+Per-tensor fake-quants (activations, per-tensor Dense weights) keep TensorFlow's op. The same
+straight-through gradient for them was tried on the Intel Xeon (its FakeQuantWithMinMaxVarsGradient was
+12% of a whole-model resnet20 W8 step's op time) and timed side by side: no gain (resnet20 1.43 vs 1.38
+with TensorFlow's op, mlp 1.47 vs 1.32, in the same rounds), so it was not kept (docs/performance.md).
+
 It replaces private tfmot names, so it is installed only on a tfmot version it was tested against
 and only if those names have the signatures it was written for; otherwise one warning says so and
 tfmot's stock gradient is used (slower, same numbers).
@@ -134,11 +139,17 @@ def _fake_quant_for_training(inputs, min_var, max_var, per_channel, num_bits, na
     return quantize(inputs, min_var, max_var, num_bits, narrow_range)
 
 
+def _trainable(variable) -> bool:
+    return bool(getattr(variable, "trainable", True))
+
+
 def _last_value_quantize(inputs, min_var, max_var, per_channel=False, name_prefix="LastValueQuant",
                          is_training=True, num_bits=8, narrow_range=False, symmetric=False):
     kwargs = dict(per_channel=per_channel, name_prefix=name_prefix, is_training=is_training,
                   num_bits=num_bits, narrow_range=narrow_range, symmetric=symmetric)
-    if is_training is not True or not per_channel:
+    # the range gradients this route drops matter only if the range variables train (tfmot's never do;
+    # a user's quantizer might), so a trainable range keeps TensorFlow's op and all its gradients
+    if is_training is not True or not per_channel or _trainable(min_var) or _trainable(max_var):
         return _ORIGINAL_LAST_VALUE(inputs, min_var, max_var, **kwargs)
     # tfmot's range bookkeeping, with the fake-quant call swapped for the duration of this trace
     quant_ops._FakeQuantWithMinMaxVars = _fake_quant_for_training

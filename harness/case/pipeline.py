@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.case import audit, cache, export, paired, quantize, train
-from harness.case.sensitivity import costs_by_bits, unit_scores
+from harness.case import audit, cache, export, mixed_case, paired, quantize, train
 from harness.results import records
 from harness.spec import size
 from harness.backend import devices, numerics, versions
@@ -65,19 +64,23 @@ def describe_case(case: Case, spec: ModelSpec) -> dict:
         "model": case.model, "order": case.selection.order, "n": case.selection.n,
         "kind": case.selection.kind, "weight_bits": case.quant.weight_bits,
         "activation_bits": case.quant.activation_bits, "per_channel": case.quant.per_channel,
-        "method": case.quant.method, "deployment": case.quant.deployment, "tier": case.tier,
+        "method": case.quant.method, "tier": case.tier,
+        "deployment": "int8+int4" if case.selection.order == "mixed" else case.quant.deployment,
         "seed": case.seed, "strategy": case.strategy, "workers": case.workers,
         "devices": 1 if case.strategy == "default" else case.workers,  # run_case records the real count
         "spec_fingerprint": spec_fingerprint(spec, case.tier),
     }
 
 
-def _fine_tune(model, chosen, case: Case, config, data: Dataset, tuner=None) -> tuple:
-    """A copy of ``model`` with ``chosen`` units annotated, fine-tuned: (model, TrainStats)."""
+def _fine_tune(model, chosen, case: Case, config, data: Dataset, tuner=None, bits_of=None) -> tuple:
+    """A copy of ``model`` with ``chosen`` units annotated (at ``bits_of`` per unit for a mixed plan),
+    fine-tuned: (model, TrainStats)."""
     train.set_seed(case.seed)
     if tuner is not None:  # under a tf.distribute strategy (harness/distributed/strategy.py)
+        if bits_of is not None:
+            raise ValueError("a mixed plan runs with the default strategy only")
         return tuner.fit(model, chosen, case.quant, config, data, case.seed)
-    tuned = quantize.annotate(model, chosen, case.quant)
+    tuned = quantize.annotate(model, chosen, case.quant, bits_of)
     train.compile_for_training(tuned, config.finetune_learning_rate)
     return tuned, train.fit_steps(tuned, data, config.finetune_steps, config.batch_size, case.seed)
 
@@ -122,38 +125,21 @@ def _float_control(case: Case, config, data: Dataset, base, env: Environment, tu
 
 _CONTROL_LABELS: dict = {}
 
-# The sensitivity order's scores (issue 17): computed from the pre-trained float model, before any
-# fine-tuning, so every case of one pre-trained model and bit width shares them. A few hundred
-# training examples and a modest probe count keep it to seconds; the seed fixes the probes, so a
-# case's selection does not depend on which case of the model ran first.
-SENSITIVITY_EXAMPLES = 256
-SENSITIVITY_PROBES = 16
-SENSITIVITY_SEED = 0
-_SENSITIVITY: dict = {}  # (base.key, bits, per_channel) -> (UnitScore tuple, seconds)
+# The sensitivity and mixed orders' scores (issue 17) come from the pre-trained float model, cached per
+# process by harness/case/mixed_case.py (which also solves the mixed plan).
+SENSITIVITY_EXAMPLES, SENSITIVITY_PROBES, SENSITIVITY_SEED = mixed_case.EXAMPLES, mixed_case.PROBES, mixed_case.SEED
 
 
-def _sensitivity(case: Case, base, units, data: Dataset):
-    """(costs per unit, record field) for a ``sensitivity`` case; (None, None) for every other order,
-    which computes nothing."""
-    if case.selection.order != "sensitivity":
-        return None, None
-    bits, per_channel = case.quant.weight_bits, case.quant.per_channel
-    key = (base.key, bits, per_channel)
-    cached = key in _SENSITIVITY
-    if not cached:
-        start = time.perf_counter()
-        sample = (data.x_train[:SENSITIVITY_EXAMPLES], data.y_train[:SENSITIVITY_EXAMPLES])
-        scores = unit_scores(base.model, units, sample, (bits,), samples=SENSITIVITY_PROBES,
-                             seed=SENSITIVITY_SEED, per_channel=per_channel)
-        _SENSITIVITY[key] = (scores, time.perf_counter() - start)
-    scores, seconds = _SENSITIVITY[key]
-    field = {"bits": bits, "method": "hutchinson", "examples": min(SENSITIVITY_EXAMPLES, len(data.x_train)),
-             "probes": SENSITIVITY_PROBES, "seed": SENSITIVITY_SEED, "seconds": seconds, "cached": cached,
-             "pretrained_key": base.key,
-             "units": [{"index": s.index, "weight_layer": s.weight_layer, "trace": s.trace,
-                        "trace_stderr": s.trace_stderr, "noise": s.noise[bits], "score": s.score[bits]}
-                       for s in scores]}
-    return costs_by_bits(scores)[bits], field
+def _selected(case: Case, base, units, data: Dataset) -> tuple:
+    """(selected units, {unit index: bits} of a mixed plan or None, sensitivity field, mixed_plan field,
+    mixed SizePrediction or None). Only the sensitivity and mixed orders compute scores."""
+    if case.selection.order == "mixed":
+        plan, bits_of, field = mixed_case.plan(case, base, units, data)
+        chosen = tuple(u for u in units if u.index in bits_of)
+        return chosen, bits_of, None, field, mixed_case.size_prediction(units, plan)
+    costs, sensitivity = (mixed_case.sensitivity_field(case, base, units, data)
+                          if case.selection.order == "sensitivity" else (None, None))
+    return select(units, case.selection, costs, case.quant.weight_bits), None, sensitivity, None, None
 
 
 @functools.lru_cache(maxsize=2)
@@ -198,7 +184,8 @@ def _accuracy_fields(case: Case, control: cache.Control, qat, qat_tflite: bytes,
     }
 
 
-def _quantized_model(case: Case, chosen, control: cache.Control, base, config, data: Dataset, tuner) -> tuple:
+def _quantized_model(case: Case, chosen, control: cache.Control, base, config, data: Dataset, tuner,
+                     bits_of=None) -> tuple:
     """(model, TrainStats or None) of the quantized side of the case."""
     if case.quant.method == "ptq":  # the fine-tuned float control, quantized after training
         return control.model, None
@@ -206,7 +193,7 @@ def _quantized_model(case: Case, chosen, control: cache.Control, base, config, d
         # N = 0: annotated with nothing and fine-tuned with the control's seed, data and steps is
         # the very same call as the control's: reuse it (under a strategy its traffic is measured).
         return control.model, control.stats
-    return _fine_tune(base.model, chosen, case, config, data, tuner)
+    return _fine_tune(base.model, chosen, case, config, data, tuner, bits_of)
 
 
 def _convert(case: Case, units, chosen, control: cache.Control, qat, data: Dataset) -> bytes:
@@ -291,13 +278,13 @@ def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
         units = quantize.units_of(base.model)
     if len(units) != spec.num_units:
         raise ValueError(f"{spec.name}: built model has {len(units)} units, spec says {spec.num_units}")
-    costs, sensitivity = _sensitivity(case, base, units, data)  # its seconds are in the field, not phase_s
-    selected = select(units, case.selection, costs, case.quant.weight_bits)
+    # scores' seconds are in their record field, not in phase_s
+    selected, bits_of, sensitivity, plan_field, plan_size = _selected(case, base, units, data)
     chosen, kept_float = quantize.without_unsupported(base.model, selected, case.quant, spec.keep_unsupported_float)
     with phase("float_control"):
         control = _float_control(case, config, data, base, env, tuner)
     with phase("qat_fit"):
-        qat, qat_stats = _quantized_model(case, chosen, control, base, config, data, tuner)
+        qat, qat_stats = _quantized_model(case, chosen, control, base, config, data, tuner, bits_of)
     if tuner is not None and not tuner.is_chief:
         return {}
     with phase("convert"):
@@ -308,13 +295,13 @@ def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
         accuracy = _accuracy_fields(case, control, None if case.quant.method == "ptq" else qat, qat_tflite, data, env)
     with phase("step_timing"):
         timing = _timing_fields(case, config, data, qat, qat_stats, control)
-    predicted = size.predict(units, chosen, case.quant)
+    predicted = plan_size or size.predict(units, chosen, case.quant)
     record = {**_selection_fields(spec, units, chosen, base), **accuracy,
               **_size_fields(qat_tflite, control.tflite, qat_audit, control_audit, predicted), **timing,
               "convert_s": phase.seconds["convert"], "wall_s": time.perf_counter() - start,
               "phase_s": {name: round(seconds, 3) for name, seconds in phase.seconds.items()},
               "dataset": data.describe(), "kept_float_layers": [f"{name} ({cls})" for name, cls in kept_float],
-              "sensitivity": sensitivity}
+              "sensitivity": sensitivity, "mixed_plan": plan_field}
     if tuner is not None:
         record.update(tuner.fields(units, chosen, case.quant, qat_audit, len(qat_tflite), len(control.tflite)))
     return record

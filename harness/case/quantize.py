@@ -140,10 +140,31 @@ def _config_for(layer, quant: QuantConfig):
     return DenseWeightConfig(quant.weight_bits, bool(quant.per_channel))
 
 
-def annotate(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig) -> "keras.Model":
-    """Clone ``model`` with the chosen units wrapped for QAT; weights are copied. Empty selection: a float clone."""
+def _unit_config(layer, quant: QuantConfig, scheme_bits: int):
+    """The QuantizeConfig of ``layer`` at ``quant``'s width under a scheme of ``scheme_bits`` weights: a
+    weight layer whose width differs from the scheme's needs a config of its own (mixed plans)."""
+    config = _config_for(layer, quant)
+    if config is not None or quant.weight_bits == scheme_bits:
+        return config
+    cls = type(layer).__name__
+    if cls == "Dense":
+        return DenseWeightConfig(quant.weight_bits, bool(quant.per_channel))
+    if cls in KIND_OF_CLASS:
+        raise UnsupportedQuantization(
+            f"{cls} {layer.name!r} at {quant.weight_bits} bits beside {scheme_bits}-bit units: it would need a "
+            "QuantizeConfig of its own, and tfmot skips its Conv+BN folding for such a layer (the kernel would "
+            "stay float); mixed widths work for Dense units and QatBlocks")
+    return None  # a layer without weights (Dropout, an activation): the scheme's default
+
+
+def annotate(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig, bits_of=None) -> "keras.Model":
+    """Clone ``model`` with the chosen units wrapped for QAT; weights are copied. Empty selection: a float
+    clone. ``bits_of``: {unit index: weight bits} of a mixed plan, one width per unit (every chosen unit
+    at quant.weight_bits when None); the scheme then takes the narrowest width."""
     names = {name for unit in chosen for name in unit.members}
     kept_float = {name for unit in chosen for name in unit.float_members}
+    width = {name: (bits_of or {}).get(unit.index, quant.weight_bits) for unit in chosen for name in unit.members}
+    scheme_bits = min(width.values(), default=quant.weight_bits)
 
     def clone(layer):
         fresh = layer.__class__.from_config(layer.get_config())
@@ -151,7 +172,10 @@ def annotate(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig) -
             return fresh  # qat_float: a layer that must stay float (an int32-token embedding)
         # A member tfmot cannot quantize computes in float, but its output is fake-quantized, so the
         # weight layer it feeds still sees a quantized input and converts to an integer kernel.
-        config = KeepFloatOutputConfig() if layer.name in kept_float else _config_for(layer, quant)
+        if layer.name in kept_float:
+            config = KeepFloatOutputConfig()
+        else:
+            config = _unit_config(layer, dataclasses.replace(quant, weight_bits=width[layer.name]), scheme_bits)
         return quantize.quantize_annotate_layer(fresh, quantize_config=config)
 
     with quantize.quantize_scope(CUSTOM_OBJECTS):
@@ -159,4 +183,4 @@ def annotate(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig) -
         annotated.set_weights(model.get_weights())
         if not names:
             return annotated
-        return quantize.quantize_apply(annotated, scheme=scheme_for(quant))
+        return quantize.quantize_apply(annotated, scheme=scheme_for(dataclasses.replace(quant, weight_bits=scheme_bits)))

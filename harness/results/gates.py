@@ -37,6 +37,33 @@ def _kernel_mismatch(record: dict) -> str:
             "Dropout: choose another N, or make those layers one QatBlock)")
 
 
+def _storage_type(choice) -> str:
+    """What a mixed plan's choice is stored as in the flatbuffer (harness.spec.config.QuantConfig.storage_bits)."""
+    if choice == "float":
+        return "FLOAT32"
+    return "INT8" if int(choice) >= 5 else "INT4"
+
+
+def plan_mismatches(record: dict) -> list:
+    """A ``mixed`` case: one line per planned unit whose kernels the .tflite stores otherwise than its plan
+    says (INT8 for 8 bits, INT4 for 4, FLOAT32 for float), naming the layer; empty for other orders."""
+    plan = record.get("mixed_plan")
+    if not isinstance(plan, dict):
+        return []
+    stored = defaultdict(list)
+    for kernel in (record.get("audit") or {}).get("kernels") or []:
+        stored[_kernel_layer(kernel["name"])].append(kernel.get("dtype"))
+    found = []
+    for unit in plan.get("units") or []:
+        layer, want = unit["weight_layer"], _storage_type(unit["choice"])
+        got = sorted(set(stored.get(layer, ())))
+        if not got:
+            found.append(f"audit: layer {layer} (planned {want}) has no kernel in the .tflite")
+        elif got != [want]:
+            found.append(f"audit: layer {layer} stored as {'/'.join(got)}, the mixed plan says {want}")
+    return found
+
+
 def violations(record: dict, thresholds: Thresholds) -> list:
     """One line per broken threshold; empty when the case passes."""
     found = []
@@ -49,6 +76,7 @@ def violations(record: dict, thresholds: Thresholds) -> list:
         found.append(f"audit: {record['quantized_kernels']} quantized kernels in the .tflite, "
                      f"{record['selected_kernels']} selected ({record['audit']['kernel_dtypes']})"
                      + _kernel_mismatch(record))
+    found += plan_mismatches(record)
     if record["size_error_rel"] > thresholds.size_tolerance:
         found.append(f"size: predicted {record['predicted_weight_bytes']} B vs measured {record['weight_bytes']} B "
                      f"({record['size_error_rel']:.2%} > {thresholds.size_tolerance:.0%})")
@@ -69,8 +97,10 @@ def violations(record: dict, thresholds: Thresholds) -> list:
             found.append(f"whole-model W{bits} .tflite only {ratio:.2f}x smaller than float (need {min_ratio}x)")
     # Weights, not the file: a tiny unit (the cnn's 288-weight first conv) saves fewer bytes than
     # its per-channel scales and QUANTIZE op add, so its file may grow (size_not_decreasing's note).
-    if record["n"] and record["order"] != "type" and record["weight_bytes"] >= record["control_weight_bytes"]:
-        found.append(f"quantizing {record['n']} units did not shrink the weights "
+    # (a mixed plan's n is its budget: it quantizes the units it selected, maybe none)
+    quantizes = len(record.get("units_selected") or ()) if record["order"] == "mixed" else record["n"]
+    if quantizes and record["order"] != "type" and record["weight_bytes"] >= record["control_weight_bytes"]:
+        found.append(f"quantizing {quantizes} units did not shrink the weights "
                      f"({record['weight_bytes']} B vs float {record['control_weight_bytes']} B)")
     return found
 

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-ORDERS = ("last", "first", "single", "type", "sensitivity")
+ORDERS = ("last", "first", "single", "type", "sensitivity", "mixed")
 METHODS = ("qat", "ptq")
 TIERS = ("smoke", "full", "reference")
 STRATEGIES = ("default", "mirrored", "multiworker")
 MIN_BITS, MAX_BITS = 2, 8
+# A ``mixed`` case plans float, INT8 or INT4 per unit: the two widths TFLite stores as integer kernels
+# that also run. Its QuantConfig has the narrowest (4): its drop target and deployment are W4's.
+MIXED_BITS = (8, 4)
+MAX_BUDGET_BYTES = 10 ** 12
+
+
+def budget_tag(budget_bytes: int) -> str:
+    """150000 -> 'b150k', 150500 -> 'b150500': bytes, with k when divisible by 1000."""
+    return f"b{budget_bytes // 1000}k" if budget_bytes % 1000 == 0 else f"b{budget_bytes}"
 
 
 def check_bits(bits, what: str = "weight bits") -> int:
@@ -71,8 +80,9 @@ class QuantConfig:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which units to quantize: the last/first n, the single unit n, every unit of a kind, or the n units
-    that save the most bytes per predicted cost (``sensitivity``, issue 17; needs per-unit costs)."""
+    """Which units to quantize: the last/first n, the single unit n, every unit of a kind, the n units
+    that save the most bytes per predicted cost (``sensitivity``, issue 17; needs per-unit costs), or
+    (``mixed``) the plan of float/INT8/INT4 per unit of least predicted cost within n bytes of weights."""
 
     order: str = "last"
     n: int = 0
@@ -86,6 +96,8 @@ class Selection:
                 raise ValueError("order 'type' needs a unit kind, e.g. Selection('type', kind='dense')")
         elif isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 0:
             raise ValueError(f"n must be an integer >= 0, got {self.n!r}")
+        elif self.order == "mixed" and not 1 <= self.n <= MAX_BUDGET_BYTES:
+            raise ValueError(f"order 'mixed' needs a weight-bytes budget n in 1..{MAX_BUDGET_BYTES}, got {self.n}")
 
     @property
     def id(self) -> str:
@@ -93,6 +105,8 @@ class Selection:
             return f"type-{self.kind}"
         if self.order == "sensitivity":  # short, like the issue's `mlp-sens3-w8a8`: ids end up in -k filters
             return f"sens{self.n}"
+        if self.order == "mixed":  # the issue's `mlp-mixed-b150k`: n is the budget in bytes
+            return f"mixed-{budget_tag(self.n)}"
         return f"{self.order}{self.n}"
 
 
@@ -119,6 +133,10 @@ class TierConfig:
     timing_rounds: int = 3  # side-by-side QAT vs float step timing after the measurements
     timing_steps: int = 10
     timing_seeds: tuple = ()  # time the steps only for these seeds (empty: every seed); timing is per case, not per seed
+    # Weight-bytes budgets of the ``mixed`` order's cases (one case per budget and seed). Not in the repr,
+    # which the spec fingerprint and the pre-trained cache key hash: budgets shape no pre-training, and
+    # each case's budget is in its own config hash (Selection.n).
+    mixed_budgets: tuple = field(default=(), repr=False)
 
     def pretrain_seed(self, seed: int) -> int:
         """The seed of the pre-trained model that a case of ``seed`` starts from."""
@@ -137,7 +155,9 @@ class Case:
 
     @property
     def id(self) -> str:
-        parts = [self.model, self.selection.id, self.quant.tag]
+        parts = [self.model, self.selection.id]
+        if self.selection.order != "mixed":  # a mixed plan's widths are MIXED_BITS, not one tag
+            parts.append(self.quant.tag)
         if self.seed:
             parts.append(f"s{self.seed}")
         return "-".join(parts)
@@ -187,3 +207,4 @@ class RunOptions:
     custom_objects: Optional[str] = None  # module:name of the model file's custom layers
     max_drop: Optional[float] = None  # the model file's drop target (pp) at every bit width
     skip_unsupported: bool = False  # keep layers tfmot cannot quantize float instead of failing
+    mixed_budgets: tuple = ()  # --qat-mixed-budgets: the mixed order's byte budgets (empty: the tier's)

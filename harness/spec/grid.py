@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from harness.spec import registry
-from harness.spec.config import Case, QuantConfig, RunOptions, Selection
+from harness.spec.config import MIXED_BITS, Case, QuantConfig, RunOptions, Selection
 
 
 def cases_for(opts: RunOptions) -> list:
-    """Every (model, selection, bits, seed) case of the tier, in a stable order."""
+    """Every (model, selection, bits, seed) case of the tier, in a stable order. A ``mixed`` case plans
+    over MIXED_BITS itself: one QAT case per budget and seed (--qat-bits and PTQ do not apply)."""
     cases = []
     for spec in registry.REGISTRY.values():
         if opts.tier not in spec.tiers or (opts.models and spec.name not in opts.models):
             continue
         tier = spec.tier(opts.tier)
         for order in opts.orders or tier.orders:
-            for selection in _selections(spec, tier, order):
+            mixed = order == "mixed"
+            for selection in _selections(spec, tier, order, opts.mixed_budgets):
                 for method in opts.methods or tier.methods:
-                    for bits in opts.bits or tier.bits:
+                    if mixed and method != "qat":
+                        continue
+                    for bits in (min(MIXED_BITS),) if mixed else opts.bits or tier.bits:
                         if method == "ptq" and bits != 8:
                             continue
                         for seed in opts.seeds or tier.seeds:
@@ -25,7 +29,9 @@ def cases_for(opts: RunOptions) -> list:
     return cases
 
 
-def _selections(spec, tier, order) -> list:
+def _selections(spec, tier, order, mixed_budgets=()) -> list:
+    if order == "mixed":  # a model without budgets (on its tier or --qat-mixed-budgets) has no mixed case
+        return [Selection("mixed", b) for b in mixed_budgets or tier.mixed_budgets]
     if order == "type":
         return [Selection("type", kind=kind) for kind in spec.unit_kinds]
     if order == "single":
@@ -35,3 +41,15 @@ def _selections(spec, tier, order) -> list:
     # last and sensitivity: every n up to L. sensitivity-0 and -L equal last-0 and -L, but they are kept
     # so that each order's curve is complete on its own at the same N values as last-N.
     return [Selection(order, n) for n in tier.n_values if n <= spec.num_units]
+
+
+def check_mixed_budgets(opts: RunOptions) -> None:
+    """--qat-orders with mixed needs a byte budget from somewhere: a ValueError (one line) when no
+    selected model's tier declares one and --qat-mixed-budgets is not given (else: silently no case)."""
+    if "mixed" not in (opts.orders or ()) or opts.mixed_budgets:
+        return
+    selected = [spec for spec in registry.REGISTRY.values()
+                if opts.tier in spec.tiers and (not opts.models or spec.name in opts.models)]
+    if selected and not any(spec.tier(opts.tier).mixed_budgets for spec in selected):
+        raise ValueError(f"--qat-orders mixed: no selected model declares mixed budgets on the {opts.tier} tier; "
+                         "give them with --qat-mixed-budgets BYTES,...")

@@ -13,6 +13,8 @@ harness/spec/size.py, so a plan's bytes are exactly what ``size.predict`` says t
   plans. A byte-indexed table would need budget-many cells (millions for a CNN); the front keeps only
   plans that no other partial plan beats on both bytes and cost, which is exact because a dominated
   prefix can never complete to a better plan than its dominator completed the same way.
+  ``chain=True`` admits only plans the converter deploys as planned (``deployable``: no lone float
+  unit between two quantized ones); the front is then kept per chain state, and stays exact.
 """
 
 from __future__ import annotations
@@ -137,10 +139,42 @@ def _pareto(states: list) -> list:
     return front
 
 
-def mixed_plan(units: Sequence[Unit], costs_by_bits: Mapping[int, Sequence[float]], budget_bytes: int) -> MixedPlan:
+# States of a partial plan for the chain rule (``mixed_plan(..., chain=True)``): FREE (no quantized unit
+# yet, or at least two float units since the last one), QUANT (the last unit is quantized), LONE (one
+# float unit right after a quantized one: the next unit may not be quantized).
+FREE, QUANT, LONE = 0, 1, 2
+
+
+def next_state(state: int, choice: Choice, chain: bool):
+    """The state after ``choice``; None when the chain rule forbids it (a lone float unit between two
+    quantized ones). Without ``chain`` every plan is allowed."""
+    if not chain:
+        return FREE
+    if choice == FLOAT:
+        return LONE if state == QUANT else FREE
+    return None if state == LONE else QUANT
+
+
+def deployable(choices: Sequence[Choice]) -> bool:
+    """False when a single float unit sits between two quantized units: the converter receives it with a
+    fake-quantized input (the previous unit's output) and a fake-quantized output (tfmot quantizes the
+    output of the layer feeding an annotated one), and stores it as INT8 (measured with the mlp: a plan
+    8F8FF deployed as INT8 INT8 INT8 FLOAT32 FLOAT32; 8FF8F and 8444F deployed as planned)."""
+    state = FREE
+    for choice in choices:
+        state = next_state(state, choice, True)
+        if state is None:
+            return False
+    return True
+
+
+def mixed_plan(units: Sequence[Unit], costs_by_bits: Mapping[int, Sequence[float]], budget_bytes: int,
+               chain: bool = False) -> MixedPlan:
     """The plan (float or one of the given bit widths per unit) of least summed predicted cost whose
     weight bytes are <= ``budget_bytes``. Exact. ``costs_by_bits[b][i]``: predicted cost of ``units[i]``
-    at b bits; float costs 0. An unreachable budget raises a ValueError naming the smallest plan's bytes."""
+    at b bits; float costs 0. An unreachable budget raises a ValueError naming the smallest plan's bytes.
+    ``chain``: only ``deployable`` plans (units in graph order as one chain, as the zoo's Dense stacks are):
+    the Pareto front is then kept per chain state, which keeps it exact."""
     options = _options(units, costs_by_bits)
     # least bytes the units after position i can still take: prunes prefixes that cannot fit
     rest = [0] * (len(units) + 1)
@@ -149,13 +183,15 @@ def mixed_plan(units: Sequence[Unit], costs_by_bits: Mapping[int, Sequence[float
     if rest[0] > budget_bytes:
         raise ValueError(f"size budget {budget_bytes} bytes is infeasible: the minimum achievable is "
                          f"{rest[0]} bytes (every unit at its smallest width)")
-    # a state: (bytes, cost, choices as a linked list (choice, previous)) so extending one is O(1)
-    front = [(0, 0.0, None)]
+    # a state: (bytes, cost, choices as a linked list (choice, previous), chain state): extending is O(1);
+    # all-quantized plans are deployable, so some state always survives
+    front = [(0, 0.0, None, FREE)]
     for i, unit_options in enumerate(options):
-        grown = [(b + ob, c + oc, (choice, link)) for b, c, link in front for choice, ob, oc in unit_options
-                 if b + ob + rest[i + 1] <= budget_bytes]
-        front = _pareto(grown)
-    best_bytes, best_cost, link = min(front, key=lambda s: (s[1], s[0]))
+        grown = [(b + ob, c + oc, (choice, link), after) for b, c, link, state in front
+                 for choice, ob, oc in unit_options
+                 if b + ob + rest[i + 1] <= budget_bytes and (after := next_state(state, choice, chain)) is not None]
+        front = [s for kind in (FREE, QUANT, LONE) for s in _pareto([g for g in grown if g[3] == kind])]
+    best_bytes, best_cost, link, _ = min(front, key=lambda s: (s[1], s[0]))
     choices = []
     while link is not None:
         choices.append(link[0])

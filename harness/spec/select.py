@@ -18,6 +18,9 @@ def select(units: Sequence[Unit], selection: Selection, costs: Optional[Sequence
     saved depend on it). They are arguments, not computed here, so that select stays pure; every other
     order ignores them."""
     total = len(units)
+    if selection.order == "mixed":
+        raise ValueError("order 'mixed' is a bit width per unit, not a selection: solve it with "
+                         "harness.spec.mixed.mixed_plan (harness/case/mixed_case.py does)")
     if selection.order == "type":
         kinds = unit_kinds(units)
         if selection.kind not in kinds:

@@ -20,13 +20,17 @@ import numpy as np
 
 from harness.results import records
 from harness.spec import registry
+from harness.tools import steptime
+
+DEFAULT_ROUND_MS = 300.0  # per model per round: long enough that one scheduler hiccup does not decide it
 
 def _spread(values) -> dict:
     values = [float(v) for v in values]
     return {"min": min(values), "median": float(np.median(values)), "max": max(values)}
 
 
-def train_step_ratios(spec, data, last_n: int, bits_list, repeats: int, steps: int) -> dict:
+def train_step_ratios(spec, data, last_n: int, bits_list, repeats: int, steps: int,
+                      round_ms: float = DEFAULT_ROUND_MS) -> dict:
     from harness.case import quantize, train
     from harness.spec.config import QuantConfig, Selection
     from harness.spec.select import select
@@ -40,25 +44,33 @@ def train_step_ratios(spec, data, last_n: int, bits_list, repeats: int, steps: i
         chosen = select(units, Selection("last", min(last_n, len(units))))
         models[f"qat-last{len(chosen)}-w{bits}"] = quantize.annotate(base, chosen, QuantConfig(bits))
         if bits == bits_list[0]:  # before/after of harness/case/fakequant.py, in the same rounds
-            models[f"qat-whole-w{bits}-tfgrad"] = quantize.annotate(base, units, QuantConfig(bits))
-    for model in models.values():
-        train.compile_for_training(model, 1e-4)
+            for variant in GRADIENT_VARIANTS:
+                models[f"qat-whole-w{bits}-{variant}"] = quantize.annotate(base, units, QuantConfig(bits))
     for name, model in models.items():
-        if name.endswith("-tfgrad"):
-            _trace_with_tensorflow_gradient(model, data)
-    rounds = train.side_by_side_step_ms(models, data, 32, rounds=repeats, steps=steps, per_round=True)
-    ms = {name: _spread(rounds[name]) for name in models}
-    ratios = {name: _spread([q / f for q, f in zip(rounds[name], rounds["float"])])
-              for name in models if name != "float"}
-    return {"step_ms": ms, "qat_over_float": ratios, "models": models}
+        train.compile_for_training(model, 1e-4)
+        variant = name.rsplit("-", 1)[-1]
+        if variant in GRADIENT_VARIANTS:
+            _trace_with_variant(model, data, variant)
+    timed = steptime.interleaved_step_ms(models, data, 32, rounds=repeats, min_steps=steps, round_ms=round_ms)
+    ms = {name: steptime.summary(timed["per_round_ms"][name]) for name in models}
+    return {"step_ms": ms, "qat_over_float": steptime.ratios_to(timed["per_round_ms"]),
+            "steps_per_round": timed["steps"], "models": models}
 
 
-def _trace_with_tensorflow_gradient(model, data) -> None:
-    """Trace ``model``'s train step with TensorFlow's own FakeQuantWithMinMaxVarsPerChannelGradient
-    (harness/case/fakequant.py off), so both variants are timed side by side in one process."""
+# Fake-quant training routes timed beside the default (fast gradient, XLA forward): TensorFlow's own
+# per-channel gradient op, and the fast gradient with TensorFlow's forward op (no XLA).
+GRADIENT_VARIANTS = ("tfgrad", "noxla")
+
+
+def _trace_with_variant(model, data, variant: str) -> None:
+    """Trace ``model``'s train step with one of GRADIENT_VARIANTS (harness/case/fakequant.py), so each
+    route is timed side by side in one process; the process default is put back afterwards."""
     from harness.case import fakequant, train
 
-    fakequant.install(False)
+    if variant == "tfgrad":
+        fakequant.install(False)
+    else:
+        fakequant.install(True, xla=False)
     try:
         model.make_train_function()(iter(train._train_dataset(data, 32, seed=0)))
     finally:
@@ -201,21 +213,21 @@ def determinism_cost(models, tier: str, repeats: int, steps: int) -> dict:
 
 
 def run(models, tier: str, last_n: int, bits_list, repeats: int, steps: int, out_dir: Path,
-        sweep: str | None, cache_dir: Path, determinism: bool = False) -> dict:
+        sweep: str | None, cache_dir: Path, determinism: bool = False, round_ms: float = DEFAULT_ROUND_MS) -> dict:
     from harness.backend import devices, numerics, versions
     from harness.case.pipeline import load_data
 
     report = {"env": {"versions": versions(), "numerics": numerics(), "machine": records.machine(),
                       "devices": devices(), "git_commit": records.git_commit()},
               "tier": tier, "last_n": last_n, "bits": list(bits_list), "repeats": repeats, "steps": steps,
-              "models": {}}
+              "round_ms": round_ms, "models": {}}
     print(header_line(report["env"]), flush=True)
     for name in models:
         spec = registry.get(name)
         model_tier = tier_of(spec, tier)
         data = load_data(spec, model_tier)
         start = time.perf_counter()
-        step = train_step_ratios(spec, data, last_n, bits_list, repeats, steps)
+        step = train_step_ratios(spec, data, last_n, bits_list, repeats, steps, round_ms)
         entry = {k: v for k, v in step.items() if k != "models"}
         entry["tier"] = model_tier
         entry["latency"] = latency_ratios(step["models"], data, bits_list, repeats)
@@ -249,24 +261,36 @@ def _write(report: dict, out_dir: Path) -> None:
 
 
 def table(models: dict) -> list:
-    lines = [f"{'model':<10} {'config':<18} {'step ms (med)':>13} {'QAT/float min/med/max':>24} "
+    lines = [f"{'model':<10} {'config':<20} {'step ms (med)':>13} {'QAT/float min/med/max':>24} {'med 95% CI':>13} "
              f"{'lat b1 float/q':>15} {'lat b32 float/q':>16} {'LiteRT b1 fastest-float/q':>26}"]
     for name, entry in models.items():
-        lines.append(f"{name:<10} {'float':<18} {entry['step_ms']['float']['median']:>13.1f}")
+        lines.append(f"{name:<10} {'float':<20} {entry['step_ms']['float']['median']:>13.1f}")
         for config, ratio in entry["qat_over_float"].items():
-            bits = config.rsplit("-", 1)[-1]
-            lat = entry["latency"]
-            whole = "whole" in config
-            b1 = lat["batch1_float_over"].get(bits, {}).get("median") if whole else None
-            b32 = lat["batch32_float_over"].get(bits, {}).get("median") if whole else None
-            lite = lat["batch1_fastest_float_over"].get(f"litert-{bits}", {}).get("median") if whole else None
-            lines.append(f"{name:<10} {config:<18} {entry['step_ms'][config]['median']:>13.1f} "
+            lines.append(f"{name:<10} {config:<20} {entry['step_ms'][config]['median']:>13.1f} "
                          f"{ratio['min']:>7.2f} {ratio['median']:>7.2f} {ratio['max']:>8.2f} "
-                         f"{'' if b1 is None else f'{b1:.2f}x':>15} {'' if b32 is None else f'{b32:.2f}x':>16} "
-                         f"{'' if lite is None else f'{lite:.2f}x':>26}")
+                         f"{_interval_text(ratio.get('ci95')):>13} {_latency_columns(config, entry['latency'])}")
+        steps = entry.get("steps_per_round")
+        if steps:
+            lines.append(f"{name:<10} {steps} steps per model per round, {entry['step_ms']['float']['rounds']} rounds")
         lines.append(latency_line(name, entry["latency"]))
         lines.append(f"{name:<10} peak RSS {entry['peak_rss_mb']:.0f} MB, {entry['wall_s']:.0f} s")
     return lines
+
+
+def _interval_text(interval) -> str:
+    return "too few rounds" if not interval else f"{interval[0]:.2f}-{interval[1]:.2f}"
+
+
+def _latency_columns(config: str, lat: dict) -> str:
+    """Latency ratios, shown on the whole-model rows of the default route (the ones the files come from)."""
+    bits = config.split("-")[2] if config.startswith("qat-whole-") else None
+    if bits is None or config != f"qat-whole-{bits}":
+        return ""
+    b1 = lat["batch1_float_over"].get(bits, {}).get("median")
+    b32 = lat["batch32_float_over"].get(bits, {}).get("median")
+    lite = lat["batch1_fastest_float_over"].get(f"litert-{bits}", {}).get("median")
+    return (f"{'' if b1 is None else f'{b1:.2f}x':>15} {'' if b32 is None else f'{b32:.2f}x':>16} "
+            f"{'' if lite is None else f'{lite:.2f}x':>26}")
 
 
 def latency_line(name: str, lat: dict) -> str:
