@@ -138,3 +138,14 @@ def test_each_seed_is_ranked_against_its_own_pretrained_models_scores():
     [result] = sc.spearman_check(single_records(drops), scores)
     assert result.per_seed == pytest.approx({0: 1.0, 1: 1.0})
     assert result.seeds == (0, 1)
+
+
+def test_the_report_has_the_spearman_section_only_with_scores_and_single_cases(tmp_path):
+    from harness.analysis import report
+
+    singles = single_records({0: RANKED_DROPS, 1: RANKED_DROPS, 2: RANKED_DROPS})
+    scored = [sens_record(0, "k0", SCORES)]
+    lines = report.spearman_section(singles + scored)
+    assert lines[0].startswith("## Sensitivity score vs measured single-unit drop")
+    assert any("mlp W8 qat: Spearman rho +1.00" in line for line in lines)
+    assert report.spearman_section(singles) == [] and report.spearman_section(scored) == []

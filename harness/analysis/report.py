@@ -33,6 +33,7 @@ from harness.analysis import order_test as _compare  # noqa: E402
 from harness.analysis import drop_fit as _fit  # noqa: E402
 from harness.analysis import frontier as _frontier  # noqa: E402
 from harness.analysis import frontier_report  # noqa: E402
+from harness.analysis import sensitivity_check  # noqa: E402
 from harness.case import paired  # noqa: E402
 from harness.analysis import plan as _plan  # noqa: E402
 from harness.results import seedstats  # noqa: E402
@@ -300,6 +301,16 @@ def model_verdict(model: str, comparisons: Sequence, fits: Sequence) -> str:
     return f"**{model}**: " + lead + ", ".join(parts) + formula + "."
 
 
+def spearman_section(records: Sequence[dict]) -> list:
+    """Does the sensitivity score rank units like their measured single-unit drops? Only for runs with
+    both ``sensitivity`` (the scores) and ``single`` records (harness/analysis/sensitivity_check.py)."""
+    results = sensitivity_check.spearman_check(records, sensitivity_check.scores_from_records(records))
+    if not results:
+        return []
+    return (["## Sensitivity score vs measured single-unit drop (Spearman, 95% bootstrap interval over seeds)", ""]
+            + [f"- {line}" for line in sensitivity_check.describe(results)] + [""])
+
+
 def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float] = None,
                  size_budget: Optional[float] = None, problems: Sequence[str] = (),
                  title: str = "qatbench report") -> Report:
@@ -342,7 +353,7 @@ def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float]
             lines.append(f"![{path.stem}]({PLOTS_DIR}/{path.name})")
         lines.append("")
     frontier_lines, frontier_plots = frontier_report.section(frontiers, run_dir / PLOTS_DIR, PLOTS_DIR, _save)
-    lines += frontier_lines
+    lines += frontier_lines + spearman_section(records)
     plots += frontier_plots
     lines += ["## Last vs first layers (per-seed sign-flip test of drop_first − drop_last, Holm-adjusted)", ""]
     lines += [f"- {sentence}" for c in comparisons for sentence in c.sentences()] or \
