@@ -2,7 +2,6 @@
 option, the audit of storage types against the plan, the record migration to schema 4, and
 ``python -m harness plan --size-budget`` (a subprocess, as a user runs it)."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
