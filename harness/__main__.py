@@ -1,5 +1,6 @@
 """Command line: ``python -m harness plan --results DIR --budget 1.0 [--size-budget BYTES] [--model M]``;
-``python -m harness plan --results DIR --size-budget BYTES`` gives the best mixed float/INT8/INT4 plan.
+``python -m harness plan --results DIR --size-budget BYTES [--budget PP]`` gives the best mixed float/INT8/INT4
+plan with its calibrated drop (with both budgets and no --order: the last-N table, then the mixed plan).
 
 Subcommands are registered in ``COMMANDS`` (name -> (add_arguments, run)); add more (e.g. ``perf``)
 there. Bad input exits with status 2 and a one-line message on stderr.
@@ -53,8 +54,8 @@ def _add_plan(sub) -> None:
     sub.add_argument("--budget", type=float, default=None,
                      help="accuracy budget, percentage points (>= 0); required unless the plan is mixed")
     sub.add_argument("--size-budget", type=float, default=None,
-                     help="max .tflite bytes; without --budget (or with --order mixed): the best mixed "
-                          "float/INT8/INT4 plan within this many weight bytes")
+                     help="max .tflite bytes of last-N; also (or alone, or with --order mixed) the best mixed "
+                          "float/INT8/INT4 plan within this many weight bytes, checked against --budget")
     sub.add_argument("--model", default=None, help="only this model")
     sub.add_argument("--order", default=None, choices=ORDERS,
                      help="selection order to plan for (default: last; mixed without --budget)")
@@ -69,6 +70,7 @@ def _run_plan(args) -> int:
         return _run_mixed_plan(args)
     if args.budget is None:
         raise BadInput("plan: --budget PP is required (or --size-budget BYTES alone, for the mixed plan)")
+    with_mixed = args.order is None and args.size_budget is not None  # both budgets: last-N and the mixed plan
     args.order = args.order or "last"
     try:
         _plan.check_budget(args.budget, args.size_budget)
@@ -80,6 +82,8 @@ def _run_plan(args) -> int:
         raise BadInput(f"model {args.model!r} not in {args.results} (has: {', '.join(known)})")
     plans = _plan.plan_table(records, args.budget, size_budget=args.size_budget, model=args.model,
                              orders=(args.order,), method=args.method, extrapolate=args.extrapolate)
+    if with_mixed and not plans:  # no last-N records: the mixed plan alone
+        return _run_mixed_plan(args, records)
     if not plans:
         raise BadInput(f"no records with order {args.order!r} in {args.results}")
     title = f"plan: accuracy budget {args.budget:g} pp"
@@ -88,37 +92,53 @@ def _run_plan(args) -> int:
     print(title)
     for line in _plan.format_plans(plans):
         print(line)
+    if with_mixed:
+        _print_mixed(*_mixed_answers(args, records))
     return 0
 
 
-def _run_mixed_plan(args) -> int:
-    """The best mixed float/INT8/INT4 selection within --size-budget weight bytes, per model with scores."""
+def _mixed_answers(args, records) -> tuple:
+    """(answers, one-line reasons for the models without one) of the mixed planner."""
     from harness.analysis import mixed_planner
 
-    if args.size_budget is None:
-        raise BadInput("the mixed plan needs --size-budget BYTES (a weight-bytes budget)")
-    try:
-        mixed_planner.check_size_budget(args.size_budget)
-    except ValueError as exc:
-        raise BadInput(str(exc)) from None
-    records = load_run(args.results)
     models = [args.model] if args.model else sorted({str(r.get("model")) for r in records})
     answers, missing = [], []
     for model in models:
         try:
-            answers.append(mixed_planner.mixed_answer(records, model, args.size_budget))
+            answers.append(mixed_planner.mixed_answer(records, model, args.size_budget, args.budget))
         except ValueError as exc:
             missing.append(f"{model}: {one_line(exc)}")
-    if not answers:
-        raise BadInput(missing[0] if len(missing) == 1 else f"no model with a feasible mixed plan: {'; '.join(missing)}")
-    if args.budget is not None:
-        print(f"note: --budget {args.budget:g} pp is not applied: a mixed plan's predicted cost is a HAWQ-V2 "
-              "score, not percentage points; the verify command measures its drop")
+    return answers, missing
+
+
+def _print_mixed(answers, missing) -> None:
+    from harness.analysis import mixed_planner
+
     for answer in answers:
         for line in mixed_planner.format_answer(answer):
             print(line)
     for line in missing:
         print(f"note: no mixed plan for {line}", file=sys.stderr)
+
+
+def _run_mixed_plan(args, records=None) -> int:
+    """The best mixed float/INT8/INT4 selection within --size-budget weight bytes, per model with scores,
+    its calibrated drop and, with --budget, whether its upper 95% bound is within it."""
+    from harness.analysis import mixed_planner, plan as _plan
+
+    if args.size_budget is None:
+        raise BadInput("the mixed plan needs --size-budget BYTES (a weight-bytes budget)")
+    try:
+        mixed_planner.check_size_budget(args.size_budget)
+        if args.budget is not None:
+            _plan.check_budget(args.budget)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    records = load_run(args.results) if records is None else records
+    answers, missing = _mixed_answers(args, records)
+    if not answers:
+        raise BadInput(missing[0] if len(missing) == 1 else f"no model with a feasible mixed plan: {'; '.join(missing)}")
+    _print_mixed(answers, missing)
     return 0
 
 

@@ -183,11 +183,17 @@ def test_the_xla_switch_picks_the_forward_traced_into_training(monkeypatch, raw,
         monkeypatch.setattr(fakequant, name, lambda *args, name=name: calls.append(name))
     try:
         fakequant.install(True)
+        large = (fakequant.XLA_MIN_ELEMENTS // 256, 256)  # exactly the threshold
+        fakequant._fake_quant_for_training(tf.ones(large), tf.zeros(256), tf.ones(256), True, 8, True)
+        fakequant._fake_quant_for_training(tf.ones((2, 3)), tf.zeros(3), tf.ones(3), True, 8, True)
+        fakequant.install(True, xla_min_elements=0)
         fakequant._fake_quant_for_training(tf.ones((2, 3)), tf.zeros(3), tf.ones(3), True, 8, True)
     finally:
         monkeypatch.undo()
         fakequant.install(fakequant.enabled())
-    assert calls == ["per_channel_fake_quant_xla" if xla else "per_channel_fake_quant"]
+    # a kernel below XLA_MIN_ELEMENTS keeps TensorFlow's forward unless the threshold is lowered
+    expected = ["per_channel_fake_quant_xla", "per_channel_fake_quant", "per_channel_fake_quant_xla"]
+    assert calls == (expected if xla else ["per_channel_fake_quant"] * 3)
 
 
 def _as_tfmot(monkeypatch, case):

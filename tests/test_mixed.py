@@ -128,18 +128,76 @@ def greedy_by_definition(units, costs, n, bits):
 
 
 @given(units_strategy, st.sampled_from([8, 4]), st.data())
-def test_sensitivity_selection_is_the_greedy_definition(units, bits, data):
+def test_sensitivity_selection_without_chain_is_the_greedy_definition(units, bits, data):
     costs = data.draw(costs_for(units))
     for n in range(len(units) + 1):
-        assert mixed.sensitivity_selection(units, costs, n, bits) == greedy_by_definition(units, costs, n, bits)
+        greedy = greedy_by_definition(units, costs, n, bits)
+        assert mixed.sensitivity_selection(units, costs, n, bits, chain=False) == greedy
+    frontier = mixed.selection_frontier(units, costs, bits, chain=False)
+    assert all(set(a.units) <= set(b.units) for a, b in zip(frontier, frontier[1:]))  # nested without chain
+
+
+def is_deployable_set(units, chosen):
+    indices = {u.index for u in chosen}
+    return mixed.deployable([8 if u.index in indices else mixed.FLOAT for u in units])
+
+
+def chain_rule_by_brute_force(units, costs, n, bits):
+    """The rule, by enumeration: walk the ranked order; take a unit iff some deployable n-set (of all
+    itertools.combinations) holds the units taken so far, this one, and none of those passed over."""
+    deployable_sets = [set(c) for c in itertools.combinations(range(len(units)), n)
+                       if mixed.deployable([8 if i in c else mixed.FLOAT for i in range(len(units))])]
+    taken, passed = set(), set()
+    for unit in mixed.sensitivity_order(units, costs, bits):
+        i = unit.index
+        if len(taken) < n and any(taken | {i} <= s and not (passed & s) for s in deployable_sets):
+            taken.add(i)
+        else:
+            passed.add(i)
+    return tuple(u for u in units if u.index in taken)
+
+
+small_units = st.lists(
+    st.tuples(st.integers(1, 50_000), st.integers(0, 300), st.sampled_from(["dense", "conv"])),
+    min_size=1, max_size=8,
+).map(lambda specs: tuple(Unit(i, kind, f"w{i}", (f"w{i}",), k, b, channels=b)
+                          for i, (k, b, kind) in enumerate(specs)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(small_units, st.sampled_from([8, 4]), st.data())
+def test_the_chain_selection_is_the_greedy_order_among_deployable_sets(units, bits, data):
+    costs = data.draw(costs_for(units))
     frontier = mixed.selection_frontier(units, costs, bits)
     assert [p.n for p in frontier] == list(range(len(units) + 1))
-    for p in frontier:
-        chosen = mixed.sensitivity_selection(units, costs, p.n, bits)
+    for n in range(len(units) + 1):
+        chosen = mixed.sensitivity_selection(units, costs, n, bits)
+        assert chosen == mixed.sensitivity_selection(units, costs, n, bits, chain=True)
+        assert len(chosen) == n and list(chosen) == sorted(chosen, key=lambda u: u.index)
+        assert is_deployable_set(units, chosen)
+        greedy = greedy_by_definition(units, costs, n, bits)
+        if is_deployable_set(units, greedy):
+            assert chosen == greedy  # nothing changes for a selection that already deploys
+        assert chosen == chain_rule_by_brute_force(units, costs, n, bits)
+        p = frontier[n]  # the frontier is the same selection, N by N
         assert p.units == tuple(u.index for u in chosen)
         assert p.weight_bytes == predict(units, chosen, QuantConfig(bits)).weight_bytes
         assert p.predicted_cost == pytest.approx(sum(costs[u.index] for u in chosen))
-    assert all(set(a.units) <= set(b.units) for a, b in zip(frontier, frontier[1:]))
+
+
+def test_the_chain_selection_replaces_a_lone_float_unit():
+    # as mlp seed 2: the greedy top-3 of 5 is {1, 3, 4}, which leaves unit 2 a lone float unit between
+    # quantized ones (stored INT8 by the converter); the next deployable choice in ranked order is taken
+    units = tuple(Unit(i, "dense", f"w{i}", (f"w{i}",), 10_000, 10) for i in range(5))
+    costs = [5.0, 1.0, 4.0, 2.0, 3.0]  # ranked: 1, 3, 4, 2, 0
+    plain = mixed.sensitivity_selection(units, costs, 3, 8, chain=False)
+    assert [u.index for u in plain] == [1, 3, 4] and not is_deployable_set(units, plain)
+    # 1 and 3 together need 2 quantized as well (1F3 is a lone float): with 3 units that is {1, 2, 3},
+    # and 4 is then impossible; so the walk takes 1, 3, passes 4, takes 2
+    chosen = mixed.sensitivity_selection(units, costs, 3, 8)
+    assert [u.index for u in chosen] == [1, 2, 3] and is_deployable_set(units, chosen)
+    # N = 2: {1, 3} leaves 2 a lone float unit, {1, 4} deploys (two float units between them)
+    assert [u.index for u in mixed.sensitivity_selection(units, costs, 2, 8)] == [1, 4]
 
 
 def test_sensitivity_selection_rejects_bad_arguments():
@@ -178,3 +236,44 @@ def test_the_chain_plan_is_the_brute_force_optimum_among_deployable_plans(units,
             c = sum(0.0 if ch == mixed.FLOAT else costs_by_bits[ch][i] for i, ch in enumerate(choices))
             best = c if best is None else min(best, c)
     assert plan.predicted_cost == pytest.approx(best, abs=1e-9)
+
+
+# --- uniform_kinds: every quantized conv unit of a plan takes one width (harness/case/quantize.py) ---
+
+def uniform_ok(units, choices, kinds):
+    return len({c for u, c in zip(units, choices) if u.kind in kinds and c != mixed.FLOAT}) <= 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(small_units, st.booleans(), st.data())
+def test_the_uniform_plan_is_the_brute_force_optimum(units, chain, data):
+    costs_by_bits = {8: data.draw(costs_for(units)), 4: data.draw(costs_for(units))}
+    kinds = ("conv",)
+    budget = data.draw(st.integers(mixed.plan_bytes(units, [4] * len(units)),
+                                   mixed.plan_bytes(units, [mixed.FLOAT] * len(units)) + 10))
+    plan = mixed.mixed_plan(units, costs_by_bits, budget, chain=chain, uniform_kinds=kinds)
+    assert plan.weight_bytes <= budget and plan.weight_bytes == mixed.plan_bytes(units, plan.choices)
+    assert uniform_ok(units, plan.choices, kinds) and (mixed.deployable(plan.choices) or not chain)
+    best = None
+    for choices in itertools.product([mixed.FLOAT, 8, 4], repeat=len(units)):
+        if (uniform_ok(units, choices, kinds) and (mixed.deployable(choices) or not chain)
+                and mixed.plan_bytes(units, choices) <= budget):
+            c = sum(0.0 if ch == mixed.FLOAT else costs_by_bits[ch][i] for i, ch in enumerate(choices))
+            best = c if best is None else min(best, c)
+    assert plan.predicted_cost == pytest.approx(best, abs=1e-9)
+    if "conv" not in {u.kind for u in units}:  # nothing to tie: the unconstrained plan
+        assert plan == mixed.mixed_plan(units, costs_by_bits, budget, chain=chain)
+
+
+def test_uniform_kinds_of_a_model_and_an_infeasible_budget():
+    conv = tuple(Unit(i, "conv", f"c{i}", (f"c{i}",), 1000, 10, channels=10) for i in range(2))
+    dense = (Unit(2, "dense", "d", ("d",), 1000, 10),)
+    assert mixed.uniform_kinds(conv + dense) == ("conv",) and mixed.uniform_kinds(dense) == ()
+    costs = {8: [1.0, 1.0, 1.0], 4: [1.0, 50.0, 1.0]}
+    # unconstrained, the second conv would be INT8 beside an INT4 conv; tied, both convs take INT8
+    budget = mixed.plan_bytes(conv + dense, [4, 8, 4])
+    assert mixed.mixed_plan(conv + dense, costs, budget).choices == (4, 8, 4)
+    tied = mixed.mixed_plan(conv + dense, costs, budget, uniform_kinds=("conv",))
+    assert uniform_ok(conv + dense, tied.choices, ("conv",)) and tied.weight_bytes <= budget
+    with pytest.raises(ValueError, match="infeasible"):
+        mixed.mixed_plan(conv + dense, costs, mixed.plan_bytes(conv + dense, [4] * 3) - 1, uniform_kinds=("conv",))

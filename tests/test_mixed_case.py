@@ -41,6 +41,7 @@ def test_the_mlp_mixed_case_deploys_its_plan_exactly(mlp_record):
     assert gates.violations(mlp_record, registry.get("mlp").thresholds) == []
     assert schema.problems({k: v for k, v in mlp_record.items() if k in schema.FIELDS}) == []
     assert mlp_record["units_selected"] == [u["index"] for u in plan["units"] if u["choice"] != "float"]
+    assert plan["chain"] is True and plan["uniform_kinds"] == []  # Dense units take widths of their own
 
 
 def test_int8_and_int4_kernels_in_one_file_with_exact_bytes():
@@ -66,3 +67,20 @@ def test_a_conv_unit_cannot_mix_widths():
     conv = [u for u in units if u.kind == "conv"][:2]
     with pytest.raises(UnsupportedQuantization, match="mixed widths work for Dense units and QatBlocks"):
         quantize.annotate(model, conv, QuantConfig(4), {conv[0].index: 8, conv[1].index: 4})
+
+
+@pytest.mark.parametrize("choices", [(8, 8, 8, 4, 4), (mixed.FLOAT, 4, 4, 8, mixed.FLOAT)])
+def test_cnn_plans_with_one_conv_width_deploy_exactly(choices):
+    """The scheme takes the convs' width (Conv+BN folded as in a plain case); the Dense units at the other
+    width get their own config: every kernel is stored as planned and the bytes are size.py's."""
+    model = zoo.build_cnn()
+    units = quantize.units_of(model)
+    bits_of = {u.index: c for u, c in zip(units, choices) if c != mixed.FLOAT}
+    qat = quantize.annotate(model, [u for u in units if u.index in bits_of], QuantConfig(4), bits_of)
+    qat.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).random((64, 28, 28, 1), dtype=np.float32)
+    qat.fit(x, np.zeros(64, dtype="int64"), epochs=1, batch_size=32, verbose=0)
+    found = audit.inspect(export.to_tflite(qat, quantized=True, quant=QuantConfig(4)))
+    want = {8: "INT8", 4: "INT4", mixed.FLOAT: "FLOAT32"}
+    assert [k.dtype for k in found.kernels] == [want[c] for c in choices]
+    assert found.weight_bytes == mixed.plan_bytes(units, choices)

@@ -35,7 +35,8 @@ def test_ids_budgets_and_grid():
     smoke = [c.id for c in grid.cases_for(RunOptions(tier="smoke"))]
     assert len(smoke) == 51 and not any("mixed" in c for c in smoke)  # the CI-timed tier is untouched
     ref = [c for c in grid.cases_for(RunOptions(tier="reference")) if c.selection.order == "mixed"]
-    assert sorted({c.id for c in ref if c.seed == 0}) == ["mlp-mixed-b150k", "mlp-mixed-b300k"]
+    assert sorted({c.id for c in ref if c.seed == 0}) == ["cnn-mixed-b100k", "cnn-mixed-b200k",
+                                                          "mlp-mixed-b150k", "mlp-mixed-b300k"]
     assert {c.quant for c in ref} == {QuantConfig(4)} and {c.seed for c in ref} == {0, 1, 2}
     picked = grid.cases_for(RunOptions(tier="smoke", orders=("mixed",), mixed_budgets=(200_000,), models=("mlp",),
                                        bits=(8,), methods=("qat", "ptq")))
@@ -48,6 +49,34 @@ def test_mlp_reference_budgets_lie_between_all_int4_and_float():
     assert (float_bytes, int8, int4) == (736_808, 186_152, 94_376)
     budgets = registry.get("mlp").tier("reference").mixed_budgets
     assert all(int4 < b < float_bytes for b in budgets) and min(budgets) < int8 < max(budgets)
+
+
+CNN_UNITS = tuple(Unit(i, kind, name, (name,), k, b, channels=b) for i, (kind, name, k, b) in enumerate(
+    [("conv", "c1_conv", 288, 32), ("conv", "c2_conv", 18_432, 64), ("conv", "c3_conv", 73_728, 128),
+     ("dense", "fc", 16_384, 128), ("dense", "logits", 1_280, 10)]))  # zoo.build_cnn's units
+
+
+def test_cnn_reference_budgets_force_int4_and_a_choice_between_int8_and_float():
+    float_bytes, int8, int4 = (mixed.plan_bytes(CNN_UNITS, [c] * 5) for c in ("float", 8, 4))
+    assert (float_bytes, int8, int4) == (441_896, 111_560, 56_504)
+    low, high = registry.get("cnn").tier("reference").mixed_budgets
+    assert int4 < low < int8 < high < float_bytes
+    assert mixed.uniform_kinds(CNN_UNITS) == ("conv",)
+    costs = {8: [1.0] * 5, 4: [2.0] * 5}
+    for budget, must in ((low, 4), (high, None)):
+        plan = mixed.mixed_plan(CNN_UNITS, costs, budget, chain=True, uniform_kinds=("conv",))
+        conv_widths = {c for c in plan.choices[:3] if c != mixed.FLOAT}
+        assert len(conv_widths) <= 1 and mixed.deployable(plan.choices) and plan.weight_bytes <= budget
+        if must:  # at 100 kB the convs at INT8 leave no room: 93,344 B + the Dense units at INT4 > 100,000
+            assert conv_widths == {must}
+
+
+def test_the_reference_tiers_run_the_sensitivity_order():
+    ids = {c.id for c in grid.cases_for(RunOptions(tier="reference", seeds=(0,)))}  # the tiers' own orders
+    assert {"mlp-sens3-w8a8", "mlp-sens3-w4a8", "cnn-sens3-w8a8", "cnn-sens3-w4a8", "cnn-sens3-w8a8-ptq"} <= ids
+    assert not any(i.startswith("resnet20-sens") for i in ids)
+    assert {o for m in ("mlp", "cnn") for o in registry.get(m).tier("reference").orders} >= {"sensitivity", "mixed"}
+    assert "sensitivity" not in registry.get("cnn").tier("smoke").orders
 
 
 def test_the_budget_option_is_validated_when_parsed():

@@ -157,14 +157,26 @@ def _unit_config(layer, quant: QuantConfig, scheme_bits: int):
     return None  # a layer without weights (Dropout, an activation): the scheme's default
 
 
+def _scheme_bits(model: "keras.Model", width: dict, default: int) -> int:
+    """The scheme's weight width for {layer name: bits}: that of the weight layers that cannot take a
+    width of their own (Conv2D and kin: mixed.UNIFORM_KINDS), so that none needs its own config; with
+    none of them, the narrowest. Conv layers at several widths: the narrowest, and _unit_config refuses
+    the others (a plan that did not tie them, harness.spec.mixed.mixed_plan(uniform_kinds=...))."""
+    tied = [width[layer.name] for layer in model.layers
+            if layer.name in width and type(layer).__name__ in KIND_OF_CLASS.keys() - {"Dense"}
+            and not hasattr(layer, "qat_quantize_config")]
+    return min(tied or width.values(), default=default)
+
+
 def annotate(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig, bits_of=None) -> "keras.Model":
     """Clone ``model`` with the chosen units wrapped for QAT; weights are copied. Empty selection: a float
     clone. ``bits_of``: {unit index: weight bits} of a mixed plan, one width per unit (every chosen unit
-    at quant.weight_bits when None); the scheme then takes the narrowest width."""
+    at quant.weight_bits when None); the scheme then takes the conv units' width when the plan quantizes
+    any (a conv cannot take a width of its own: _unit_config), else the narrowest width."""
     names = {name for unit in chosen for name in unit.members}
     kept_float = {name for unit in chosen for name in unit.float_members}
     width = {name: (bits_of or {}).get(unit.index, quant.weight_bits) for unit in chosen for name in unit.members}
-    scheme_bits = min(width.values(), default=quant.weight_bits)
+    scheme_bits = _scheme_bits(model, width, quant.weight_bits)
 
     def clone(layer):
         fresh = layer.__class__.from_config(layer.get_config())

@@ -7,7 +7,9 @@ harness/spec/size.py, so a plan's bytes are exactly what ``size.predict`` says t
 
 - ``sensitivity_selection``: for the ``sensitivity`` order, the N units that save the most bytes per
   unit of predicted cost at one bit width (greedy knapsack by ratio). Greedy, not optimal: it is the
-  *order* the issue asks for, so that sensitivity-N is comparable with last-N at every N.
+  *order* the issue asks for, so that sensitivity-N is comparable with last-N at every N. By default
+  (``chain=True``) the greedy order runs among ``deployable`` N-sets only, so the converter stores the
+  selection as selected (a lone float unit between quantized ones would become INT8).
 - ``mixed_plan``: float, INT8 or INT4 per unit, minimising the summed predicted cost under a byte
   budget. Exact: a dynamic programme over units that keeps the Pareto front of (bytes, cost) partial
   plans. A byte-indexed table would need budget-many cells (millions for a CNN); the front keeps only
@@ -15,6 +17,8 @@ harness/spec/size.py, so a plan's bytes are exactly what ``size.predict`` says t
   prefix can never complete to a better plan than its dominator completed the same way.
   ``chain=True`` admits only plans the converter deploys as planned (``deployable``: no lone float
   unit between two quantized ones); the front is then kept per chain state, and stays exact.
+  ``uniform_kinds`` makes every quantized unit of those kinds (conv: ``uniform_kinds(units)``) share one
+  width, solved exactly as the best of one restricted sub-problem per width.
 """
 
 from __future__ import annotations
@@ -70,13 +74,46 @@ def sensitivity_order(units: Sequence[Unit], costs: Sequence[float], bits: int =
     return tuple(u for u, _ in ranked)
 
 
-def sensitivity_selection(units: Sequence[Unit], costs: Sequence[float], n: int, bits: int = 8) -> tuple:
+def sensitivity_selection(units: Sequence[Unit], costs: Sequence[float], n: int, bits: int = 8,
+                          chain: bool = True) -> tuple:
     """The ``n`` units with the best bytes saved per predicted cost at ``bits``, returned in graph order
-    (as select() returns every order). ``costs[i]`` is the predicted cost of quantizing ``units[i]``."""
+    (as select() returns every order). ``costs[i]`` is the predicted cost of quantizing ``units[i]``.
+
+    ``chain`` (the default): the greedy ratio order among ``deployable`` N-sets only. Walk the ranked
+    order and take a unit iff some deployable set of exactly ``n`` units holds every unit taken so far,
+    this one, and none of the units passed over. When the plain greedy top-``n`` is deployable it is the
+    answer unchanged; some deployable N-set always exists (the last N units), so this never fails.
+    ``chain=False``: the plain greedy top-``n``, whatever the converter makes of it."""
     if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(units):
         raise ValueError(f"N must be in 0..{len(units)} for a model with {len(units)} units, got {n!r}")
-    chosen = sensitivity_order(units, costs, bits)[:n]
-    return tuple(sorted(chosen, key=lambda u: u.index))
+    order = sensitivity_order(units, costs, bits)
+    greedy = tuple(sorted(order[:n], key=lambda u: u.index))
+    picked = {u.index for u in greedy}
+    if not chain or deployable([8 if u.index in picked else FLOAT for u in units]):
+        return greedy  # a deployable top-n is also what the walk below would return
+    position = {u.index: i for i, u in enumerate(units)}
+    taken: set = set()
+    passed: set = set()
+    for unit in order:
+        if len(taken) == n:
+            break
+        if _deployable_n_set_exists(len(units), n, taken | {position[unit.index]}, passed):
+            taken.add(position[unit.index])
+        else:
+            passed.add(position[unit.index])
+    return tuple(units[i] for i in sorted(taken))
+
+
+def _deployable_n_set_exists(length: int, n: int, forced_in: set, forced_out: set) -> bool:
+    """Whether a ``deployable`` choice of exactly ``n`` quantized positions out of ``length`` holds every
+    position of ``forced_in`` and none of ``forced_out``. Exact: a DP over positions whose states are
+    (quantized so far, chain state), at most (L + 1) x 3 of them."""
+    states = {(0, FREE)}
+    for i in range(length):
+        allowed = ([] if i in forced_in else [FLOAT]) + ([] if i in forced_out else [8])
+        states = {(count + (choice != FLOAT), after) for count, state in states for choice in allowed
+                  if count + (choice != FLOAT) <= n and (after := next_state(state, choice, True)) is not None}
+    return any(count == n for count, _ in states)
 
 
 @dataclass(frozen=True)
@@ -87,14 +124,15 @@ class FrontierPoint:
     predicted_cost: float
 
 
-def selection_frontier(units: Sequence[Unit], costs: Sequence[float], bits: int = 8) -> tuple:
-    """sensitivity-N for every N in 0..L: bytes and summed predicted cost (nested: N+1 adds one unit)."""
+def selection_frontier(units: Sequence[Unit], costs: Sequence[float], bits: int = 8, chain: bool = True) -> tuple:
+    """sensitivity-N for every N in 0..L: bytes and summed predicted cost, each N the selection
+    ``sensitivity_selection(units, costs, N, bits, chain)`` makes (the one a ``sensitivity`` case runs).
+    With ``chain`` the points need not be nested: the deployable N+1-set may drop a unit of the N-set."""
     costs = _check_costs(costs, units, "selection_frontier")
     cost_of = {u.index: c for u, c in zip(units, costs)}
-    order = sensitivity_order(units, costs, bits)
     points = []
     for n in range(len(units) + 1):
-        chosen = {u.index for u in order[:n]}
+        chosen = {u.index for u in sensitivity_selection(units, costs, n, bits, chain)}
         choices = [bits if u.index in chosen else FLOAT for u in units]
         points.append(FrontierPoint(n, tuple(sorted(chosen)), plan_bytes(units, choices),
                                     sum(cost_of[i] for i in chosen)))
@@ -168,21 +206,57 @@ def deployable(choices: Sequence[Choice]) -> bool:
     return True
 
 
+# Unit kinds whose weight layers cannot take a width of their own beside other widths: a Conv2D with a
+# QuantizeConfig of its own loses tfmot's Conv+BN folding (harness/case/quantize.py::_unit_config), so every
+# quantized conv unit of a plan must take the scheme's width, one width for all of them.
+UNIFORM_KINDS = ("conv",)
+
+
+def uniform_kinds(units: Sequence[Unit]) -> tuple:
+    """The kinds of ``units`` whose quantized units must share one width (``mixed_plan(uniform_kinds=...)``)."""
+    present = {u.kind for u in units}
+    return tuple(k for k in UNIFORM_KINDS if k in present)
+
+
 def mixed_plan(units: Sequence[Unit], costs_by_bits: Mapping[int, Sequence[float]], budget_bytes: int,
-               chain: bool = False) -> MixedPlan:
+               chain: bool = False, uniform_kinds: Sequence[str] = ()) -> MixedPlan:
     """The plan (float or one of the given bit widths per unit) of least summed predicted cost whose
     weight bytes are <= ``budget_bytes``. Exact. ``costs_by_bits[b][i]``: predicted cost of ``units[i]``
     at b bits; float costs 0. An unreachable budget raises a ValueError naming the smallest plan's bytes.
     ``chain``: only ``deployable`` plans (units in graph order as one chain, as the zoo's Dense stacks are):
-    the Pareto front is then kept per chain state, which keeps it exact."""
+    the Pareto front is then kept per chain state, which keeps it exact.
+    ``uniform_kinds``: every *quantized* unit of these kinds takes one common width (``uniform_kinds(units)``
+    gives the ones a model needs). Solved as the best, over each width w, of the plan in which those units
+    may only be float or w. Still exact: a plan meeting the constraint quantizes those units at one w (or
+    at none, which every w's sub-problem admits), so it is feasible in w's sub-problem, and every
+    sub-problem's plans meet the constraint; the best of the exact sub-optima is the constrained optimum."""
     options = _options(units, costs_by_bits)
+    kinds = set(uniform_kinds)
+    tied = {i for i, u in enumerate(units) if u.kind in kinds}
+    if not tied:
+        variants = [options]
+    else:  # one sub-problem per width: the tied units may only be float or that width
+        variants = [[[o for o in opts if o[0] in (FLOAT, width)] if i in tied else opts
+                     for i, opts in enumerate(options)] for width in sorted(costs_by_bits)]
+    smallest = min(sum(min(o[1] for o in opts) for opts in variant) for variant in variants)
+    if smallest > budget_bytes:
+        what = "every unit at its smallest width" + (f", {'/'.join(uniform_kinds)} units at one width" if tied else "")
+        raise ValueError(f"size budget {budget_bytes} bytes is infeasible: the minimum achievable is "
+                         f"{smallest} bytes ({what})")
+    solved = [s for s in (_solve(variant, budget_bytes, chain) for variant in variants) if s is not None]
+    best_bytes, best_cost, choices = min(solved, key=lambda s: (s[1], s[0]))  # ties: the first width
+    return MixedPlan(choices, best_bytes, best_cost, budget_bytes)
+
+
+def _solve(options: list, budget_bytes: int, chain: bool):
+    """(bytes, cost, choices) of the least-cost plan over per-unit ``options`` within the budget, or None
+    when even the smallest plan does not fit. The Pareto DP described in the module docstring."""
     # least bytes the units after position i can still take: prunes prefixes that cannot fit
-    rest = [0] * (len(units) + 1)
-    for i in range(len(units) - 1, -1, -1):
+    rest = [0] * (len(options) + 1)
+    for i in range(len(options) - 1, -1, -1):
         rest[i] = rest[i + 1] + min(o[1] for o in options[i])
     if rest[0] > budget_bytes:
-        raise ValueError(f"size budget {budget_bytes} bytes is infeasible: the minimum achievable is "
-                         f"{rest[0]} bytes (every unit at its smallest width)")
+        return None
     # a state: (bytes, cost, choices as a linked list (choice, previous), chain state): extending is O(1);
     # all-quantized plans are deployable, so some state always survives
     front = [(0, 0.0, None, FREE)]
@@ -196,4 +270,4 @@ def mixed_plan(units: Sequence[Unit], costs_by_bits: Mapping[int, Sequence[float
     while link is not None:
         choices.append(link[0])
         link = link[1]
-    return MixedPlan(tuple(reversed(choices)), best_bytes, best_cost, budget_bytes)
+    return best_bytes, best_cost, tuple(reversed(choices))

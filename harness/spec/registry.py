@@ -92,12 +92,19 @@ SMOKE_SEEDS = dict(seeds=(0, 1, 2), pretrain_per_seed=True, timing_seeds=(0,), t
 REFERENCE = dict(bits=(8, 4), orders=("last", "first"), seeds=(0, 1, 2), pretrain_per_seed=True,
                  methods=("qat", "ptq"), timing_seeds=(0,), timing_rounds=2)
 
-# mlp's reference tier also runs two mixed float/INT8/INT4 plans (issue 17): its weights are 736,808 B in
-# float, 186,152 B all-INT8 and 94,376 B all-INT4. 150 kB forces INT4 units (below all-INT8); 300 kB
-# lets the plan keep units float or at INT8. 6 cases, 97 s together on one thread (3 pre-trainings
-# included). cnn has none: a conv unit at another width than the plan's narrowest would need a
-# QuantizeConfig of its own, and tfmot then skips its Conv+BN folding (harness/case/quantize.py refuses it).
-MLP_REFERENCE = dict(REFERENCE, orders=REFERENCE["orders"] + ("mixed",), mixed_budgets=(150_000, 300_000))
+# mlp's and cnn's reference tiers also run the sensitivity order (issue 17: sensitivity-N at the same N as
+# last-N, among selections the converter deploys as selected) and two mixed float/INT8/INT4 plans each.
+# mlp's weights are 736,808 B in float, 186,152 B all-INT8 and 94,376 B all-INT4: 150 kB forces INT4 units
+# (below all-INT8); 300 kB lets the plan keep units float or at INT8. 6 cases, 97 s together on one thread
+# (3 pre-trainings included). cnn's are 441,896 B in float, 111,560 B all-INT8 and 56,504 B all-INT4; its
+# conv units share one width (the tfmot scheme's: a conv at a width of its own would lose its Conv+BN
+# folding, harness/case/quantize.py), so 100 kB forces the convs to INT4 (at INT8 they alone take 93,344 B,
+# with the Dense units at INT4 102,728 B) and 200 kB must quantize c3 (295,424 B in float) but may keep
+# other units float or at INT8.
+MLP_REFERENCE = dict(REFERENCE, orders=REFERENCE["orders"] + ("sensitivity", "mixed"),
+                     mixed_budgets=(150_000, 300_000))
+CNN_REFERENCE = dict(REFERENCE, orders=REFERENCE["orders"] + ("sensitivity", "mixed"),
+                     mixed_budgets=(100_000, 200_000))
 
 MLP = ModelSpec(
     name="mlp",
@@ -137,7 +144,7 @@ CNN = ModelSpec(
                            n_values=(0, 1, 2, 3, 4, 5), bits=(8, 7, 6, 5, 4, 3, 2),
                            orders=("last", "first", "single", "type"), seeds=(0, 1, 2)),
         "reference": TierConfig(train_size=12000, test_size=5000, pretrain_epochs=3, finetune_steps=200,
-                                n_values=(0, 1, 2, 3, 4, 5), **REFERENCE),
+                                n_values=(0, 1, 2, 3, 4, 5), **CNN_REFERENCE),
     },
 )
 

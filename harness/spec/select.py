@@ -16,7 +16,8 @@ def select(units: Sequence[Unit], selection: Selection, costs: Optional[Sequence
     The ``sensitivity`` order also needs ``costs`` (the predicted cost of quantizing each unit, graph
     order, e.g. from harness.case.sensitivity.unit_scores) and the weight ``bits`` they are for (bytes
     saved depend on it). They are arguments, not computed here, so that select stays pure; every other
-    order ignores them."""
+    order ignores them. The sensitivity order picks among the N-sets the converter deploys as selected
+    (harness.spec.mixed.sensitivity_selection with ``chain=True``: no lone float unit between quantized ones)."""
     total = len(units)
     if selection.order == "mixed":
         raise ValueError("order 'mixed' is a bit width per unit, not a selection: solve it with "
@@ -38,7 +39,7 @@ def select(units: Sequence[Unit], selection: Selection, costs: Optional[Sequence
             raise ValueError("order 'sensitivity' needs a predicted cost per unit and the bit width they are "
                              "for: select(units, selection, costs=[...], bits=8); compute them with "
                              "harness.case.sensitivity.unit_scores (harness/case/pipeline.py does)")
-        return sensitivity_selection(units, costs, n, bits)
+        return sensitivity_selection(units, costs, n, bits, chain=True)  # only selections that deploy as selected
     if selection.order == "last":
         return tuple(units[total - n:]) if n else ()
     return tuple(units[:n])

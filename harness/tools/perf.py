@@ -57,9 +57,10 @@ def train_step_ratios(spec, data, last_n: int, bits_list, repeats: int, steps: i
             "steps_per_round": timed["steps"], "models": models}
 
 
-# Fake-quant training routes timed beside the default (fast gradient, XLA forward): TensorFlow's own
-# per-channel gradient op, and the fast gradient with TensorFlow's forward op (no XLA).
-GRADIENT_VARIANTS = ("tfgrad", "noxla")
+# Fake-quant training routes timed beside the default (fast gradient, XLA forward for large kernels):
+# TensorFlow's own per-channel gradient op, the fast gradient with TensorFlow's forward op (no XLA), and
+# the XLA forward for every kernel whatever its size (allxla).
+GRADIENT_VARIANTS = ("tfgrad", "noxla", "allxla")
 
 
 def _trace_with_variant(model, data, variant: str) -> None:
@@ -70,7 +71,7 @@ def _trace_with_variant(model, data, variant: str) -> None:
     if variant == "tfgrad":
         fakequant.install(False)
     else:
-        fakequant.install(True, xla=False)
+        fakequant.install(True, xla=variant == "allxla", xla_min_elements=0)
     try:
         model.make_train_function()(iter(train._train_dataset(data, 32, seed=0)))
     finally:
