@@ -92,10 +92,10 @@ def score_sets(records: Sequence[dict], model: str) -> list:
         if r.get("model") != model:
             continue
         plan, field = r.get("mixed_plan"), r.get("sensitivity")
-        if isinstance(plan, dict) and _from_mixed(r):
+        costs = _from_mixed(r) if isinstance(plan, dict) else None
+        if costs:
             meta = plan.get("scores") or {}
-            found.append(ScoreSet(_seed(r), meta.get("pretrained_key"), _from_mixed(r),
-                                  f"mixed_plan of {r.get('case_id')}", meta))
+            found.append(ScoreSet(_seed(r), meta.get("pretrained_key"), costs, f"mixed_plan of {r.get('case_id')}", meta))
         if isinstance(field, dict) and field.get("units") and field.get("bits") in MIXED_BITS:
             by_key[field.get("pretrained_key")].append(r)
     for key, group in by_key.items():
@@ -147,8 +147,9 @@ def _quantized(record: dict) -> Optional[dict]:
 
 def _costs_of(record: dict, table: dict, seeds: dict) -> tuple:
     """(pre-trained key, {bits: costs}) of the record's own pre-trained model, or (None, None)."""
-    if isinstance(record.get("mixed_plan"), dict) and _from_mixed(record):
-        return (record["mixed_plan"].get("scores") or {}).get("pretrained_key"), _from_mixed(record)
+    planned = _from_mixed(record) if isinstance(record.get("mixed_plan"), dict) else None
+    if planned:
+        return (record["mixed_plan"].get("scores") or {}).get("pretrained_key"), planned
     field, control = record.get("sensitivity"), str(record.get("control_key") or "")
     own = [field.get("pretrained_key")] if isinstance(field, dict) and field.get("pretrained_key") in table else []
     keys = own or [k for k in table if control.startswith(f"{k}-")] or seeds.get(_seed(record), [])
