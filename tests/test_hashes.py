@@ -50,3 +50,31 @@ def test_an_edit_that_may_change_the_numbers_changes_the_hashes(tmp_path, module
     assert after[changed][1] != before[changed][1]  # the pre-trained cache entry is rebuilt
     if unchanged:
         assert after[unchanged] == before[unchanged]  # the mlp does not use the attention layer
+
+
+MID_RUN = """
+import sys
+from pathlib import Path
+from harness.case import cache, pipeline
+from harness.spec import registry
+spec = registry.get("mlp")
+before = cache.spec_fingerprint(spec, "smoke"), cache.cache_key(spec, "smoke", 0)
+for module in ("case/fakequant.py", "case/pipeline.py", "models/zoo.py", "case/train.py"):
+    path = Path(sys.argv[1]) / "harness" / module
+    path.write_text(path.read_text() + "\\n# an edit made while the run is going on\\n")
+after = cache.spec_fingerprint(spec, "smoke"), cache.cache_key(spec, "smoke", 0)
+print("same" if after == before else f"changed {before} {after}")
+"""
+
+
+def test_an_edit_during_a_run_does_not_change_the_hashes_of_the_code_already_loaded(tmp_path):
+    """The code that runs is the code imported at start, so the cases measured after a mid-run edit keep its
+    hash; the next run, which imports the edited code, gets another."""
+    root = edited_copy(tmp_path, "case/fakequant.py", '"""', '"""')  # a plain copy
+    before = hashes(root)
+    done = subprocess.run([sys.executable, "-c", MID_RUN, str(root)], cwd=root, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "same", done.stdout[-500:]
+    after = hashes(root)
+    assert after["mlp"][0] != before["mlp"][0] and after["mlp"][1] != before["mlp"][1]

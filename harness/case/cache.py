@@ -19,6 +19,7 @@ import os
 import socket
 import time
 import warnings
+import weakref
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
@@ -104,6 +105,26 @@ def input_digests(spec: ModelSpec) -> dict:
     return out
 
 
+# Sources as this process first read them, per module object (and pipeline.py's text, per path). The code that
+# runs is the code imported at start, so a file edited during a run must not give the cases measured after the
+# edit a hash of code they did not run: a docstring edit mid-run once made one record's hash stale.
+_SOURCES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def loaded_source(module) -> str:
+    """The module's source, read once per module object in this process."""
+    import inspect
+
+    if module not in _SOURCES:
+        _SOURCES[module] = inspect.getsource(module)
+    return _SOURCES[module]
+
+
+@functools.lru_cache(maxsize=None)
+def _text_read_once(path: str) -> str:
+    return Path(path).read_text()
+
+
 UNSHAPING = ("harness.backend", "harness.spec.config")  # TF import / types whose values the spec fingerprint has
 
 
@@ -128,9 +149,7 @@ def shaping_modules(spec: ModelSpec) -> list:
 def code_hash(spec: ModelSpec) -> str:
     """Hash of the builder's and loader's source and of the user inputs they read (input_digests), so
     editing a model or pointing it at other weights or data invalidates its cached entries and baselines."""
-    import inspect
-
-    sources = [inspect.getsource(module) for module in shaping_modules(spec)]
+    sources = [loaded_source(module) for module in shaping_modules(spec)]
     inputs = input_digests(spec)
     return stable_hash([sources, inputs]) if inputs else stable_hash(sources)
 
@@ -149,10 +168,8 @@ def library_versions() -> dict:
 
 def key_material(spec: ModelSpec, tier: str, seed: int) -> dict:
     """Everything that shapes a pre-trained model, including the training loop (train.py)."""
-    import inspect
-
     return {"key_version": KEY_VERSION, "spec": spec.fingerprint(tier), "code": code_hash(spec),
-            "training": stable_hash(inspect.getsource(train)), "inputs": input_digests(spec),
+            "training": stable_hash(loaded_source(train)), "inputs": input_digests(spec),
             "versions": library_versions(), "seed": seed}
 
 
@@ -283,8 +300,6 @@ class Control:
 def pipeline_code_hash() -> str:
     """Source of what shapes every measured model: unit grouping and selection (scores and plans too), annotation and
     fake-quant, fine-tuning, conversion, evaluation; and the library versions."""
-    import inspect
-
     from harness.case import evaluate, export, fakequant, mixed_case, quantize, sensitivity
     from harness.spec import mixed, select, units
     from harness.backend import versions
@@ -293,8 +308,8 @@ def pipeline_code_hash() -> str:
     modules = (train, quantize, fakequant, export, evaluate, units, select, sensitivity, mixed_case, mixed)
     # pipeline.py decides what is compared with what (N = 0 reuse, PTQ calibration); read as text,
     # since it imports this module
-    case_code = Path(__file__).with_name("pipeline.py").read_text()
-    return stable_hash([inspect.getsource(m) for m in modules] + [case_code, versions()])
+    case_code = _text_read_once(str(Path(__file__).with_name("pipeline.py")))
+    return stable_hash([loaded_source(m) for m in modules] + [case_code, versions()])
 
 
 def spec_fingerprint(spec: ModelSpec, tier: str) -> str:
