@@ -26,9 +26,13 @@ def hashes(root: Path) -> dict:
     return {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines() if line.split()}
 
 
-def edited_copy(tmp_path: Path, module: str, old: str, new: str) -> Path:
+def copy_of_the_code(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "harness", tmp_path / "harness", ignore=shutil.ignore_patterns("__pycache__"))
-    path = tmp_path / "harness" / module
+    return tmp_path
+
+
+def edited_copy(tmp_path: Path, module: str, old: str, new: str) -> Path:
+    path = copy_of_the_code(tmp_path) / "harness" / module
     text = path.read_text()
     assert old in text
     path.write_text(text.replace(old, new, 1))
@@ -55,7 +59,7 @@ def test_an_edit_that_may_change_the_numbers_changes_the_hashes(tmp_path, module
 MID_RUN = """
 import sys
 from pathlib import Path
-from harness.case import cache, pipeline
+from harness.case import cache
 from harness.spec import registry
 spec = registry.get("mlp")
 before = cache.spec_fingerprint(spec, "smoke"), cache.cache_key(spec, "smoke", 0)
@@ -70,7 +74,7 @@ print("same" if after == before else f"changed {before} {after}")
 def test_an_edit_during_a_run_does_not_change_the_hashes_of_the_code_already_loaded(tmp_path):
     """The code that runs is the code imported at start, so the cases measured after a mid-run edit keep its
     hash; the next run, which imports the edited code, gets another."""
-    root = edited_copy(tmp_path, "case/fakequant.py", '"""', '"""')  # a plain copy
+    root = copy_of_the_code(tmp_path)
     before = hashes(root)
     done = subprocess.run([sys.executable, "-c", MID_RUN, str(root)], cwd=root, capture_output=True, text=True,
                           timeout=300)
