@@ -67,3 +67,22 @@ def test_rotation_keeps_every_model_once(names, index):
 def test_ratios_are_per_round_against_the_reference():
     out = steptime.ratios_to({"float": [2.0, 4.0, 2.0, 2.0, 2.0, 2.0], "q": [3.0, 4.0, 3.0, 3.0, 3.0, 3.0]})
     assert set(out) == {"q"} and out["q"]["median"] == 1.5 and out["q"]["min"] == 1.0 and out["q"]["rounds"] == 6
+
+
+def test_ratios_divide_by_the_fastest_float_of_each_round():
+    # round 1: the XLA float is faster; round 2: the ops float is; the QAT model is 1.2x the faster one
+    per_round = {"float": [2.0, 1.0] * 3, "float-xlastep": [1.0, 2.0] * 3, "q": [1.2, 1.2] * 3}
+    out = steptime.ratios_to_fastest(per_round, ("float", "float-xlastep"))
+    assert set(out) == {"float-xlastep", "q"}
+    assert out["q"]["min"] == out["q"]["max"] == pytest.approx(1.2)
+    assert out["float-xlastep"]["min"] == 1.0 and out["float-xlastep"]["max"] == 2.0
+
+
+@given(st.lists(st.tuples(*[st.floats(0.1, 100.0)] * 3), min_size=6, max_size=12))
+def test_no_float_configuration_is_faster_than_the_fastest(rounds):
+    per_round = {"float": [r[0] for r in rounds], "float-b": [r[1] for r in rounds], "q": [r[2] for r in rounds]}
+    out = steptime.ratios_to_fastest(per_round, ("float", "float-b"))
+    assert out["float-b"]["min"] >= 1.0
+    single = steptime.ratios_to(per_round)
+    # dividing by a faster float can only raise a ratio, round by round, so the median too
+    assert out["q"]["median"] >= single["q"]["median"] - 1e-12

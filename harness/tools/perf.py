@@ -38,23 +38,32 @@ def train_step_ratios(spec, data, last_n: int, bits_list, repeats: int, steps: i
     train.set_seed(0)
     base = spec.builder.load()(spec.input_shape, data.num_classes)
     units = quantize.units_of(base)
-    models = {"float": quantize.annotate(base, (), QuantConfig(8))}
+    models = {"float": quantize.annotate(base, (), QuantConfig(8)),
+              f"float-{XLA_STEP}": quantize.annotate(base, (), QuantConfig(8))}
     for bits in bits_list:
         models[f"qat-whole-w{bits}"] = quantize.annotate(base, units, QuantConfig(bits))
         chosen = select(units, Selection("last", min(last_n, len(units))))
         models[f"qat-last{len(chosen)}-w{bits}"] = quantize.annotate(base, chosen, QuantConfig(bits))
-        if bits == bits_list[0]:  # before/after of harness/case/fakequant.py, in the same rounds
-            for variant in GRADIENT_VARIANTS:
+        if bits == bits_list[0]:  # before/after of harness/case/fakequant.py and of a whole-step XLA, same rounds
+            for variant in GRADIENT_VARIANTS + (XLA_STEP,):
                 models[f"qat-whole-w{bits}-{variant}"] = quantize.annotate(base, units, QuantConfig(bits))
     for name, model in models.items():
         train.compile_for_training(model, 1e-4)
         variant = name.rsplit("-", 1)[-1]
+        if variant == XLA_STEP:
+            model.jit_compile = True  # the whole train step one XLA function (Keras' jit_compile)
         if variant in GRADIENT_VARIANTS:
             _trace_with_variant(model, data, variant)
     timed = steptime.interleaved_step_ms(models, data, 32, rounds=repeats, min_steps=steps, round_ms=round_ms)
     ms = {name: steptime.summary(timed["per_round_ms"][name]) for name in models}
-    return {"step_ms": ms, "qat_over_float": steptime.ratios_to(timed["per_round_ms"]),
-            "steps_per_round": timed["steps"], "models": models}
+    ratios = steptime.ratios_to_fastest(timed["per_round_ms"], ("float", f"float-{XLA_STEP}"))
+    return {"step_ms": ms, "qat_over_float": ratios, "steps_per_round": timed["steps"], "models": models}
+
+
+# The suite trains with TensorFlow's ops (oneDNN). Float and whole-model QAT are also timed with the
+# whole train step compiled by XLA (``-xlastep``), the one route measured to cut mlp's dispatch-bound
+# step; every ratio divides by the faster float of the two in each round (docs/performance.md).
+XLA_STEP = "xlastep"
 
 
 # Fake-quant training routes timed beside the default (fast gradient, XLA forward for large kernels):

@@ -103,6 +103,12 @@ def interleaved_step_ms(models: dict, data, batch_size: int, rounds: int, min_st
 
 def ratios_to(per_round_ms: dict, reference: str = "float") -> dict:
     """Each model's per-round step time over the reference's in the same round, summarised. Pure."""
-    base = per_round_ms[reference]
-    return {name: summary([q / f for q, f in zip(times, base)])
-            for name, times in per_round_ms.items() if name != reference}
+    return ratios_to_fastest(per_round_ms, (reference,))
+
+
+def ratios_to_fastest(per_round_ms: dict, references: Sequence[str]) -> dict:
+    """Each model's per-round step time over the fastest of ``references`` in the same round, summarised;
+    the first reference is the base and gets no ratio, the others do (how far each is from the fastest). Pure."""
+    fastest = [min(times) for times in zip(*(per_round_ms[name] for name in references))]
+    return {name: summary([q / f for q, f in zip(times, fastest)])
+            for name, times in per_round_ms.items() if name != references[0]}
