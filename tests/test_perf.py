@@ -25,6 +25,10 @@ def test_perf_writes_side_by_side_ratios(tmp_path):
     assert set(mlp["qat_over_float"]) == {"float-xlastep", "qat-whole-w8", "qat-last3-w8", "qat-whole-w8-tfgrad",
                                           "qat-whole-w8-noxla", "qat-whole-w8-allxla", "qat-whole-w8-xlastep"}
     assert mlp["qat_over_float"]["float-xlastep"]["min"] >= 1.0  # no float is faster than the fastest
+    graph = mlp["train_graph"]  # whole-model QAT adds fake-quant ops and the quantizers' range writes
+    assert graph["qat-whole-w8"]["nodes"] > graph["float"]["nodes"] > 0
+    assert graph["qat-whole-w8"]["variable_writes"] > graph["float"]["variable_writes"] > 0
+    assert "train-step graph: float" in (tmp_path / "p" / "perf.md").read_text()
     for spread in mlp["qat_over_float"].values():
         assert spread["min"] <= spread["median"] <= spread["max"] and spread["min"] > 0
         assert spread["rounds"] == 6 and spread["ci95"][0] <= spread["median"] <= spread["ci95"][1]

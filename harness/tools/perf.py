@@ -57,7 +57,20 @@ def train_step_ratios(spec, data, last_n: int, bits_list, repeats: int, steps: i
     timed = steptime.interleaved_step_ms(models, data, 32, rounds=repeats, min_steps=steps, round_ms=round_ms)
     ms = {name: steptime.summary(timed["per_round_ms"][name]) for name in models}
     ratios = steptime.ratios_to_fastest(timed["per_round_ms"], ("float", f"float-{XLA_STEP}"))
-    return {"step_ms": ms, "qat_over_float": ratios, "steps_per_round": timed["steps"], "models": models}
+    graphs = {name: train_graph_size(models[name], data) for name in ["float"] + [f"qat-whole-w{b}" for b in bits_list]}
+    return {"step_ms": ms, "qat_over_float": ratios, "steps_per_round": timed["steps"], "train_graph": graphs,
+            "models": models}
+
+
+def train_graph_size(model, data) -> dict:
+    """Graph nodes and variable writes of the model's traced train step (no retrace). A step of tiny ops
+    costs about its dispatched ops, so for such a model (mlp) QAT/float follows the node ratio, and each
+    variable write costs as much even under XLA (docs/performance.md)."""
+    from harness.case import train
+
+    step = model.train_function or model.make_train_function()
+    ops = step.get_concrete_function(iter(train._train_dataset(data, 32, seed=0))).graph.get_operations()
+    return {"nodes": len(ops), "variable_writes": sum(op.type.startswith("Assign") for op in ops)}
 
 
 # The suite trains with TensorFlow's ops (oneDNN). Float and whole-model QAT are also timed with the
@@ -282,6 +295,10 @@ def table(models: dict) -> list:
         steps = entry.get("steps_per_round")
         if steps:
             lines.append(f"{name:<10} {steps} steps per model per round, {entry['step_ms']['float']['rounds']} rounds")
+        graph = entry.get("train_graph")
+        if graph:
+            lines.append(f"{name:<10} train-step graph: " + ", ".join(
+                f"{config} {g['nodes']} nodes ({g['variable_writes']} variable writes)" for config, g in graph.items()))
         lines.append(latency_line(name, entry["latency"]))
         lines.append(f"{name:<10} peak RSS {entry['peak_rss_mb']:.0f} MB, {entry['wall_s']:.0f} s")
     return lines
