@@ -38,8 +38,8 @@ def train_step_ratios(spec, data, last_n: int, bits_list, repeats: int, steps: i
     train.set_seed(0)
     base = spec.builder.load()(spec.input_shape, data.num_classes)
     units = quantize.units_of(base)
-    models = {"float": quantize.annotate(base, (), QuantConfig(8)),
-              f"float-{XLA_STEP}": quantize.annotate(base, (), QuantConfig(8))}
+    floats = ("float", f"float-{XLA_STEP}")  # the ratios' denominator: the faster of these in each round
+    models = {name: quantize.annotate(base, (), QuantConfig(8)) for name in floats}
     for bits in bits_list:
         models[f"qat-whole-w{bits}"] = quantize.annotate(base, units, QuantConfig(bits))
         chosen = select(units, Selection("last", min(last_n, len(units))))
@@ -56,7 +56,7 @@ def train_step_ratios(spec, data, last_n: int, bits_list, repeats: int, steps: i
             _trace_with_variant(model, data, variant)
     timed = steptime.interleaved_step_ms(models, data, 32, rounds=repeats, min_steps=steps, round_ms=round_ms)
     ms = {name: steptime.summary(timed["per_round_ms"][name]) for name in models}
-    ratios = steptime.ratios_to_fastest(timed["per_round_ms"], ("float", f"float-{XLA_STEP}"))
+    ratios = steptime.ratios_to_fastest(timed["per_round_ms"], floats)
     graphs = {name: train_graph_size(models[name], data) for name in ["float"] + [f"qat-whole-w{b}" for b in bits_list]}
     return {"step_ms": ms, "qat_over_float": ratios, "steps_per_round": timed["steps"], "train_graph": graphs,
             "models": models}
