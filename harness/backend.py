@@ -27,6 +27,12 @@ from tensorflow_model_optimization.python.core.quantization.keras import quant_o
 if not keras.__version__.startswith("2."):  # pragma: no cover - environment guard
     raise ImportError(f"qatbench needs Keras 2 (tf_keras), found Keras {keras.__version__}")
 
+# Random layers (mlp's Dropout) draw from tf.random.Generator instead of TensorFlow's legacy stateful
+# random ops, which an XLA-compiled train step (mlp's: TierConfig.train_step_xla) does not reproduce from
+# the seed: two seeded runs gave different weights. The Generator does, with and without XLA. Set before
+# any layer is built (a layer picks its generator when constructed); versions() records it.
+keras.backend.experimental.enable_tf_random_generator()
+
 quantize = tfmot.quantization.keras
 
 __all__ = ["tf", "keras", "tfmot", "quantize", "quant_ops", "tflite_schema", "versions", "numerics", "set_threads",
@@ -38,6 +44,7 @@ def versions() -> dict:
         "tensorflow": tf.__version__,
         "tf_keras": keras.__version__,
         "tfmot": getattr(tfmot, "__version__", "unknown"),
+        "keras_rng": "generator" if keras.backend.experimental.is_tf_random_generator_enabled() else "legacy",
     }
 
 

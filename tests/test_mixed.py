@@ -238,7 +238,7 @@ def test_the_chain_plan_is_the_brute_force_optimum_among_deployable_plans(units,
     assert plan.predicted_cost == pytest.approx(best, abs=1e-9)
 
 
-# --- uniform_kinds: every quantized conv unit of a plan takes one width (harness/case/quantize.py) ---
+# --- tied_kinds: every quantized conv unit of a plan takes one width (harness/case/quantize.py) ---
 
 def uniform_ok(units, choices, kinds):
     return len({c for u, c in zip(units, choices) if u.kind in kinds and c != mixed.FLOAT}) <= 1
@@ -251,7 +251,7 @@ def test_the_uniform_plan_is_the_brute_force_optimum(units, chain, data):
     kinds = ("conv",)
     budget = data.draw(st.integers(mixed.plan_bytes(units, [4] * len(units)),
                                    mixed.plan_bytes(units, [mixed.FLOAT] * len(units)) + 10))
-    plan = mixed.mixed_plan(units, costs_by_bits, budget, chain=chain, uniform_kinds=kinds)
+    plan = mixed.mixed_plan(units, costs_by_bits, budget, chain=chain, tied_kinds=kinds)
     assert plan.weight_bytes <= budget and plan.weight_bytes == mixed.plan_bytes(units, plan.choices)
     assert uniform_ok(units, plan.choices, kinds) and (mixed.deployable(plan.choices) or not chain)
     best = None
@@ -265,15 +265,15 @@ def test_the_uniform_plan_is_the_brute_force_optimum(units, chain, data):
         assert plan == mixed.mixed_plan(units, costs_by_bits, budget, chain=chain)
 
 
-def test_uniform_kinds_of_a_model_and_an_infeasible_budget():
+def test_tied_kinds_of_a_model_and_an_infeasible_budget():
     conv = tuple(Unit(i, "conv", f"c{i}", (f"c{i}",), 1000, 10, channels=10) for i in range(2))
     dense = (Unit(2, "dense", "d", ("d",), 1000, 10),)
-    assert mixed.uniform_kinds(conv + dense) == ("conv",) and mixed.uniform_kinds(dense) == ()
+    assert mixed.tied_kinds_of(conv + dense) == ("conv",) and mixed.tied_kinds_of(dense) == ()
     costs = {8: [1.0, 1.0, 1.0], 4: [1.0, 50.0, 1.0]}
     # unconstrained, the second conv would be INT8 beside an INT4 conv; tied, both convs take INT8
     budget = mixed.plan_bytes(conv + dense, [4, 8, 4])
     assert mixed.mixed_plan(conv + dense, costs, budget).choices == (4, 8, 4)
-    tied = mixed.mixed_plan(conv + dense, costs, budget, uniform_kinds=("conv",))
+    tied = mixed.mixed_plan(conv + dense, costs, budget, tied_kinds=("conv",))
     assert uniform_ok(conv + dense, tied.choices, ("conv",)) and tied.weight_bytes <= budget
     with pytest.raises(ValueError, match="infeasible"):
-        mixed.mixed_plan(conv + dense, costs, mixed.plan_bytes(conv + dense, [4] * 3) - 1, uniform_kinds=("conv",))
+        mixed.mixed_plan(conv + dense, costs, mixed.plan_bytes(conv + dense, [4] * 3) - 1, tied_kinds=("conv",))

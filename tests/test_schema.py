@@ -10,11 +10,12 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def test_version_and_migration_come_from_the_schema():
-    assert records.SCHEMA_VERSION == schema.VERSION == 4
+    assert records.SCHEMA_VERSION == schema.VERSION == 5
     assert set(records.ADDED_IN[2]) == {"n_test", "discordant", "paired_drop_pp", "drop_ci95_pp", "mcnemar_p",
                                         "drop_within_noise", "predictions_file", "predictions_sha256", "unit_table"}
     assert "tflite_runtime" in records.ADDED_IN[3]
     assert records.ADDED_IN[4] == ("mixed_plan",)
+    assert records.ADDED_IN[5] == ("train_step",)
 
 
 def test_each_field_is_declared_once_in_one_group():
@@ -41,6 +42,14 @@ def test_a_version_two_record_is_migrated_with_an_unknown_runtime(make_record):
     new = records.upgrade(old)
     assert new["migrated_from"] == 2 and new["tflite_runtime"] is None  # schema 2 did not say which runtime
     assert new["schema_version"] == schema.VERSION and schema.problems(new) == []
+
+
+def test_a_version_four_record_does_not_claim_how_its_steps_ran(make_record):
+    old = {k: v for k, v in make_record().items() if k != "train_step"}
+    old["schema_version"] = 4
+    new = records.upgrade(old)
+    assert new["migrated_from"] == 4 and new["train_step"] is None  # schema 4 ran every step as TF ops, unsaid
+    assert schema.problems(new) == []
 
 
 def test_problems_name_unknown_keys_and_wrong_types(make_record):

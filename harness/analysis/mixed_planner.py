@@ -309,7 +309,7 @@ def check_size_budget(size_budget) -> int:
 
 def solve(units: tuple, costs: dict, budget: int) -> mixed.MixedPlan:
     """The plan as the mixed case solves it (harness/case/mixed_case.py)."""
-    return mixed.mixed_plan(units, costs, budget, chain=True, uniform_kinds=mixed.uniform_kinds(units))
+    return mixed.deployable_plan(units, costs, budget)
 
 
 def mixed_answer(records: Sequence[dict], model: str, size_budget, budget_pp=None) -> MixedAnswer:

@@ -274,7 +274,7 @@ def _train(spec: ModelSpec, tier: str, seed: int, data: Dataset):
     config = spec.tier(tier)
     train.set_seed(seed)
     model = build(spec, data)
-    train.compile_for_training(model, config.learning_rate)
+    train.compile_for_training(model, config.learning_rate, config.train_step_xla)
     steps = max(1, len(data.y_train) // config.batch_size) * config.pretrain_epochs
     start = time.perf_counter()
     train.fit_steps(model, data, steps, config.batch_size, seed)
@@ -300,12 +300,13 @@ class Control:
 def pipeline_code_hash() -> str:
     """Source of what shapes every measured model: unit grouping and selection (scores and plans too), annotation and
     fake-quant, fine-tuning, conversion, evaluation; and the library versions."""
-    from harness.case import evaluate, export, fakequant, mixed_case, quantize, sensitivity
+    from harness.case import evaluate, export, fakequant, mixed_case, quantize, sensitivity, weight_ranges
     from harness.spec import mixed, select, units
     from harness.backend import versions
 
     # sensitivity, mixed_case and spec/mixed choose the units of the sensitivity and mixed orders
-    modules = (train, quantize, fakequant, export, evaluate, units, select, sensitivity, mixed_case, mixed)
+    modules = (train, quantize, fakequant, weight_ranges, export, evaluate, units, select, sensitivity, mixed_case,
+               mixed)
     # pipeline.py decides what is compared with what (N = 0 reuse, PTQ calibration); read as text,
     # since it imports this module
     case_code = _text_read_once(str(Path(__file__).with_name("pipeline.py")))

@@ -37,6 +37,7 @@ import os
 import warnings
 
 from harness.backend import quant_ops, tf
+from harness.case import weight_ranges
 
 # The versions this patch was written and tested against: requirements.txt pins
 # tensorflow-model-optimization==0.8.1 (tests/test_fakequant.py keeps the two in step). Deliberately
@@ -158,6 +159,12 @@ def _last_value_quantize(inputs, min_var, max_var, per_channel=False, name_prefi
                          is_training=True, num_bits=8, narrow_range=False, symmetric=False):
     kwargs = dict(per_channel=per_channel, name_prefix=name_prefix, is_training=is_training,
                   num_bits=num_bits, narrow_range=narrow_range, symmetric=symmetric)
+    if is_training is True and weight_ranges.skippable(inputs, min_var, max_var, per_channel, symmetric, narrow_range):
+        # tfmot's range and fake-quant without the per-step assign; train.fit_steps assigns it at the end
+        with tf.name_scope(name_prefix):
+            range_min, range_max = weight_ranges.last_value_range(inputs, per_channel, num_bits, narrow_range, symmetric)
+            weight_ranges.mark(min_var)
+            return _fake_quant_for_training(inputs, range_min, range_max, per_channel, num_bits, narrow_range)
     # the range gradients this route drops matter only if the range variables train (tfmot's never do;
     # a user's quantizer might), so a trainable range keeps TensorFlow's op and all its gradients
     if is_training is not True or not per_channel or _trainable(min_var) or _trainable(max_var):

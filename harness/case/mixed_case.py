@@ -9,7 +9,7 @@ not depend on the bit widths either: scores computed for (8, 4) together equal t
 
 A ``mixed`` case solves harness.spec.mixed.mixed_plan over float/INT8/INT4 per unit within its
 budget (Selection.n bytes of weights), among deployable plans only (``chain=True``: no lone float unit
-between quantized ones, which the converter would store as INT8; ``uniform_kinds``: every quantized conv
+between quantized ones, which the converter would store as INT8; the record's ``uniform_kinds``: every quantized conv
 unit at one width, the scheme's, since a conv with a width of its own loses tfmot's Conv+BN folding),
 and records the plan (``mixed_plan``), which the audit checks
 kernel by kernel (harness/results/gates.py) and whose bytes size.py's formula gives exactly.
@@ -70,9 +70,7 @@ def plan(case: Case, base, units, data) -> tuple:
     found, seconds, cached = scores(base, units, data, MIXED_BITS, case.quant.per_channel)
     costs = costs_by_bits(found)
     # conv units cannot take a width of their own (harness/case/quantize.py): the plan ties their width
-    tied = mixed.uniform_kinds(units)
-    chosen = mixed.mixed_plan(units, {b: costs[b] for b in MIXED_BITS}, case.selection.n, chain=True,
-                              uniform_kinds=tied)
+    chosen = mixed.deployable_plan(units, {b: costs[b] for b in MIXED_BITS}, case.selection.n)
     bits_of = {u.index: c for u, c in zip(units, chosen.choices) if c != mixed.FLOAT}
     rows = []
     for unit, choice, s in zip(units, chosen.choices, found):
@@ -83,7 +81,7 @@ def plan(case: Case, base, units, data) -> tuple:
                      "noise": {str(b): s.noise[b] for b in MIXED_BITS},
                      "score": {str(b): s.score[b] for b in MIXED_BITS}})
     field = {"budget_bytes": chosen.budget_bytes, "widths": list(MIXED_BITS), "tag": chosen.tag, "chain": True,
-             "uniform_kinds": list(tied),
+             "uniform_kinds": list(mixed.tied_kinds_of(units)),
              "predicted_cost": chosen.predicted_cost, "predicted_bytes": chosen.weight_bytes,
              "float_bytes": mixed.plan_bytes(units, [mixed.FLOAT] * len(units)),
              "units": rows, "scores": provenance(base, data, seconds, cached)}

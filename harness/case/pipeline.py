@@ -81,7 +81,7 @@ def _fine_tune(model, chosen, case: Case, config, data: Dataset, tuner=None, bit
             raise ValueError("a mixed plan runs with the default strategy only")
         return tuner.fit(model, chosen, case.quant, config, data, case.seed)
     tuned = quantize.annotate(model, chosen, case.quant, bits_of)
-    train.compile_for_training(tuned, config.finetune_learning_rate)
+    train.compile_for_training(tuned, config.finetune_learning_rate, config.train_step_xla)
     return tuned, train.fit_steps(tuned, data, config.finetune_steps, config.batch_size, case.seed)
 
 
@@ -115,7 +115,7 @@ def _float_control(case: Case, config, data: Dataset, base, env: Environment, tu
 
     def rebuild():
         model = quantize.annotate(base.model, (), case.quant)
-        train.compile_for_training(model, config.finetune_learning_rate)
+        train.compile_for_training(model, config.finetune_learning_rate, config.train_step_xla)
         return model
 
     if tuner is not None:
@@ -241,7 +241,7 @@ def _size_fields(qat_tflite: bytes, control_tflite: bytes, qat_audit, control_au
     }
 
 
-def _timing_fields(case: Case, config, data: Dataset, qat, qat_stats, control: cache.Control) -> dict:
+def _timing_fields(case: Case, config, data: Dataset, qat, qat_stats, control: cache.Control, tuner=None) -> dict:
     """Train-step times of the quantized model and the control, side by side in this process (on the
     tier's timing seeds only), and the medians measured during fine-tuning."""
     step_ms = {"qat": None, "float": None}
@@ -260,6 +260,8 @@ def _timing_fields(case: Case, config, data: Dataset, qat, qat_stats, control: c
         "qat_final_loss": qat_stats.final_loss if qat_stats else None,
         "float_final_loss": control.stats.final_loss if control.stats else None,
         "finetune_steps": config.finetune_steps,
+        # how the control's and the QAT model's train steps ran: one XLA function, or TensorFlow's ops
+        "train_step": "xla" if config.train_step_xla and tuner is None else "ops",
         "control_cached": control.cached,
         "control_key": control.key,
     }
@@ -294,7 +296,7 @@ def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
     with phase("eval"):
         accuracy = _accuracy_fields(case, control, None if case.quant.method == "ptq" else qat, qat_tflite, data, env)
     with phase("step_timing"):
-        timing = _timing_fields(case, config, data, qat, qat_stats, control)
+        timing = _timing_fields(case, config, data, qat, qat_stats, control, tuner)
     predicted = plan_size or size.predict(units, chosen, case.quant)
     record = {**_selection_fields(spec, units, chosen, base), **accuracy,
               **_size_fields(qat_tflite, control.tflite, qat_audit, control_audit, predicted), **timing,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.backend import keras, tf
+from harness.case import weight_ranges
 from harness.models.data import Dataset
 
 WARMUP_STEPS = 3  # the first steps trace the graph; they are not step time
@@ -47,11 +48,13 @@ def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def compile_for_training(model: "keras.Model", learning_rate: float) -> None:
+def compile_for_training(model: "keras.Model", learning_rate: float, xla: bool = False) -> None:
+    """``xla``: the whole train step as one XLA-compiled function (TierConfig.train_step_xla)."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
+        jit_compile=xla,
     )
 
 
@@ -67,13 +70,18 @@ def fit_steps(model: "keras.Model", data: Dataset, steps: int, batch_size: int, 
     """Train a compiled model for exactly ``steps`` batches. Raises TrainingDiverged on NaN/inf loss.
     Under a tf.distribute strategy, ``batch_size`` is the global batch and ``dataset_options`` carries
     the shard policy (harness/distributed/strategy.py); ``callbacks`` run after the step timer."""
-    timer = _StepTimer()
+    timer, ranges = _StepTimer(), weight_ranges.RangeSync(steps)
     start = time.perf_counter()
-    model.fit(_train_dataset(data, batch_size, seed, dataset_options), steps_per_epoch=steps, epochs=1,
-              callbacks=[timer, *callbacks], verbose=0)
+    with weight_ranges.skipping():
+        model.fit(_train_dataset(data, batch_size, seed, dataset_options), steps_per_epoch=steps, epochs=1,
+                  callbacks=[timer, ranges, *callbacks], verbose=0)
     wall = time.perf_counter() - start
+    weight_ranges.retire_fit_step(model)
     if timer.losses and not math.isfinite(timer.losses[-1]):
         raise TrainingDiverged(f"loss became {timer.losses[-1]} at step {len(timer.losses)}")
+    if ranges.unsynced():
+        raise RuntimeError(f"qatbench: fit stopped after {len(timer.losses)} of {steps} steps, before the "
+                           "weight ranges the steps skipped could be assigned")
     timed = np.array(timer.times[WARMUP_STEPS:] or timer.times) * 1000.0
     return TrainStats(steps=len(timer.times), step_ms_median=float(np.median(timed)),
                       step_ms_min=float(np.min(timed)), wall_s=wall,
@@ -99,7 +107,7 @@ def side_by_side_step_ms(models: dict, data: Dataset, batch_size: int, rounds: i
     runners, saved = {}, {name: model.get_weights() for name, model in models.items()}
     for name, model in models.items():
         iterator = iter(_train_dataset(data, batch_size, seed=0))
-        step = model.train_function or model.make_train_function()
+        step = weight_ranges.fit_step(model) or model.train_function or model.make_train_function()
         for _ in range(WARMUP_STEPS):
             step(iterator)
         runners[name] = (step, iterator)

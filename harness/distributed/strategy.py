@@ -168,6 +168,8 @@ class Tuner:
         label = "qat" if "float" in self.traffic else "float"
         with self.strategy.scope():
             model = quantize.annotate(base_model, chosen, quant)
+            # TensorFlow's ops, whatever the tier's train_step_xla: XLA cannot compile the workers'
+            # collectives on a CPU (InvalidArgumentError); the record's train_step says "ops"
             train.compile_for_training(model, config.finetune_learning_rate)
         before = bandwidth.loopback()
         stats = train.fit_steps(model, data, config.finetune_steps, config.batch_size, seed,

@@ -137,6 +137,11 @@ class TierConfig:
     # which the spec fingerprint and the pre-trained cache key hash: budgets shape no pre-training, and
     # each case's budget is in its own config hash (Selection.n).
     mixed_budgets: tuple = field(default=(), repr=False)
+    # True: every train step of the model (pre-training, control, QAT) is one XLA-compiled function
+    # (Keras' jit_compile). Pays only where op dispatch is most of a step (mlp: 3 ms steps of tiny
+    # Dense ops; docs/performance.md); XLA's convolutions are slower than oneDNN's. Not in the repr:
+    # ModelSpec.fingerprint hashes it only when set, so the keys of the other models stay as they were.
+    train_step_xla: bool = field(default=False, repr=False)
 
     def pretrain_seed(self, seed: int) -> int:
         """The seed of the pre-trained model that a case of ``seed`` starts from."""

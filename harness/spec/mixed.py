@@ -17,7 +17,7 @@ harness/spec/size.py, so a plan's bytes are exactly what ``size.predict`` says t
   prefix can never complete to a better plan than its dominator completed the same way.
   ``chain=True`` admits only plans the converter deploys as planned (``deployable``: no lone float
   unit between two quantized ones); the front is then kept per chain state, and stays exact.
-  ``uniform_kinds`` makes every quantized unit of those kinds (conv: ``uniform_kinds(units)``) share one
+  ``tied_kinds`` makes every quantized unit of those kinds (conv: ``tied_kinds_of(units)``) share one
   width, solved exactly as the best of one restricted sub-problem per width.
 """
 
@@ -212,26 +212,26 @@ def deployable(choices: Sequence[Choice]) -> bool:
 UNIFORM_KINDS = ("conv",)
 
 
-def uniform_kinds(units: Sequence[Unit]) -> tuple:
-    """The kinds of ``units`` whose quantized units must share one width (``mixed_plan(uniform_kinds=...)``)."""
+def tied_kinds_of(units: Sequence[Unit]) -> tuple:
+    """The kinds of ``units`` whose quantized units must share one width (``mixed_plan(tied_kinds=...)``)."""
     present = {u.kind for u in units}
     return tuple(k for k in UNIFORM_KINDS if k in present)
 
 
 def mixed_plan(units: Sequence[Unit], costs_by_bits: Mapping[int, Sequence[float]], budget_bytes: int,
-               chain: bool = False, uniform_kinds: Sequence[str] = ()) -> MixedPlan:
+               chain: bool = False, tied_kinds: Sequence[str] = ()) -> MixedPlan:
     """The plan (float or one of the given bit widths per unit) of least summed predicted cost whose
     weight bytes are <= ``budget_bytes``. Exact. ``costs_by_bits[b][i]``: predicted cost of ``units[i]``
     at b bits; float costs 0. An unreachable budget raises a ValueError naming the smallest plan's bytes.
     ``chain``: only ``deployable`` plans (units in graph order as one chain, as the zoo's Dense stacks are):
     the Pareto front is then kept per chain state, which keeps it exact.
-    ``uniform_kinds``: every *quantized* unit of these kinds takes one common width (``uniform_kinds(units)``
+    ``tied_kinds``: every *quantized* unit of these kinds takes one common width (``tied_kinds_of(units)``
     gives the ones a model needs). Solved as the best, over each width w, of the plan in which those units
     may only be float or w. Still exact: a plan meeting the constraint quantizes those units at one w (or
     at none, which every w's sub-problem admits), so it is feasible in w's sub-problem, and every
     sub-problem's plans meet the constraint; the best of the exact sub-optima is the constrained optimum."""
     options = _options(units, costs_by_bits)
-    kinds = set(uniform_kinds)
+    kinds = set(tied_kinds)
     tied = {i for i, u in enumerate(units) if u.kind in kinds}
     if not tied:
         variants = [options]
@@ -240,12 +240,18 @@ def mixed_plan(units: Sequence[Unit], costs_by_bits: Mapping[int, Sequence[float
                      for i, opts in enumerate(options)] for width in sorted(costs_by_bits)]
     smallest = min(sum(min(o[1] for o in opts) for opts in variant) for variant in variants)
     if smallest > budget_bytes:
-        what = "every unit at its smallest width" + (f", {'/'.join(uniform_kinds)} units at one width" if tied else "")
+        what = "every unit at its smallest width" + (f", {'/'.join(tied_kinds)} units at one width" if tied else "")
         raise ValueError(f"size budget {budget_bytes} bytes is infeasible: the minimum achievable is "
                          f"{smallest} bytes ({what})")
     solved = [s for s in (_solve(variant, budget_bytes, chain) for variant in variants) if s is not None]
     best_bytes, best_cost, choices = min(solved, key=lambda s: (s[1], s[0]))  # ties: the first width
     return MixedPlan(choices, best_bytes, best_cost, budget_bytes)
+
+
+def deployable_plan(units: Sequence[Unit], costs_by_bits: Mapping[int, Sequence[float]], budget_bytes: int) -> MixedPlan:
+    """The plan a mixed case runs and the planner predicts: deployable chains, with the widths a model's
+    kinds must share (its conv units: harness/case/quantize.py) tied."""
+    return mixed_plan(units, costs_by_bits, budget_bytes, chain=True, tied_kinds=tied_kinds_of(units))
 
 
 def _solve(options: list, budget_bytes: int, chain: bool):

@@ -73,6 +73,8 @@ class ModelSpec:
         }
         if self.keep_unsupported_float:  # only when set: the zoo's hashes stay as they were
             material["keep_unsupported_float"] = True
+        if self.tier(tier).train_step_xla:  # only when set, likewise
+            material["train_step_xla"] = True
         return stable_hash(material)
 
 
@@ -106,6 +108,13 @@ MLP_REFERENCE = dict(REFERENCE, orders=REFERENCE["orders"] + ("sensitivity", "mi
 CNN_REFERENCE = dict(REFERENCE, orders=REFERENCE["orders"] + ("sensitivity", "mixed"),
                      mixed_budgets=(100_000, 200_000))
 
+# mlp's steps are 3 ms of tiny Dense ops, mostly dispatch: compiled whole by XLA (with the weight ranges
+# assigned after training, harness/case/weight_ranges.py), whole-model W8 QAT went from about 1.5x float
+# to about 1.16x (against the faster of float with and without XLA), where the ops alone stay near 1.5
+# (docs/performance.md, sessions 9-10). Conv models keep oneDNN (XLA's convolutions doubled resnet20's
+# float step).
+MLP_TRAINING = dict(train_step_xla=True)
+
 MLP = ModelSpec(
     name="mlp",
     builder=Ref("harness.models.zoo:build_mlp"),
@@ -118,12 +127,13 @@ MLP = ModelSpec(
                           min_control_accuracy=0.90),
     tiers={
         "smoke": TierConfig(train_size=None, test_size=None, pretrain_epochs=15, finetune_steps=150,
-                            n_values=(0, 1, 3, 5), bits=(8, 4), orders=("last",), **SMOKE_SEEDS),
+                            n_values=(0, 1, 3, 5), bits=(8, 4), orders=("last",), **SMOKE_SEEDS, **MLP_TRAINING),
         "full": TierConfig(train_size=None, test_size=None, pretrain_epochs=30, finetune_steps=500,
                            n_values=(0, 1, 2, 3, 4, 5), bits=(8, 7, 6, 5, 4, 3, 2),
-                           orders=("last", "first", "single", "type"), seeds=(0, 1, 2), methods=("qat", "ptq")),
+                           orders=("last", "first", "single", "type"), seeds=(0, 1, 2), methods=("qat", "ptq"),
+                           **MLP_TRAINING),
         "reference": TierConfig(train_size=None, test_size=None, pretrain_epochs=15, finetune_steps=200,
-                                n_values=(0, 1, 2, 3, 4, 5), **MLP_REFERENCE),
+                                n_values=(0, 1, 2, 3, 4, 5), **MLP_REFERENCE, **MLP_TRAINING),
     },
 )
 

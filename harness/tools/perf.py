@@ -9,6 +9,7 @@ Models start from random weights: step time and latency do not depend on the wei
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import subprocess
@@ -30,7 +31,10 @@ def _spread(values) -> dict:
 
 
 def train_step_ratios(spec, data, last_n: int, bits_list, repeats: int, steps: int,
-                      round_ms: float = DEFAULT_ROUND_MS) -> dict:
+                      round_ms: float = DEFAULT_ROUND_MS, xla_step: bool = False) -> dict:
+    """Side-by-side train-step times. Unsuffixed names train as the suite does (``xla_step``: the tier's
+    train_step_xla); ``-<OTHER_STEP>`` names are compiled the other way and ``-assignranges`` assigns
+    tfmot's weight ranges in every step (harness/case/weight_ranges.py)."""
     from harness.case import quantize, train
     from harness.spec.config import QuantConfig, Selection
     from harness.spec.select import select
@@ -38,22 +42,20 @@ def train_step_ratios(spec, data, last_n: int, bits_list, repeats: int, steps: i
     train.set_seed(0)
     base = spec.builder.load()(spec.input_shape, data.num_classes)
     units = quantize.units_of(base)
-    floats = ("float", f"float-{XLA_STEP}")  # the ratios' denominator: the faster of these in each round
+    other = OTHER_STEP[xla_step]
+    floats = ("float", f"float-{other}")  # the ratios' denominator: the faster of these in each round
     models = {name: quantize.annotate(base, (), QuantConfig(8)) for name in floats}
     for bits in bits_list:
         models[f"qat-whole-w{bits}"] = quantize.annotate(base, units, QuantConfig(bits))
         chosen = select(units, Selection("last", min(last_n, len(units))))
         models[f"qat-last{len(chosen)}-w{bits}"] = quantize.annotate(base, chosen, QuantConfig(bits))
         if bits == bits_list[0]:  # before/after of harness/case/fakequant.py and of a whole-step XLA, same rounds
-            for variant in GRADIENT_VARIANTS + (XLA_STEP,):
+            for variant in GRADIENT_VARIANTS + (other, ASSIGN_RANGES):
                 models[f"qat-whole-w{bits}-{variant}"] = quantize.annotate(base, units, QuantConfig(bits))
     for name, model in models.items():
-        train.compile_for_training(model, 1e-4)
         variant = name.rsplit("-", 1)[-1]
-        if variant == XLA_STEP:
-            model.jit_compile = True  # the whole train step one XLA function (Keras' jit_compile)
-        if variant in GRADIENT_VARIANTS:
-            _trace_with_variant(model, data, variant)
+        train.compile_for_training(model, 1e-4, xla_step != (variant == other))
+        _trace_with_variant(model, data, variant)
     timed = steptime.interleaved_step_ms(models, data, 32, rounds=repeats, min_steps=steps, round_ms=round_ms)
     ms = {name: steptime.summary(timed["per_round_ms"][name]) for name in models}
     ratios = steptime.ratios_to_fastest(timed["per_round_ms"], floats)
@@ -69,14 +71,19 @@ def train_graph_size(model, data) -> dict:
     from harness.case import train
 
     step = model.train_function or model.make_train_function()
-    ops = step.get_concrete_function(iter(train._train_dataset(data, 32, seed=0))).graph.get_operations()
-    return {"nodes": len(ops), "variable_writes": sum(op.type.startswith("Assign") for op in ops)}
+    graph = step.get_concrete_function(iter(train._train_dataset(data, 32, seed=0))).graph.as_graph_def()
+    # the step's own nodes and those of the functions it calls (an XLA-compiled step is one call)
+    ops = [node.op for node in graph.node] + [node.op for f in graph.library.function for node in f.node_def]
+    return {"nodes": len(ops), "variable_writes": sum(op.startswith("Assign") for op in ops)}
 
 
-# The suite trains with TensorFlow's ops (oneDNN). Float and whole-model QAT are also timed with the
-# whole train step compiled by XLA (``-xlastep``), the one route measured to cut mlp's dispatch-bound
-# step; every ratio divides by the faster float of the two in each round (docs/performance.md).
-XLA_STEP = "xlastep"
+# The suite trains each model's whole step as one XLA function or with TensorFlow's ops (oneDNN), as its
+# tier's train_step_xla says (mlp: XLA). Float and whole-model QAT are also timed compiled the other way
+# (``-xlastep`` or ``-opstep``); every ratio divides by the faster float of the two in each round
+# (docs/performance.md).
+OTHER_STEP = {False: "xlastep", True: "opstep"}
+# whole-model QAT with tfmot's per-step weight-range assigns (harness/case/weight_ranges.py off)
+ASSIGN_RANGES = "assignranges"
 
 
 # Fake-quant training routes timed beside the default (fast gradient, XLA forward for large kernels):
@@ -86,16 +93,19 @@ GRADIENT_VARIANTS = ("tfgrad", "noxla", "allxla")
 
 
 def _trace_with_variant(model, data, variant: str) -> None:
-    """Trace ``model``'s train step with one of GRADIENT_VARIANTS (harness/case/fakequant.py), so each
-    route is timed side by side in one process; the process default is put back afterwards."""
-    from harness.case import fakequant, train
+    """Trace ``model``'s train step as fit_steps does (weight-range assigns skipped), or with one of
+    GRADIENT_VARIANTS (harness/case/fakequant.py), or with tfmot's per-step assigns (ASSIGN_RANGES), so
+    each route is timed side by side in one process; the process default is put back afterwards."""
+    from harness.case import fakequant, train, weight_ranges
 
     if variant == "tfgrad":
         fakequant.install(False)
-    else:
+    elif variant in GRADIENT_VARIANTS:
         fakequant.install(True, xla=variant == "allxla", xla_min_elements=0)
+    scope = contextlib.nullcontext() if variant == ASSIGN_RANGES else weight_ranges.skipping()
     try:
-        model.make_train_function()(iter(train._train_dataset(data, 32, seed=0)))
+        with scope:
+            model.make_train_function()(iter(train._train_dataset(data, 32, seed=0)))
     finally:
         fakequant.install(fakequant.enabled())
 
@@ -250,9 +260,10 @@ def run(models, tier: str, last_n: int, bits_list, repeats: int, steps: int, out
         model_tier = tier_of(spec, tier)
         data = load_data(spec, model_tier)
         start = time.perf_counter()
-        step = train_step_ratios(spec, data, last_n, bits_list, repeats, steps, round_ms)
+        xla_step = spec.tier(model_tier).train_step_xla
+        step = train_step_ratios(spec, data, last_n, bits_list, repeats, steps, round_ms, xla_step)
         entry = {k: v for k, v in step.items() if k != "models"}
-        entry["tier"] = model_tier
+        entry["tier"], entry["train_step"] = model_tier, "xla" if xla_step else "ops"
         entry["latency"] = latency_ratios(step["models"], data, bits_list, repeats)
         entry["wall_s"] = time.perf_counter() - start
         entry["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
