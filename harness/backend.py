@@ -23,6 +23,7 @@ import tf_keras as keras  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 from tensorflow.lite.python import schema_py_generated as tflite_schema  # noqa: E402
 from tensorflow_model_optimization.python.core.quantization.keras import quant_ops  # noqa: E402
+from tensorflow.python.ops import control_flow_util  # noqa: E402  (how tf.function knows it is under XLA)
 
 if not keras.__version__.startswith("2."):  # pragma: no cover - environment guard
     raise ImportError(f"qatbench needs Keras 2 (tf_keras), found Keras {keras.__version__}")
@@ -35,8 +36,8 @@ keras.backend.experimental.enable_tf_random_generator()
 
 quantize = tfmot.quantization.keras
 
-__all__ = ["tf", "keras", "tfmot", "quantize", "quant_ops", "tflite_schema", "versions", "numerics", "set_threads",
-           "devices"]
+__all__ = ["tf", "keras", "tfmot", "quantize", "quant_ops", "control_flow_util", "tflite_schema", "versions",
+           "numerics", "set_threads", "devices"]
 
 
 def versions() -> dict:
@@ -63,6 +64,7 @@ def numerics() -> dict:
         "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "fast_fakequant_grad": os.environ.get("QATBENCH_FAST_FAKEQUANT_GRAD", "1"),
         "xla_fakequant": os.environ.get("QATBENCH_XLA_FAKEQUANT", "1"),
+        "native_fakequant": os.environ.get("QATBENCH_NATIVE_FAKEQUANT", "1"),
     }
 
 

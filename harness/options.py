@@ -200,6 +200,16 @@ def parse_cache_dir(value: str) -> Path:
     return _writable_folder("cache directory", value)
 
 
+KERNELS_ENV = "QATBENCH_KERNELS"
+
+
+def default_kernel_dir() -> Path:
+    """$QATBENCH_KERNELS, else the user's cache (~/.cache/qatbench/kernels): the compiled C++ kernels are
+    shared by every run and cache folder of this user, keyed by what shapes them."""
+    user_cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(os.environ.get(KERNELS_ENV) or Path(user_cache) / "qatbench" / "kernels")
+
+
 def parse_output_file(value: str) -> Path:
     """A file this run will write at the end (--qat-save-baseline): checked now, not after the sweep."""
     path = Path(value)
@@ -285,10 +295,10 @@ def _env_path(name: str, kind: str, extra: tuple = ()):
     return check
 
 
-def _env_flag(name: str):
+def _env_flag(name: str, allowed: tuple = ("0", "1")):
     def check(raw: str) -> None:
-        if raw not in ("0", "1"):
-            raise Bad(f"{name}={raw!r}: must be 0 or 1")
+        if raw not in allowed:
+            raise Bad(f"{name}={raw!r}: must be {' or '.join(allowed)}")
     return check
 
 
@@ -302,6 +312,10 @@ ENVIRONMENT = {
     "QATBENCH_BERT_MINI_WEIGHTS": _env_path("QATBENCH_BERT_MINI_WEIGHTS", "file"),
     "QATBENCH_FAST_FAKEQUANT_GRAD": _env_flag("QATBENCH_FAST_FAKEQUANT_GRAD"),
     "QATBENCH_XLA_FAKEQUANT": _env_flag("QATBENCH_XLA_FAKEQUANT"),
+    "QATBENCH_NATIVE_FAKEQUANT": _env_flag("QATBENCH_NATIVE_FAKEQUANT"),
+    KERNELS_ENV: lambda raw: _prefixed(KERNELS_ENV, parse_cache_dir, raw),
+    # which build of the C++ loops to run (if the CPU has it): for tests and timing, default the widest
+    "QATBENCH_NATIVE_ISA": _env_flag("QATBENCH_NATIVE_ISA", ("generic", "avx2", "avx512")),
 }
 
 

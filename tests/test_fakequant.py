@@ -182,11 +182,11 @@ def test_the_xla_switch_picks_the_forward_traced_into_training(monkeypatch, raw,
     for name in ("per_channel_fake_quant", "per_channel_fake_quant_xla"):
         monkeypatch.setattr(fakequant, name, lambda *args, name=name: calls.append(name))
     try:
-        fakequant.install(True)
+        fakequant.install(True, native=False)  # where the C++ kernels are not in use
         large = (fakequant.XLA_MIN_ELEMENTS // 256, 256)  # exactly the threshold
         fakequant._fake_quant_for_training(tf.ones(large), tf.zeros(256), tf.ones(256), True, 8, True)
         fakequant._fake_quant_for_training(tf.ones((2, 3)), tf.zeros(3), tf.ones(3), True, 8, True)
-        fakequant.install(True, xla_min_elements=0)
+        fakequant.install(True, xla_min_elements=0, native=False)
         fakequant._fake_quant_for_training(tf.ones((2, 3)), tf.zeros(3), tf.ones(3), True, 8, True)
     finally:
         monkeypatch.undo()

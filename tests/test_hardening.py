@@ -69,6 +69,9 @@ def test_bad_values_are_one_line_usage_errors_at_start_up(args, expected):
     ("QATBENCH_CIFAR10", "/nonexistent/cifar.tar.gz", "QATBENCH_CIFAR10='/nonexistent/cifar.tar.gz': no such"),
     ("QATBENCH_RESNET50_WEIGHTS", "/nonexistent.h5", "no such file (or one of: imagenet)"),
     ("QATBENCH_FAST_FAKEQUANT_GRAD", "yes", "must be 0 or 1"),
+    ("QATBENCH_NATIVE_FAKEQUANT", "on", "QATBENCH_NATIVE_FAKEQUANT='on': must be 0 or 1"),
+    ("QATBENCH_NATIVE_ISA", "sse9", "QATBENCH_NATIVE_ISA='sse9': must be generic or avx2 or avx512"),
+    ("QATBENCH_KERNELS", "/etc/passwd", "QATBENCH_KERNELS: cache directory '/etc/passwd' exists and is not a directory"),
 ])
 def test_bad_environment_variables_name_themselves(name, value, expected):
     assert expected in one_error_line(pytest_run("--collect-only", env={name: value}, timeout=120))

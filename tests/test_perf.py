@@ -25,7 +25,7 @@ def test_perf_writes_side_by_side_ratios(tmp_path):
     # QAT with tfmot's per-step weight-range assigns (assignranges); ratios to the faster float
     assert mlp["train_step"] == "xla"
     assert set(mlp["qat_over_float"]) == {"float-opstep", "qat-whole-w8", "qat-last3-w8", "qat-whole-w8-tfgrad",
-                                          "qat-whole-w8-noxla", "qat-whole-w8-allxla", "qat-whole-w8-opstep",
+                                          "qat-whole-w8-nonative", "qat-whole-w8-tfactivations", "qat-whole-w8-opstep",
                                           "qat-whole-w8-assignranges"}
     assert mlp["qat_over_float"]["float-opstep"]["min"] >= 1.0  # no float is faster than the fastest
     graph = mlp["train_graph"]  # whole-model QAT adds fake-quant ops and the quantizers' range writes
@@ -39,7 +39,7 @@ def test_perf_writes_side_by_side_ratios(tmp_path):
     assert mlp["steps_per_round"] >= 2 and report["round_ms"] == 20
     assert mlp["latency"]["bytes"]["w8"] < mlp["latency"]["bytes"]["float"]
     markdown = (tmp_path / "p" / "perf.md").read_text()
-    assert "qat-whole-w8-tfgrad" in markdown and "qat-whole-w8-noxla" in markdown and "steps per model per round" in markdown
+    assert "qat-whole-w8-tfgrad" in markdown and "qat-whole-w8-nonative" in markdown and "steps per model per round" in markdown
     assert_litert_beside_tflite(mlp["latency"], (tmp_path / "p" / "perf.md").read_text())
     assert_machine_named(report["env"], done.stdout, (tmp_path / "p" / "perf.md").read_text())
 

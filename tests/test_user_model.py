@@ -197,6 +197,10 @@ def test_installed_plugin_runs_the_readme_example_from_a_scratch_folder(tmp_path
     where = subprocess.run([python, "-c", "import harness; print(harness.__file__)"], cwd=project,
                            capture_output=True, text=True, check=True).stdout
     assert str(tmp_path / "venv") in where  # the installed copy ran, not this checkout
+    sources = subprocess.run([python, "-c", "from harness.case import native_kernels as n; "
+                              "print(all(p.is_file() for p in n.SOURCES), n.SOURCE)"],
+                             cwd=project, capture_output=True, text=True, check=True).stdout.split()
+    assert sources[0] == "True" and str(tmp_path / "venv") in sources[1]  # the C++ ships as package data
     # installed, and run from this repository: the entry point and conftest.py name the same module,
     # so the --qat-* options are registered once
     here = run_suite(tmp_path, "benchmarks", "--collect-only", python=python, timeout=300)

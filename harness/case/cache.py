@@ -300,17 +300,19 @@ class Control:
 def pipeline_code_hash() -> str:
     """Source of what shapes every measured model: unit grouping and selection (scores and plans too), annotation and
     fake-quant, fine-tuning, conversion, evaluation; and the library versions."""
-    from harness.case import evaluate, export, fakequant, mixed_case, quantize, sensitivity, weight_ranges
+    from harness.case import (evaluate, export, fakequant, mixed_case, native_kernels, quantize, sensitivity,
+                              weight_ranges)
     from harness.spec import mixed, select, units
     from harness.backend import versions
 
     # sensitivity, mixed_case and spec/mixed choose the units of the sensitivity and mixed orders
-    modules = (train, quantize, fakequant, weight_ranges, export, evaluate, units, select, sensitivity, mixed_case,
-               mixed)
+    modules = (train, quantize, fakequant, weight_ranges, native_kernels, export, evaluate, units, select, sensitivity,
+               mixed_case, mixed)
     # pipeline.py decides what is compared with what (N = 0 reuse, PTQ calibration); read as text,
     # since it imports this module
     case_code = _text_read_once(str(Path(__file__).with_name("pipeline.py")))
-    return stable_hash([loaded_source(m) for m in modules] + [case_code, versions()])
+    kernels = [_text_read_once(str(path)) for path in native_kernels.SOURCES]  # the C++ the step may run
+    return stable_hash([loaded_source(m) for m in modules] + [case_code, versions()] + kernels)
 
 
 def spec_fingerprint(spec: ModelSpec, tier: str) -> str:

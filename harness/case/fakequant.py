@@ -11,17 +11,20 @@ checks it equals TensorFlow's gradient element for element). The forward op is T
 inference graphs (what the TFLite converter sees) are untouched: only ``is_training=True`` calls
 change. ``QATBENCH_FAST_FAKEQUANT_GRAD=0`` turns it off; records carry the setting in ``env.numerics``.
 
-With it on, the forward is TensorFlow 2.21's kernel arithmetic written as elementwise ops and compiled
-by XLA on its own, with the gradient mask from the same fused function (``QATBENCH_XLA_FAKEQUANT=0``:
-TensorFlow's op as forward, mask recomputed in the backward). The stock kernel loops over channels
-with strided access. Whole-model ResNet-50 W8 train step on a 2-core Xeon: 0.68x the time of the
-non-XLA path, measured side by side; small models unchanged within noise (docs/performance.md).
-Outputs and gradients are bit-identical to TensorFlow's op, rounding ties included (tests).
-
-Per-tensor fake-quants (activations, per-tensor Dense weights) keep TensorFlow's op. The same
-straight-through gradient for them was tried on the Intel Xeon (its FakeQuantWithMinMaxVarsGradient was
-12% of a whole-model resnet20 W8 step's op time) and timed side by side: no gain (resnet20 1.43 vs 1.38
-with TensorFlow's op, mlp 1.47 vs 1.32, in the same rounds), so it was not kept (docs/performance.md).
+Where qatbench's C++ kernels load (``native_kernels.py``; ``QATBENCH_NATIVE_FAKEQUANT=0`` turns them
+off) and the step is not XLA-compiled, they do the training work of both quantizer kinds, computing what
+TensorFlow's ops compute (tests/test_native_kernels.py):
+- per-channel weights (rank 2 and 4): the per-channel min/max in one pass along contiguous rows
+  (``weight_ranges.last_value_range``), the forward, and the input gradient;
+- activations (tfmot's per-tensor ``MovingAvgQuantize``): the batch min and max in one pass instead of
+  two reductions, and the input gradient alone instead of TensorFlow's gradient op, which also reduces
+  the min/max gradients that tfmot's non-trainable ranges throw away. The forward op and the EMA update
+  stay TensorFlow's (a C++ forward was no faster there).
+Otherwise the per-channel forward is TensorFlow 2.21's kernel arithmetic written as elementwise ops and
+compiled by XLA on its own for large kernels, with the gradient mask from the same fused function
+(``QATBENCH_XLA_FAKEQUANT=0``: TensorFlow's op as forward, mask recomputed in the backward); activations
+keep TensorFlow's ops. The inference graph (what the converter sees) is TensorFlow's in every case.
+Measured side by side in docs/performance.md. Per-tensor weight fake-quants keep TensorFlow's op.
 
 It replaces private tfmot names, so it is installed only on a tfmot version it was tested against
 and only if those names have the signatures it was written for; otherwise one warning says so and
@@ -37,7 +40,7 @@ import os
 import warnings
 
 from harness.backend import quant_ops, tf
-from harness.case import weight_ranges
+from harness.case import native_kernels, weight_ranges
 
 # The versions this patch was written and tested against: requirements.txt pins
 # tensorflow-model-optimization==0.8.1 (tests/test_fakequant.py keeps the two in step). Deliberately
@@ -48,10 +51,14 @@ EXPECTED_SIGNATURES = {
     "LastValueQuantize": "(inputs, min_var, max_var, per_channel=False, name_prefix='LastValueQuant', "
                          "is_training=True, num_bits=8, narrow_range=False, symmetric=False)",
     "_FakeQuantWithMinMaxVars": "(inputs, min_var, max_var, per_channel, num_bits, narrow_range)",
+    "MovingAvgQuantize": "(inputs, min_var, max_var, per_channel=False, ema_decay=0.999, "
+                         "name_prefix='MovingAvgQuantize', is_training=True, num_bits=8, narrow_range=False, "
+                         "symmetric=False)",
 }
 
 _ORIGINAL_LAST_VALUE = getattr(quant_ops, "LastValueQuantize", None)
 _ORIGINAL_FAKE_QUANT = getattr(quant_ops, "_FakeQuantWithMinMaxVars", None)
+_ORIGINAL_MOVING_AVG = getattr(quant_ops, "MovingAvgQuantize", None)
 
 
 def nudged_range(min_value, max_value, num_bits: int, narrow_range: bool) -> tuple:
@@ -75,7 +82,9 @@ def per_channel_fake_quant(inputs, min_value, max_value, num_bits: int, narrow_r
 
         def grad(dy):
             nudged_min, nudged_max = nudged_range(low, high, num_bits, narrow_range)
-            inside = tf.logical_and(x >= nudged_min, x <= nudged_max)
+            # a channel with min == max == 0 passes its gradient, as TensorFlow's kernel does
+            both_zero = tf.logical_and(tf.equal(low, 0.0), tf.equal(high, 0.0))
+            inside = tf.logical_or(both_zero, tf.logical_and(x >= nudged_min, x <= nudged_max))
             return tf.where(inside, dy, tf.zeros_like(dy)), None, None
 
         return y, grad
@@ -144,9 +153,28 @@ def uses_xla(inputs) -> bool:
     return bool(_XLA["on"]) and (elements is None or elements >= _XLA["min_elements"])
 
 
+def native_per_channel_fake_quant(inputs, min_value, max_value, num_bits: int, narrow_range: bool):
+    """``per_channel_fake_quant`` with the forward and the input gradient from the C++ kernels."""
+    kernels = native_kernels.ops()
+
+    @tf.custom_gradient
+    def fake_quant(x, low, high):
+        y = kernels.qatbench_channel_fake_quant(x, low, high, num_bits=num_bits, narrow_range=narrow_range)
+
+        def grad(dy):
+            return kernels.qatbench_channel_fake_quant_input_gradient(dy, x, low, high, num_bits=num_bits,
+                                                                      narrow_range=narrow_range), None, None
+
+        return y, grad
+
+    return fake_quant(inputs, tf.convert_to_tensor(min_value), tf.convert_to_tensor(max_value))
+
+
 def _fake_quant_for_training(inputs, min_var, max_var, per_channel, num_bits, narrow_range):
     if not per_channel:
         return _ORIGINAL_FAKE_QUANT(inputs, min_var, max_var, per_channel, num_bits, narrow_range)
+    if len(inputs.shape) in (2, 4) and native_kernels.usable():
+        return native_per_channel_fake_quant(inputs, min_var, max_var, num_bits, narrow_range)
     quantize = per_channel_fake_quant_xla if uses_xla(inputs) else per_channel_fake_quant
     return quantize(inputs, min_var, max_var, num_bits, narrow_range)
 
@@ -177,6 +205,52 @@ def _last_value_quantize(inputs, min_var, max_var, per_channel=False, name_prefi
         quant_ops._FakeQuantWithMinMaxVars = _ORIGINAL_FAKE_QUANT
 
 
+def native_fake_quant(inputs, min_value, max_value, num_bits: int, narrow_range: bool):
+    """TensorFlow's per-tensor fake-quant forward; the input gradient from the C++ kernel, none for the range."""
+    kernels = native_kernels.ops()
+
+    @tf.custom_gradient
+    def fake_quant(x, low, high):
+        y = tf.quantization.fake_quant_with_min_max_vars(x, low, high, num_bits=num_bits, narrow_range=narrow_range)
+
+        def grad(dy):
+            return kernels.qatbench_fake_quant_input_gradient(dy, x, low, high, num_bits=num_bits,
+                                                              narrow_range=narrow_range), None, None
+
+        return y, grad
+
+    return fake_quant(inputs, tf.convert_to_tensor(min_value), tf.convert_to_tensor(max_value))
+
+
+def _native_activation_path(inputs, min_var, max_var, per_channel, is_training) -> bool:
+    return (is_training is True and not per_channel and inputs.dtype == tf.float32
+            and not _trainable(min_var) and not _trainable(max_var)
+            and _NATIVE_ACTIVATIONS["on"] and native_kernels.usable())
+
+
+def _moving_avg_quantize(inputs, min_var, max_var, per_channel=False, ema_decay=0.999,
+                         name_prefix="MovingAvgQuantize", is_training=True, num_bits=8, narrow_range=False,
+                         symmetric=False):
+    if not _native_activation_path(inputs, min_var, max_var, per_channel, is_training):
+        return _ORIGINAL_MOVING_AVG(inputs, min_var, max_var, per_channel=per_channel, ema_decay=ema_decay,
+                                    name_prefix=name_prefix, is_training=is_training, num_bits=num_bits,
+                                    narrow_range=narrow_range, symmetric=symmetric)
+    # tfmot's MovingAvgQuantize, step for step, with the two reductions and the gradient from C++
+    with tf.name_scope(name_prefix):
+        batch_min, batch_max = native_kernels.ops().qatbench_min_max(inputs, name="BatchMinMax")
+        if symmetric:
+            min_max_ratio = -1 if narrow_range else -((1 << num_bits) - 2) / (1 << num_bits)
+            range_min = tf.minimum(batch_min, batch_max / min_max_ratio)
+            range_max = tf.maximum(batch_max, batch_min * min_max_ratio)
+        else:
+            range_min = tf.minimum(batch_min, 0.0)
+            range_max = tf.maximum(batch_max, 0.0)
+        ema = tf.__internal__.train.assign_moving_average  # the function tfmot 0.8.1 calls
+        assign_min = ema(min_var, range_min, ema_decay, zero_debias=False, name="AssignMinEma")
+        assign_max = ema(max_var, range_max, ema_decay, zero_debias=False, name="AssignMaxEma")
+        return native_fake_quant(inputs, assign_min, assign_max, num_bits, narrow_range)
+
+
 def enabled() -> bool:
     return os.environ.get("QATBENCH_FAST_FAKEQUANT_GRAD", "1") != "0"
 
@@ -187,6 +261,7 @@ def xla_enabled() -> bool:
 
 # read at trace time: a traced train step keeps the variant it was traced with
 _XLA = {"on": xla_enabled(), "min_elements": XLA_MIN_ELEMENTS}
+_NATIVE_ACTIVATIONS = {"on": True}
 
 
 def installed_tfmot_version() -> str:
@@ -209,7 +284,8 @@ def unsupported_reason() -> str | None:
     if version not in TESTED_TFMOT_VERSIONS:
         return (f"tensorflow-model-optimization {version} is not a tested version "
                 f"({', '.join(TESTED_TFMOT_VERSIONS)})")
-    originals = {"LastValueQuantize": _ORIGINAL_LAST_VALUE, "_FakeQuantWithMinMaxVars": _ORIGINAL_FAKE_QUANT}
+    originals = {"LastValueQuantize": _ORIGINAL_LAST_VALUE, "_FakeQuantWithMinMaxVars": _ORIGINAL_FAKE_QUANT,
+                 "MovingAvgQuantize": _ORIGINAL_MOVING_AVG}
     for name, function in originals.items():
         if function is None:
             return f"tensorflow-model-optimization {version} has no quant_ops.{name}"
@@ -222,13 +298,17 @@ def unsupported_reason() -> str | None:
     return None
 
 
-def install(on: bool = True, xla: bool | None = None, xla_min_elements: int = XLA_MIN_ELEMENTS) -> bool:
-    """Patch tfmot (on) or put its own function back (off); returns whether the patch is in place.
+def install(on: bool = True, xla: bool | None = None, xla_min_elements: int = XLA_MIN_ELEMENTS,
+            native: bool | None = None, native_activations: bool = True) -> bool:
+    """Patch tfmot (on) or put its own functions back (off); returns whether the patch is in place.
     ``xla``: the XLA-compiled forward for the train steps traced from now on (None: the environment),
-    for kernels of at least ``xla_min_elements`` elements.
+    for kernels of at least ``xla_min_elements`` elements. ``native``: the C++ kernels where they load
+    (None: the environment); ``native_activations=False`` keeps TensorFlow's ops for the activations.
     Where it may not be installed (see unsupported_reason), tfmot is left alone and a warning says so."""
     _XLA["on"] = xla_enabled() if xla is None else xla
     _XLA["min_elements"] = int(xla_min_elements)
+    native_kernels.set_active(native_kernels.enabled() if native is None else native)
+    _NATIVE_ACTIVATIONS["on"] = bool(native_activations)
     reason = unsupported_reason() if on else None
     if reason is not None:
         warnings.warn(f"qatbench: per-channel fake-quant gradient patch not installed: {reason}; using "
@@ -236,6 +316,7 @@ def install(on: bool = True, xla: bool | None = None, xla_min_elements: int = XL
         on = False
     if on or active():
         quant_ops.LastValueQuantize = _last_value_quantize if on else _ORIGINAL_LAST_VALUE
+        quant_ops.MovingAvgQuantize = _moving_avg_quantize if on else _ORIGINAL_MOVING_AVG
     return on
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.case import audit, cache, export, mixed_case, paired, quantize, train
+from harness.case import audit, cache, export, mixed_case, native_kernels, paired, quantize, train
 from harness.results import records
 from harness.spec import size
 from harness.backend import devices, numerics, versions
@@ -46,7 +46,7 @@ class Environment:
     def describe(self) -> dict:
         return {"versions": versions(), "numerics": numerics(), "machine": records.machine(),
                 "git_commit": self.git_commit,
-                "threads": self.threads, "devices": devices()}
+                "threads": self.threads, "devices": devices(), "native_kernels": native_kernels.status()}
 
 
 def _initial_weights(spec: ModelSpec, model) -> str:

@@ -24,6 +24,7 @@ import contextlib
 import weakref
 
 from harness.backend import keras, quantize, tf
+from harness.case import native_kernels
 
 MARK = "_qatbench_range_skipped"  # set on a min variable whose assign a traced train step skipped
 _STATE = {"on": True, "depth": 0}
@@ -59,10 +60,6 @@ def set_enabled(on: bool) -> None:
     _STATE["on"] = bool(on)
 
 
-def enabled() -> bool:
-    return _STATE["on"]
-
-
 def _non_trainable(variable) -> bool:
     return not bool(getattr(variable, "trainable", True))
 
@@ -87,6 +84,8 @@ def last_value_range(inputs, per_channel: bool, num_bits: int, narrow_range: boo
     rank = len(inputs.shape)
     if per_channel and rank < 2:
         batch_min = batch_max = tf.convert_to_tensor(inputs)
+    elif per_channel and rank in (2, 4) and native_kernels.usable():  # the same values in one pass
+        batch_min, batch_max = native_kernels.ops().qatbench_channel_min_max(inputs, name="BatchMinMax")
     else:
         axes = ([0] if rank == 2 else [0, 1, 2]) if per_channel else None
         batch_min = tf.math.reduce_min(inputs, axis=axes, name="BatchMin")
@@ -107,11 +106,8 @@ def mark(min_var) -> None:
 
 def _weight_quantizers(model) -> list:
     """(kernel, quantizer, {min_var, max_var}) of every tfmot LastValueQuantizer in ``model``."""
-    found, seen = [], set()
-    for module in [model, *model.submodules]:
-        if id(module) in seen:
-            continue
-        seen.add(id(module))
+    found = []
+    for module in [model, *model.submodules]:  # submodules lists each module once
         for weight, quantizer, variables in getattr(module, "_weight_vars", ()):
             # a subclass with its own __call__ may not call LastValueQuantize: only tfmot's own call
             if (isinstance(quantizer, quantize.quantizers.LastValueQuantizer)
@@ -142,7 +138,7 @@ class RangeSync(keras.callbacks.Callback):
 
     def __init__(self, steps: int):
         super().__init__()
-        self.steps, self.pending, self.synced = steps, None, 0
+        self.steps, self.pending = steps, None
 
     def on_train_batch_begin(self, batch, logs=None):
         if batch == self.steps - 1:
@@ -161,7 +157,6 @@ class RangeSync(keras.callbacks.Callback):
             if getattr(low, MARK, False):
                 low.assign(range_min)
                 high.assign(range_max)
-                self.synced += 1
 
     def unsynced(self) -> bool:
         """Whether train steps skipped range assigns that were not made up (fit stopped before its last step)."""

@@ -86,10 +86,11 @@ OTHER_STEP = {False: "xlastep", True: "opstep"}
 ASSIGN_RANGES = "assignranges"
 
 
-# Fake-quant training routes timed beside the default (fast gradient, XLA forward for large kernels):
-# TensorFlow's own per-channel gradient op, the fast gradient with TensorFlow's forward op (no XLA), and
-# the XLA forward for every kernel whatever its size (allxla).
-GRADIENT_VARIANTS = ("tfgrad", "noxla", "allxla")
+# Fake-quant training routes timed beside the default (C++ kernels for per-channel weights and activations,
+# where they load; else the XLA per-channel forward for large kernels): TensorFlow's own ops and gradients
+# everywhere (tfgrad), everything but the C++ kernels (nonative: session 10's route), and the C++ kernels
+# for the weights only, TensorFlow's ops for the activations (tfactivations).
+GRADIENT_VARIANTS = ("tfgrad", "nonative", "tfactivations")
 
 
 def _trace_with_variant(model, data, variant: str) -> None:
@@ -101,7 +102,7 @@ def _trace_with_variant(model, data, variant: str) -> None:
     if variant == "tfgrad":
         fakequant.install(False)
     elif variant in GRADIENT_VARIANTS:
-        fakequant.install(True, xla=variant == "allxla", xla_min_elements=0)
+        fakequant.install(True, native=variant == "tfactivations", native_activations=False)
     scope = contextlib.nullcontext() if variant == ASSIGN_RANGES else weight_ranges.skipping()
     try:
         with scope:
@@ -248,10 +249,12 @@ def determinism_cost(models, tier: str, repeats: int, steps: int) -> dict:
 def run(models, tier: str, last_n: int, bits_list, repeats: int, steps: int, out_dir: Path,
         sweep: str | None, cache_dir: Path, determinism: bool = False, round_ms: float = DEFAULT_ROUND_MS) -> dict:
     from harness.backend import devices, numerics, versions
+    from harness.case import native_kernels
     from harness.case.pipeline import load_data
 
     report = {"env": {"versions": versions(), "numerics": numerics(), "machine": records.machine(),
-                      "devices": devices(), "git_commit": records.git_commit()},
+                      "devices": devices(), "git_commit": records.git_commit(),
+                      "native_kernels": native_kernels.status()},
               "tier": tier, "last_n": last_n, "bits": list(bits_list), "repeats": repeats, "steps": steps,
               "round_ms": round_ms, "models": {}}
     print(header_line(report["env"]), flush=True)
@@ -295,12 +298,13 @@ def _write(report: dict, out_dir: Path) -> None:
 
 
 def table(models: dict) -> list:
-    lines = [f"{'model':<10} {'config':<20} {'step ms (med)':>13} {'QAT/float min/med/max':>24} {'med 95% CI':>13} "
+    width = max([20] + [len(config) for entry in models.values() for config in entry["qat_over_float"]])
+    lines = [f"{'model':<10} {'config':<{width}} {'step ms (med)':>13} {'QAT/float min/med/max':>24} {'med 95% CI':>13} "
              f"{'lat b1 float/q':>15} {'lat b32 float/q':>16} {'LiteRT b1 fastest-float/q':>26}"]
     for name, entry in models.items():
-        lines.append(f"{name:<10} {'float':<20} {entry['step_ms']['float']['median']:>13.1f}")
+        lines.append(f"{name:<10} {'float':<{width}} {entry['step_ms']['float']['median']:>13.1f}")
         for config, ratio in entry["qat_over_float"].items():
-            lines.append(f"{name:<10} {config:<20} {entry['step_ms'][config]['median']:>13.1f} "
+            lines.append(f"{name:<10} {config:<{width}} {entry['step_ms'][config]['median']:>13.1f} "
                          f"{ratio['min']:>7.2f} {ratio['median']:>7.2f} {ratio['max']:>8.2f} "
                          f"{_interval_text(ratio.get('ci95')):>13} {_latency_columns(config, entry['latency'])}")
         steps = entry.get("steps_per_round")
