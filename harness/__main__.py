@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness.errors import one_line
 from harness.results import records as _records
-from harness.spec.config import METHODS, ORDERS
+from harness.design.config import METHODS, ORDERS
 
 EXIT_BAD_INPUT = 2
 
@@ -170,7 +170,7 @@ LIMITS = {"repeats": (1, 1000), "steps": (1, 100000), "last": (0, 1000), "round_
 def _check_perf(args) -> tuple:
     """Every perf argument checked before anything is measured: (models, bits, out_dir)."""
     from harness import options
-    from harness.spec import registry
+    from harness.design import registry
 
     try:
         models = [registry.get(m.strip()) for m in args.models.split(",")]
@@ -310,7 +310,7 @@ def _gate_merged(merged: list, args) -> int:
     """Every baseline case absent from the merged folder is missing: a sharded sweep runs the whole grid."""
     from harness.results import baseline_gate
     from harness.results.baseline import BaselineError, load_baseline
-    from harness.spec import registry
+    from harness.design import registry
 
     try:
         base = load_baseline(args.baseline)

@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from harness.spec.config import MAX_BITS, MAX_BUDGET_BYTES, MIN_BITS, ORDERS, STRATEGIES, TIERS
+from harness.design.config import MAX_BITS, MAX_BUDGET_BYTES, MIN_BITS, ORDERS, STRATEGIES, TIERS
 
 Bad = argparse.ArgumentTypeError
 
@@ -94,7 +94,7 @@ parse_orders = _names("order", ORDERS)
 
 
 def parse_methods(value: str) -> tuple:
-    from harness.spec.config import METHODS
+    from harness.design.config import METHODS
 
     return _names("method", METHODS)(value)
 

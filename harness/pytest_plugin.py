@@ -1,4 +1,4 @@
-"""qatbench's pytest hooks: thin wiring over harness/plugin.py's session object.
+"""qatbench's pytest hooks: thin wiring over harness/session.py's session object.
 
 Loaded once: through the ``pytest11`` entry point when qatbench is installed (pip install .), or
 through this repository's conftest.py (``pytest_plugins``); both use this module's name, so pytest
@@ -13,9 +13,10 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from harness import hookspecs, plugin  # noqa: E402
+from harness import hookspecs  # noqa: E402
+from harness import session as session_module  # noqa: E402
 from harness.errors import describe  # noqa: E402
-from harness.spec import registry  # noqa: E402
+from harness.design import registry  # noqa: E402
 
 SESSION = pytest.StashKey()
 SUITE = Path(__file__).with_name("suite") / "test_qat.py"
@@ -26,11 +27,11 @@ def pytest_addhooks(pluginmanager):
 
 
 def pytest_addoption(parser):
-    plugin.addoption(parser)
+    session_module.addoption(parser)
 
 
 def pytest_configure(config):
-    config.stash[SESSION] = plugin.QatSession(config)
+    config.stash[SESSION] = session_module.QatSession(config)
     _collect_suite_for_outside_models(config)
 
 
@@ -53,7 +54,7 @@ def pytest_configure_node(node):
 
 def pytest_generate_tests(metafunc):
     if "qat_case" in metafunc.fixturenames:
-        cases = plugin.cases_for(metafunc.config.stash[SESSION].options)
+        cases = session_module.cases_for(metafunc.config.stash[SESSION].options)
         metafunc.parametrize("qat_case", cases, ids=[case.id for case in cases])
 
 

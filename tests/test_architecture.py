@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 HARNESS = Path(__file__).resolve().parents[1] / "harness"
-PURE_PACKAGES = ("spec", "results", "analysis")  # every module in them, present and future
-PURE_MODULES = ("options", "summary", "plugin", "limits", "__main__", "distributed.runner", "case.paired",
+PURE_PACKAGES = ("design", "results", "analysis")  # every module in them, present and future
+PURE_MODULES = ("options", "summary", "session", "pytest_plugin", "limits", "__main__", "external.register", "external.tiers", "distributed.runner", "case.paired",
                 "distributed.bandwidth")
 
 BLOCK_TF = """

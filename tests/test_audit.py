@@ -5,9 +5,9 @@ import pytest
 
 from harness.case import audit, export, quantize
 from harness.models import zoo
-from harness.spec.config import QuantConfig, Selection
-from harness.spec.select import select
-from harness.spec.units import Unit
+from harness.design.config import QuantConfig, Selection
+from harness.design.select import select
+from harness.design.units import Unit
 
 pytestmark = pytest.mark.tf
 
@@ -63,7 +63,7 @@ def test_the_audit_catches_a_dense_left_float_behind_an_unannotated_dropout(mlp,
 
 
 def test_weight_bytes_match_the_prediction(mlp, units):
-    from harness.spec.size import predict
+    from harness.design.size import predict
 
     chosen = select(units, Selection("last", 2))
     report = convert_selected(mlp, chosen, 4)

@@ -1,7 +1,7 @@
 import pytest
 
 from harness.results.gates import drop_targets, size_not_decreasing, violations
-from harness.spec.thresholds import Thresholds
+from harness.design.thresholds import Thresholds
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 from harness.distributed import bandwidth, launcher
-from harness.spec import registry
-from harness.spec.config import Case, QuantConfig, Selection, TierConfig
+from harness.design import registry
+from harness.design.config import Case, QuantConfig, Selection, TierConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = TierConfig(train_size=1000, test_size=500, pretrain_epochs=2, finetune_steps=30, n_values=(2,), bits=(8,))
@@ -154,8 +154,8 @@ MIRRORED = textwrap.dedent("""
     from harness.distributed import strategy
     from harness.case import pipeline
     from harness.distributed import runner
-    from harness.spec import registry
-    from harness.spec.config import Case, QuantConfig, Selection, TierConfig
+    from harness.design import registry
+    from harness.design.config import Case, QuantConfig, Selection, TierConfig
     tier = TierConfig(**json.loads(sys.argv[2]))
     spec = dataclasses.replace(registry.MLP, tiers={"tiny": tier})
     case = Case("mlp", Selection("last", 2), QuantConfig(8), "tiny", 0, "mirrored", 2)

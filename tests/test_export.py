@@ -6,9 +6,9 @@ import pytest
 from harness.case import audit, export, quantize
 from harness.models import zoo
 from harness.backend import tf
-from harness.spec.config import QuantConfig, Selection
+from harness.design.config import QuantConfig, Selection
 from harness.case.evaluate import tflite_predict
-from harness.spec.select import select
+from harness.design.select import select
 
 pytestmark = pytest.mark.tf
 

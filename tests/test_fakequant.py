@@ -7,7 +7,7 @@ import pytest
 from harness.case import fakequant, quantize, train
 from harness.models import zoo
 from harness.backend import tf
-from harness.spec.config import QuantConfig
+from harness.design.config import QuantConfig
 from harness.models.data import Dataset
 
 pytestmark = pytest.mark.tf

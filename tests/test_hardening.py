@@ -281,15 +281,15 @@ def measured(case, spec, env):
 @pytest.fixture
 def session_for(tmp_path, monkeypatch):
     monkeypatch.setenv(rescue.RESCUE_ENV, str(tmp_path / "rescue"))
-    from harness import plugin
+    from harness import session as session_module
 
     def make(**values):
-        return plugin.QatSession(StubConfig(tmp_path, **values))
+        return session_module.QatSession(StubConfig(tmp_path, **values))
     return make
 
 
 def a_case():
-    from harness.spec.config import Case, QuantConfig, Selection
+    from harness.design.config import Case, QuantConfig, Selection
 
     return Case("mlp", Selection("last", 1), QuantConfig(8))
 
@@ -378,8 +378,8 @@ def test_resume_re_measures_a_malformed_record(session_for):
 def tiny_spec():
     from dataclasses import replace
 
-    from harness.spec import registry
-    from harness.spec.config import TierConfig
+    from harness.design import registry
+    from harness.design.config import TierConfig
 
     return replace(registry.get("mlp"), tiers={"smoke": TierConfig(600, 200, 1, 10)})
 
@@ -443,7 +443,7 @@ def test_a_damaged_float_control_is_rebuilt(tmp_path):
 @pytest.mark.tf
 def test_cache_keys_cover_dataset_and_weight_contents_not_paths(tmp_path, monkeypatch):
     from harness.case import cache
-    from harness.spec import registry
+    from harness.design import registry
 
     resnet50, mlp = registry.get("resnet50"), registry.get("mlp")
     keys = lambda: (cache.cache_key(resnet50, "full", 0), cache.code_hash(resnet50), cache.cache_key(mlp, "smoke", 0))

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.tf
 
 HASHES = """
 from harness.case import cache
-from harness.spec import registry
+from harness.design import registry
 for name in ("minilm2", "mlp"):
     spec = registry.get(name)
     print(name, cache.spec_fingerprint(spec, "smoke"), cache.cache_key(spec, "smoke", 0))
@@ -60,7 +60,7 @@ MID_RUN = """
 import sys
 from pathlib import Path
 from harness.case import cache
-from harness.spec import registry
+from harness.design import registry
 spec = registry.get("mlp")
 before = cache.spec_fingerprint(spec, "smoke"), cache.cache_key(spec, "smoke", 0)
 for module in ("case/fakequant.py", "case/pipeline.py", "models/zoo.py", "case/train.py"):

@@ -17,7 +17,7 @@ from harness.backend import tf
 from harness.models import transformer, zoo
 from harness.models.data import Dataset
 from harness.models.text_data import PAD_ID
-from harness.spec.config import QuantConfig
+from harness.design.config import QuantConfig
 
 pytestmark = pytest.mark.tf
 

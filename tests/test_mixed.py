@@ -1,4 +1,4 @@
-"""harness.spec.mixed against brute force on small models (issue 17): the exact mixed plan, the greedy
+"""harness.design.mixed against brute force on small models (issue 17): the exact mixed plan, the greedy
 sensitivity selection, and per-unit bytes that add up to size.predict. Pure: no TensorFlow."""
 
 import itertools
@@ -7,10 +7,10 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from harness.spec import mixed
-from harness.spec.config import QuantConfig
-from harness.spec.size import predict
-from harness.spec.units import Unit
+from harness.design import mixed
+from harness.design.config import QuantConfig
+from harness.design.size import predict
+from harness.design.units import Unit
 
 units_strategy = st.lists(
     st.tuples(st.integers(1, 50_000), st.integers(0, 300), st.sampled_from(["dense", "conv"])),

@@ -13,8 +13,8 @@ from harness.case import audit, export, mixed_case, pipeline, quantize
 from harness.models import zoo
 from harness.models.quantizable import UnsupportedQuantization
 from harness.results import gates, schema
-from harness.spec import mixed, registry
-from harness.spec.config import Case, QuantConfig, Selection
+from harness.design import mixed, registry
+from harness.design.config import Case, QuantConfig, Selection
 
 pytestmark = pytest.mark.tf
 

@@ -10,9 +10,9 @@ import pytest
 
 from harness import options
 from harness.results import gates, records, schema
-from harness.spec import grid, mixed, registry
-from harness.spec.config import Case, QuantConfig, RunOptions, Selection
-from harness.spec.units import Unit
+from harness.design import grid, mixed, registry
+from harness.design.config import Case, QuantConfig, RunOptions, Selection
+from harness.design.units import Unit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -211,8 +211,8 @@ def test_the_planner_also_takes_two_sensitivity_cases_of_one_pretrained_model(ma
 
 
 def test_the_mixed_order_without_any_budget_is_a_one_line_error():
-    from harness.spec import grid
-    from harness.spec.config import RunOptions
+    from harness.design import grid
+    from harness.design.config import RunOptions
 
     with pytest.raises(ValueError, match="--qat-mixed-budgets") as caught:
         grid.check_mixed_budgets(RunOptions(tier="smoke", orders=("mixed",), models=("cnn",)))

@@ -12,7 +12,7 @@ import pytest
 
 from harness.analysis import mixed_planner as mp
 from harness.results import records
-from harness.spec.units import Unit
+from harness.design.units import Unit
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP_SHAPES = [(100352, 128), (32768, 256), (32768, 128), (16384, 128), (1280, 10)]  # 784-128-256-128-128-10

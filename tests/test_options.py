@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import options, plugin
-from harness.spec.config import RunOptions
+from harness import options
+from harness import session as session_module
+from harness.design.config import RunOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,12 +74,12 @@ def test_case_ids_read_like_the_design():
 
 
 def test_the_grid_follows_the_options():
-    cases = plugin.cases_for(RunOptions(tier="smoke", bits=(8,), orders=("first", "type"), seeds=(0, 1)))
+    cases = session_module.cases_for(RunOptions(tier="smoke", bits=(8,), orders=("first", "type"), seeds=(0, 1)))
     ids = [c.id for c in cases if c.model == "mlp"]
     assert "mlp-first3-w8a8-s1" in ids and "mlp-type-dense-w8a8" in ids
     assert "mlp-first5-w8a8-s1" not in ids  # the same model as mlp-last5: not measured twice
     assert len(ids) == (2 + 1) * 2  # first 1 and 3 (N 0 and 5 are the last-order models), type dense
-    ptq = plugin.cases_for(RunOptions(tier="smoke", bits=(8, 4), methods=("qat", "ptq")))
+    ptq = session_module.cases_for(RunOptions(tier="smoke", bits=(8, 4), methods=("qat", "ptq")))
     ptq_ids = [c.id for c in ptq if c.model == "mlp" and c.quant.method == "ptq"]
     assert ptq_ids[:2] == ["mlp-last0-w8a8-ptq", "mlp-last0-w8a8-ptq-s1"] and len(ptq_ids) == 4 * 3
 
@@ -106,7 +107,7 @@ def test_every_qat_option_reaches_run_options():
     from dataclasses import fields
 
     parser = pytest.Parser()
-    plugin.addoption(parser)
-    dests = {opt.dest for opt in parser.getgroup(plugin.GROUP).options}
+    session_module.addoption(parser)
+    dests = {opt.dest for opt in parser.getgroup(session_module.GROUP).options}
     names = {f.name for f in fields(RunOptions)}
     assert {d.removeprefix("qat_") for d in dests} - {"run_id"} <= names

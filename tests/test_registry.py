@@ -1,7 +1,7 @@
 import pytest
 
-from harness.spec import registry
-from harness.spec.config import Case, QuantConfig, Selection
+from harness.design import registry
+from harness.design.config import Case, QuantConfig, Selection
 
 
 def test_unknown_model_names_the_choices():

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from harness.results import records
-from harness.spec import registry
-from harness.spec.config import Case, QuantConfig, Selection, TierConfig
+from harness.design import registry
+from harness.design.config import Case, QuantConfig, Selection, TierConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.tf
@@ -25,11 +25,11 @@ class StubConfig:
     (read from the plugin's own option group, so a new option needs no edit here)."""
 
     def __init__(self, tmp_path, **options):
-        from harness import plugin
+        from harness import session as session_module
 
         parser = pytest.Parser()
-        plugin.addoption(parser)
-        self.values = {opt.dest: opt.default for opt in parser.getgroup(plugin.GROUP).options}
+        session_module.addoption(parser)
+        self.values = {opt.dest: opt.default for opt in parser.getgroup(session_module.GROUP).options}
         self.values.update(qat_results=tmp_path / "results", qat_run_id="r", qat_cache=tmp_path / "cache")
         self.values.update(options)
 
@@ -39,9 +39,9 @@ class StubConfig:
 
 @pytest.fixture
 def session(tmp_path):
-    from harness import plugin
+    from harness import session as session_module
 
-    return plugin.QatSession(StubConfig(tmp_path, qat_timeout=1.0))
+    return session_module.QatSession(StubConfig(tmp_path, qat_timeout=1.0))
 
 
 CASE = Case("mlp", Selection("last", 1), QuantConfig(8))
@@ -105,8 +105,8 @@ import json, sys
 from dataclasses import replace
 from pathlib import Path
 from harness.case import cache, pipeline
-from harness.spec import registry
-from harness.spec.config import TierConfig
+from harness.design import registry
+from harness.design.config import TierConfig
 spec = replace(registry.get("mlp"), tiers={"smoke": TierConfig(600, 200, 1, 10)})
 data = spec.dataset.load()(600, 200)
 got = cache.pretrained(spec, "smoke", 0, data, Path(sys.argv[1]))

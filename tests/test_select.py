@@ -1,9 +1,9 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from harness.spec.config import QuantConfig, Selection
-from harness.spec.select import select
-from harness.spec.units import LayerInfo, Unit, group_units
+from harness.design.config import QuantConfig, Selection
+from harness.design.select import select
+from harness.design.units import LayerInfo, Unit, group_units
 
 KINDS = ("dense", "conv", "attention", "ffn")
 
@@ -159,7 +159,7 @@ def test_a_shortcut_that_reads_a_conv_input_joins_that_conv():
 
 @given(unit_lists(), st.data())
 def test_sensitivity_order_is_the_greedy_selection_given_costs(units, data):
-    from harness.spec.mixed import sensitivity_selection
+    from harness.design.mixed import sensitivity_selection
     n = data.draw(st.integers(0, len(units)))
     costs = data.draw(st.lists(st.floats(0, 100), min_size=len(units), max_size=len(units)))
     bits = data.draw(st.sampled_from([8, 4]))
@@ -190,9 +190,9 @@ def test_sensitivity_order_without_costs_is_a_clear_error():
 
 
 def test_sensitivity_case_ids_and_grid():
-    from harness.spec import registry
-    from harness.spec.config import Case, RunOptions
-    from harness.spec.grid import cases_for
+    from harness.design import registry
+    from harness.design.config import Case, RunOptions
+    from harness.design.grid import cases_for
     assert Case("mlp", Selection("sensitivity", 3), QuantConfig(8)).id == "mlp-sens3-w8a8"
     cases = [c for c in cases_for(RunOptions(tier="smoke", orders=("sensitivity",), bits=(8,), seeds=(0,)))
              if c.model == "mlp"]

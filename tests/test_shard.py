@@ -12,8 +12,8 @@ from hypothesis import given, settings, strategies as st
 
 from harness import options
 from harness.results import records
-from harness.spec import grid, shard
-from harness.spec.config import RunOptions
+from harness.design import grid, shard
+from harness.design.config import RunOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 SELECTION = "mlp and last1 and w8a8"
@@ -108,33 +108,7 @@ def test_shared_folder_is_refused_only_for_this_shards_cases(tmp_path):
 
 
 # -- the job files ------------------------------------------------------------------------------
-def test_slurm_script_parses_and_derives_the_shard(tmp_path):
-    script = ROOT / "deploy" / "slurm-array.sh"
-    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "python3").write_text("#!/bin/sh\necho \"$@\"\n")
-    (fake / "python3").chmod(0o755)
-    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": "2",
-           "SLURM_ARRAY_TASK_COUNT": "5", "SLURM_ARRAY_JOB_ID": "77"}
-    out = subprocess.run(["bash", str(script)], env=env, cwd=tmp_path, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "--qat-shard 2/5" in out.stdout and "--qat-run-id slurm-77" in out.stdout
-    options.parse_shard("2/5")
-
-
-def test_k8s_indexed_job_consumes_the_completion_index():
-    job = yaml.safe_load((ROOT / "deploy" / "k8s-indexed-job.yaml").read_text())
-    spec = job["spec"]
-    assert job["kind"] == "Job" and spec["completionMode"] == "Indexed"
-    container = spec["template"]["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert int(env["SHARDS"]) == spec["completions"]
-    script = " ".join(container["args"])
-    assert '--qat-shard "${shard}"' in script and 'shard="${JOB_COMPLETION_INDEX}/${SHARDS}"' in script
-    assert any(m["mountPath"] == "/results" for m in container["volumeMounts"]) and "--qat-results /results" in script
-    for index in range(spec["completions"]):
-        options.parse_shard(f"{index}/{env['SHARDS']}")
+# The Slurm and Kubernetes job files are run with fakes in tests/test_deploy.py.
 
 
 def test_github_workflow_is_a_matrix_over_shards_with_a_merge_job():
@@ -175,9 +149,9 @@ def test_three_shards_into_one_folder_then_merge(tmp_path):
 def test_other_shards_cases_count_as_not_selected():
     from types import SimpleNamespace
 
-    from harness import plugin
+    from harness import session as session_module
 
-    session = plugin.QatSession.__new__(plugin.QatSession)
+    session = session_module.QatSession.__new__(session_module.QatSession)
     session.config = SimpleNamespace(option=SimpleNamespace(keyword="", markexpr=""), args=["benchmarks"])
     session.collected_deselected = False
     session.options = RunOptions(tier="smoke")

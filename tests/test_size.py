@@ -3,10 +3,10 @@ import math
 import pytest
 from hypothesis import given, strategies as st
 
-from harness.spec.config import QuantConfig, Selection
-from harness.spec.select import select
-from harness.spec.size import packed_bytes, predict
-from harness.spec.units import Unit
+from harness.design.config import QuantConfig, Selection
+from harness.design.select import select
+from harness.design.size import packed_bytes, predict
+from harness.design.units import Unit
 
 
 @given(st.integers(0, 10**7), st.integers(1, 32))

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from harness.case import audit, export, quantize, train
-from harness.spec import size
+from harness.design import size
 from harness.models import text_data, transformer as T
-from harness.spec.config import QuantConfig, Selection
-from harness.spec.select import select
+from harness.design.config import QuantConfig, Selection
+from harness.design.select import select
 
 pytestmark = pytest.mark.tf
 

@@ -130,13 +130,13 @@ def test_every_bad_input_is_one_line_at_start_up(files, tmp_path):
 
 def test_model_shape_problems_are_one_line(tmp_path):
     from harness.backend import keras
-    from harness.models import user_model
+    from harness.external import model_file
 
     two_out = keras.Model(inp := keras.layers.Input((4,)), [keras.layers.Dense(2)(inp), keras.layers.Dense(3)(inp)])
     regression = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(1)])
     for model, message in ((two_out, "1 inputs and 2 outputs"), (regression, "not a classification output")):
-        with pytest.raises(user_model.BadModel, match=re.escape(message)):
-            user_model.check(model, "m.h5")
+        with pytest.raises(model_file.BadModel, match=re.escape(message)):
+            model_file.check(model, "m.h5")
     no_units = keras.Sequential([keras.layers.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Softmax()])
     from harness.case import quantize
 
@@ -150,18 +150,18 @@ def test_keras3_file_is_refused_with_how_to_resave(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "k3.keras"), str(tmp_path / "k3.h5")], env=env,
                    check=True, capture_output=True, timeout=300)
-    from harness.models import user_model
+    from harness.external import model_file
 
     for name in ("k3.keras", "k3.h5"):
-        with pytest.raises(user_model.BadModel, match=r"written by Keras 3\.\d+.*model\.save\('model\.h5'\)"):
-            user_model.read(tmp_path / name)
+        with pytest.raises(model_file.BadModel, match=r"written by Keras 3\.\d+.*model\.save\('model\.h5'\)"):
+            model_file.read(tmp_path / name)
 
 
 def test_softmax_output_is_trained_as_logits():
-    from harness.models import user_model
+    from harness.external import model_file
 
     model = user_files.build("none")
-    logits = user_model.as_logits(model)
+    logits = model_file.as_logits(model)
     x, _ = user_files.images(16, 9)
     assert logits.layers[-1].get_config()["activation"] == "linear"
     np.testing.assert_array_equal(np.argmax(model.predict(x, verbose=0), -1), np.argmax(logits.predict(x, verbose=0), -1))
@@ -213,9 +213,9 @@ def test_every_cut_of_the_layer_zoo_model_is_exact(order, bits):
     formula predicts the file's weight bytes (LayerNormalization kept float, output quantized)."""
     from harness.case import audit, export, quantize, train
     from harness.models.data import Dataset
-    from harness.spec import size
-    from harness.spec.config import QuantConfig, Selection
-    from harness.spec.select import select
+    from harness.design import size
+    from harness.design.config import QuantConfig, Selection
+    from harness.design.select import select
 
     model = user_files.build("all")
     units = quantize.units_of(model)
@@ -236,26 +236,27 @@ def test_a_dense_on_a_sequence_and_a_stock_attention_layer():
     """keras Attention (no weights, two inputs) is kept float like any unsupported layer; a Dense
     reading a rank-3 tensor is refused at start-up: its quantized kernel would stay FLOAT32."""
     from harness.backend import keras
-    from harness.case import quantize, user_input
+    from harness.case import quantize
+    from harness.external import checked
     from harness.models.quantizable import UnsupportedQuantization
-    from harness.spec.config import QuantConfig, Selection
-    from harness.spec.select import select
+    from harness.design.config import QuantConfig, Selection
+    from harness.design.select import select
 
     inp = keras.layers.Input((8, 4))
     x = keras.layers.Dense(4, name="proj")(inp)
     x = keras.layers.Attention(name="att")([x, x])
     model = keras.Model(inp, keras.layers.Dense(3, name="logits")(keras.layers.Flatten(name="flat")(x)))
     with pytest.raises(UnsupportedQuantization, match=r"'proj' \(Dense\) reads a rank-3 tensor"):
-        user_input._units(model, "seq.h5")
+        checked._units(model, "seq.h5")
     units = quantize.units_of(model)
     _, kept = quantize.without_unsupported(model, select(units, Selection("last", 1)), QuantConfig(8), True)
     assert kept == (("att", "Attention"),)
 
 
 def test_a_savedmodel_folder_loads_like_the_file(files):
-    from harness.case import user_input
+    from harness.external import checked
 
-    spec = user_input.model_file_spec(files["savedmodel"], files["npz"], keep_float=True)
+    spec = checked.checked_spec(files["savedmodel"], files["npz"], keep_float=True)
     assert (spec.name, spec.num_units, spec.input_shape) == ("edge_savedmodel", 6, (16, 16, 3))
     assert spec.tier("smoke").n_values == (0, 1, 3, 6) and spec.tier("smoke").pretrain_epochs == 0
 
@@ -273,9 +274,9 @@ class Doubled(keras.layers.Layer):
 def test_custom_objects_load_a_custom_layer(tmp_path, monkeypatch):
     from harness.backend import keras
     from harness.case import quantize
-    from harness.models import user_model
-    from harness.spec.config import QuantConfig, Selection
-    from harness.spec.select import select
+    from harness.external import model_file
+    from harness.design.config import QuantConfig, Selection
+    from harness.design.select import select
 
     (tmp_path / "mylayers_qat.py").write_text(CUSTOM_LAYER)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -284,10 +285,10 @@ def test_custom_objects_load_a_custom_layer(tmp_path, monkeypatch):
     inp = keras.layers.Input((6,))
     model = keras.Model(inp, keras.layers.Dense(3, name="logits")(mylayers_qat.Doubled(name="twice")(inp)))
     model.save(tmp_path / "custom.keras")
-    with pytest.raises(user_model.BadModel, match="layer class 'Doubled' is not a Keras layer: load it with "
+    with pytest.raises(model_file.BadModel, match="layer class 'Doubled' is not a Keras layer: load it with "
                                                   "--qat-custom-objects module:name"):
-        user_model.read(tmp_path / "custom.keras")
-    loaded = user_model.read(tmp_path / "custom.keras", "mylayers_qat:Doubled")
+        model_file.read(tmp_path / "custom.keras")
+    loaded = model_file.read(tmp_path / "custom.keras", "mylayers_qat:Doubled")
     assert type(loaded.layers[1]).__name__ == "Doubled"
     units = quantize.units_of(loaded)
     with pytest.raises(ValueError, match=r"'twice' \(Doubled\) in a selected unit is not supported"):
@@ -297,16 +298,16 @@ def test_custom_objects_load_a_custom_layer(tmp_path, monkeypatch):
 def test_models_from_an_entry_point_are_registered(monkeypatch):
     from importlib import metadata
 
-    from harness import user_models
-    from harness.spec import registry
-    from harness.spec.config import RunOptions
+    from harness.external import register
+    from harness.design import registry
+    from harness.design.config import RunOptions
 
-    entry = metadata.EntryPoint("acme", "tests.test_user_spec:spec", user_models.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(user_models.metadata, "entry_points",
-                        lambda group: [entry] if group == user_models.ENTRY_POINT_GROUP else [])
+    entry = metadata.EntryPoint("acme", "tests.test_user_spec:spec", register.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(register.metadata, "entry_points",
+                        lambda group: [entry] if group == register.ENTRY_POINT_GROUP else [])
     monkeypatch.setattr(registry, "REGISTRY", dict(registry.REGISTRY))
     monkeypatch.setattr(registry, "_SOURCES", dict(registry._SOURCES))
-    opts = user_models.register_all(object(), RunOptions(models=("tiny",)))
+    opts = register.register_all(object(), RunOptions(models=("tiny",)))
     assert opts.models == ("tiny",) and registry.source_of("tiny").startswith("entry point acme")
     with pytest.raises(ValueError, match="unknown model 'nope'"):
-        user_models.register_all(object(), RunOptions(models=("nope",)))
+        register.register_all(object(), RunOptions(models=("nope",)))

@@ -11,9 +11,10 @@ from hypothesis import given, strategies as st
 
 from harness import options
 from harness.results import gates
-from harness.spec import registry, user
-from harness.spec.config import RunOptions
-from harness.spec.units import LayerInfo, group_units
+from harness.design import registry
+from harness.external import tiers
+from harness.design.config import RunOptions
+from harness.design.units import LayerInfo, group_units
 from tests.factories import make_record
 
 
@@ -57,15 +58,15 @@ def test_register_refuses_a_taken_name_and_bad_values():
         registry.register(spec("mlp"), "test source")
     with pytest.raises(ValueError, match="must be 1..40 lowercase"):
         registry.register(spec("Bad-Name"), "test source")
-    with pytest.raises(ValueError, match="not a harness.spec.registry.ModelSpec"):
+    with pytest.raises(ValueError, match="not a harness.design.registry.ModelSpec"):
         registry.register("mlp", "test source")
     del registry.REGISTRY["outside_a"]
 
 
 def test_ref_to_binds_arguments_and_keys_them():
-    ref = registry.Ref.to(user.spec_name, "ignored")
-    assert ref.target == "harness.spec.user:spec_name" and ref.args == ("ignored",)
-    assert registry.Ref("harness.spec.user:spec_name", ("a/My Model.keras",)).load()() == "my_model"
+    ref = registry.Ref.to(tiers.spec_name, "ignored")
+    assert ref.target == "harness.external.tiers:spec_name" and ref.args == ("ignored",)
+    assert registry.Ref("harness.external.tiers:spec_name", ("a/My Model.keras",)).load()() == "my_model"
     assert registry.Ref("x:y").key == "x:y"  # the zoo's fingerprints are what they were
     assert registry.Ref("x:y", ("p",)).key == ["x:y", ["p"]]
 
@@ -73,17 +74,17 @@ def test_ref_to_binds_arguments_and_keys_them():
 @given(st.integers(1, 80))
 def test_model_file_tiers_cover_zero_one_and_every_unit(units):
     for tier in ("smoke", "full"):
-        grid = user.n_grid(units, tier)
+        grid = tiers.n_grid(units, tier)
         assert grid[0] == 0 and grid[-1] == units and 1 in grid and list(grid) == sorted(set(grid))
         assert all(0 <= n <= units for n in grid)
-    assert user.n_grid(units, "full") == tuple(range(units + 1)) if units <= user.FULL_N_LIMIT else True
+    assert tiers.n_grid(units, "full") == tuple(range(units + 1)) if units <= tiers.FULL_N_LIMIT else True
 
 
 def test_model_file_thresholds():
-    limits = user.thresholds(None, 10, 0.1, 1000)
+    limits = tiers.thresholds(None, 10, 0.1, 1000)
     assert limits.min_whole_compression == () and limits.min_control_accuracy == pytest.approx(0.325)
     assert limits.tflite_vs_keras_pp == 0.5 and limits.drop_bound(8) == 1.5
-    small = user.thresholds(2.5, 2, 0.6, 50)
+    small = tiers.thresholds(2.5, 2, 0.6, 50)
     assert small.drop_bound(4) == 2.5 and small.drop_bound(6) == 2.5 and small.tflite_vs_keras_pp == 4.0
     assert small.min_control_accuracy == pytest.approx(0.7)
 

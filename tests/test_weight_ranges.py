@@ -10,7 +10,7 @@ import pytest
 from harness.case import audit, export, quantize, train, weight_ranges
 from harness.models import zoo
 from harness.backend import keras
-from harness.spec.config import QuantConfig
+from harness.design.config import QuantConfig
 from harness.models.data import Dataset
 
 pytestmark = pytest.mark.tf

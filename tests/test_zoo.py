@@ -48,8 +48,8 @@ def test_every_resnet20_cut_quantizes_exactly_the_selected_kernels(order):
     once pulled the block's first conv into INT8 at last6 and last12)."""
     from harness.case import audit, export, quantize
     from harness.models import zoo
-    from harness.spec.config import QuantConfig, Selection
-    from harness.spec.select import select
+    from harness.design.config import QuantConfig, Selection
+    from harness.design.select import select
 
     model = zoo.build_resnet20()
     units = quantize.units_of(model)

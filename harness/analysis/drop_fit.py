@@ -45,11 +45,11 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from harness.results import seedstats
-from harness.spec.config import Selection
+from harness.design.config import Selection
 from harness.analysis.drop_forms import (CONFIDENCE, FORMS, FORMS_BY_NAME, POWER_MAX_EXPONENT, Form, FormFit,  # noqa: F401 (API)
                     enough_points, fit_form, predict_form)
-from harness.spec.select import select
-from harness.spec.units import Unit
+from harness.design.select import select
+from harness.design.units import Unit
 
 MIN_DISTINCT_N = 3  # distinct N > 0
 MEASURED = seedstats.MEASURED

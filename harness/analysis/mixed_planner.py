@@ -2,7 +2,7 @@
 calibrated accuracy drop. Pure (numpy/scipy).
 
 ``python -m harness plan --results RUN --size-budget BYTES [--budget PP]`` (or ``--order mixed``). The plan
-is harness.spec.mixed.mixed_plan (exact) over the unit table and the HAWQ-V2 scores that a run's records
+is harness.design.mixed.mixed_plan (exact) over the unit table and the HAWQ-V2 scores that a run's records
 hold: this module computes no score. The scores are those of one pre-trained float model, taken from
 (in this order) a ``mixed`` case's ``mixed_plan`` (scores at 8 and 4 bits), or two ``sensitivity``
 cases at 8 and at 4 bits of the same pre-trained model; the lowest seed's pre-trained model when a
@@ -38,8 +38,8 @@ from harness.analysis.drop_fit import units_from_records
 from harness.analysis.plan import check_budget
 from harness.results.records import MEASURED
 from harness.results.seedstats import drop_of, sampling_var_pp2
-from harness.spec import mixed
-from harness.spec.config import MAX_BUDGET_BYTES, MIXED_BITS, Case, QuantConfig, Selection
+from harness.design import mixed
+from harness.design.config import MAX_BUDGET_BYTES, MIXED_BITS, Case, QuantConfig, Selection
 
 CONFIDENCE = 0.95
 SCAN_STEPS = 8  # larger budgets tried, geometrically up to the float bytes, when a plan misses --budget

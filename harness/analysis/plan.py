@@ -29,9 +29,9 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from harness.analysis import drop_fit as _fit
-from harness.spec.config import QuantConfig, Selection
-from harness.spec.select import select
-from harness.spec.size import predict as predict_size
+from harness.design.config import QuantConfig, Selection
+from harness.design.select import select
+from harness.design.size import predict as predict_size
 
 RUN_STATUSES = ("passed", "failed", "nan")  # runs that trained to the end or diverged
 

@@ -29,12 +29,12 @@ from filelock import FileLock, Timeout
 from harness.models import data as _data
 from harness.case import train
 from harness.backend import keras, numerics, versions
-from harness.spec.config import stable_hash
+from harness.design.config import stable_hash
 from harness.models.data import Dataset
 from harness.errors import describe
 from harness.limits import CaseTimeout
 from harness.options import default_cache_dir, env_seconds
-from harness.spec.registry import ModelSpec
+from harness.design.registry import ModelSpec
 
 DEFAULT_CACHE_DIR = default_cache_dir()
 KEY_VERSION = 2  # 2: key material includes input contents and library versions; files checksummed
@@ -125,7 +125,7 @@ def _text_read_once(path: str) -> str:
     return Path(path).read_text()
 
 
-UNSHAPING = ("harness.backend", "harness.spec.config")  # TF import / types whose values the spec fingerprint has
+UNSHAPING = ("harness.backend", "harness.design.config")  # TF import / types whose values the spec fingerprint has
 
 
 def shaping_modules(spec: ModelSpec) -> list:
@@ -302,7 +302,7 @@ def pipeline_code_hash() -> str:
     fake-quant, fine-tuning, conversion, evaluation; and the library versions."""
     from harness.case import (evaluate, export, fakequant, mixed_case, native_kernels, quantize, sensitivity,
                               weight_ranges)
-    from harness.spec import mixed, select, units
+    from harness.design import mixed, select, units
     from harness.backend import versions
 
     # sensitivity, mixed_case and spec/mixed choose the units of the sensitivity and mixed orders

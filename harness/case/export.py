@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness.backend import keras, tf
 from harness.errors import one_line
-from harness.spec.config import QuantConfig
+from harness.design.config import QuantConfig
 
 
 class ConversionError(RuntimeError):

@@ -7,7 +7,7 @@ A few hundred training examples and a modest probe count keep it to seconds; the
 probes, so a case's selection does not depend on which case of the model ran first. The probes do
 not depend on the bit widths either: scores computed for (8, 4) together equal those for 8 alone.
 
-A ``mixed`` case solves harness.spec.mixed.mixed_plan over float/INT8/INT4 per unit within its
+A ``mixed`` case solves harness.design.mixed.mixed_plan over float/INT8/INT4 per unit within its
 budget (Selection.n bytes of weights), among deployable plans only (``chain=True``: no lone float unit
 between quantized ones, which the converter would store as INT8; the record's ``uniform_kinds``: every quantized conv
 unit at one width, the scheme's, since a conv with a width of its own loses tfmot's Conv+BN folding),
@@ -21,9 +21,9 @@ import time
 from typing import Sequence
 
 from harness.case.sensitivity import costs_by_bits, unit_scores
-from harness.spec import mixed
-from harness.spec.config import MIXED_BITS, Case
-from harness.spec.size import SizePrediction
+from harness.design import mixed
+from harness.design.config import MIXED_BITS, Case
+from harness.design.size import SizePrediction
 
 EXAMPLES = 256
 PROBES = 16

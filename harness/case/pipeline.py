@@ -16,13 +16,13 @@ import numpy as np
 
 from harness.case import audit, cache, export, mixed_case, native_kernels, paired, quantize, train
 from harness.results import records
-from harness.spec import size
+from harness.design import size
 from harness.backend import devices, numerics, versions
-from harness.spec.config import Case
+from harness.design.config import Case
 from harness.models.data import Dataset
 from harness.case.evaluate import tflite_accuracy, tflite_labels
-from harness.spec.registry import ModelSpec
-from harness.spec.select import select
+from harness.design.registry import ModelSpec
+from harness.design.select import select
 
 
 PTQ_SAMPLES = 200  # representative examples from the training split for PTQ calibration

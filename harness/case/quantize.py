@@ -7,9 +7,9 @@ from typing import Sequence
 
 from harness.case import fakequant  # noqa: F401  (installs the cheaper per-channel training gradient)
 from harness.backend import keras, quantize
-from harness.spec.config import QuantConfig
-from harness.spec.mixed import UNIFORM_KINDS
-from harness.spec.units import LayerInfo, Unit, group_units
+from harness.design.config import QuantConfig
+from harness.design.mixed import UNIFORM_KINDS
+from harness.design.units import LayerInfo, Unit, group_units
 from harness.models.quantizable import CUSTOM_OBJECTS, DenseWeightConfig, KeepFloatOutputConfig, UnsupportedQuantization
 
 KIND_OF_CLASS = {"Dense": "dense", "Conv2D": "conv", "DepthwiseConv2D": "conv", "SeparableConv2D": "conv"}
@@ -162,7 +162,7 @@ def _scheme_bits(model: "keras.Model", width: dict, default: int) -> int:
     """The scheme's weight width for {layer name: bits}: that of the weight layers that cannot take a
     width of their own (Conv2D and kin: UNIFORM_KINDS), so that none needs its own config; with
     none of them, the narrowest. Conv layers at several widths: the narrowest, and _unit_config refuses
-    the others (a plan that did not tie them, harness.spec.mixed.mixed_plan(tied_kinds=...))."""
+    the others (a plan that did not tie them, harness.design.mixed.mixed_plan(tied_kinds=...))."""
     tied = [width[layer.name] for layer in model.layers
             if layer.name in width and KIND_OF_CLASS.get(type(layer).__name__) in UNIFORM_KINDS
             and not hasattr(layer, "qat_quantize_config")]

@@ -15,7 +15,7 @@ sums the term over its kernels.
 - ``quant_noise_power``: exactly the weight fake-quant tfmot applies (LastValueQuantizer, symmetric,
   narrow range; per-tensor for Dense, per-channel on the last axis for conv).
 
-Scores are numbers for the pure planner (harness/spec/mixed.py: ``costs_by_bits``). TensorFlow comes
+Scores are numbers for the pure planner (harness/design/mixed.py: ``costs_by_bits``). TensorFlow comes
 from harness.backend only. This lives in harness/case, not harness/analysis, because analysis is a
 pure package (tests/test_architecture.py imports it with TensorFlow unimportable).
 """
@@ -29,7 +29,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from harness.backend import keras, tf
-from harness.spec.units import Unit
+from harness.design.units import Unit
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,7 @@ def unit_scores(model, units: Sequence[Unit], data, bits_list: Sequence[int] = (
 
 
 def costs_by_bits(scores: Sequence[UnitScore]) -> dict:
-    """The planner's input (harness.spec.mixed.mixed_plan): bits -> score per unit, graph order.
+    """The planner's input (harness.design.mixed.mixed_plan): bits -> score per unit, graph order.
     A negative Hutchinson trace (possible away from a minimum) is clipped to 0: no predicted gain."""
     widths = sorted({b for s in scores for b in s.score})
     return {b: [max(0.0, s.score[b]) for s in scores] for b in widths}

@@ -17,9 +17,9 @@ from typing import Optional, Sequence
 import psutil
 
 from harness.options import xdist_worker
-from harness.spec import size
-from harness.spec.config import QuantConfig
-from harness.spec.units import Unit
+from harness.design import size
+from harness.design.config import QuantConfig
+from harness.design.units import Unit
 
 GRAD_BYTES = 4  # float32 gradients: fake-quant keeps them float
 LOOPBACK_NAMES = ("lo", "lo0")

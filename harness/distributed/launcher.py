@@ -29,8 +29,8 @@ from typing import Optional
 
 import harness
 from harness.options import xdist_worker
-from harness.spec.config import Case, QuantConfig, Selection
-from harness.spec.registry import ModelSpec
+from harness.design.config import Case, QuantConfig, Selection
+from harness.design.registry import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[2]  # the project folder (harness/distributed/launcher.py)
 TIMEOUT_ENV, DEFAULT_TIMEOUT_S = "QATBENCH_WORKER_TIMEOUT", 1800.0  # whole case, all workers

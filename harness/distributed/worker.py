@@ -54,9 +54,9 @@ def write_job(path: Path, case_id: str, tier: str, workers: int, cache_dir: str,
     from dataclasses import asdict
 
     from harness.case import cache
-    from harness.spec import grid, registry
+    from harness.design import grid, registry
     from harness.distributed import launcher
-    from harness.spec.config import RunOptions
+    from harness.design.config import RunOptions
 
     found = [c for c in grid.cases_for(RunOptions(tier=tier, strategy="multiworker", workers=workers))
              if c.id == case_id]

@@ -5,7 +5,7 @@ be rebuilt. Builders (zoo, transformer, a user's model) import this; case/quanti
 from __future__ import annotations
 
 from harness.backend import quantize
-from harness.spec.config import QuantConfig
+from harness.design.config import QuantConfig
 
 _quantizers = quantize.quantizers
 

@@ -29,7 +29,7 @@ from typing import Optional
 
 from harness.backend import keras, quantize, tf
 from harness.models.bert_weights import bert_weight_map, load_bert_weights, read_safetensors  # noqa: F401 (re-exported)
-from harness.spec.config import QuantConfig
+from harness.design.config import QuantConfig
 from harness.models.quantizable import NoOpQuantizeConfig, QatBlock, UnsupportedQuantization, register_custom_object
 from harness.models.text_data import PAD_ID, minilm_files
 

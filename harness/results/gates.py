@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import Callable, Iterable
 
 from harness.results.baseline import baseline_key
-from harness.spec.thresholds import Thresholds
+from harness.design.thresholds import Thresholds
 from harness.results.records import MEASURED
 from harness.results.seedstats import mean_interval
 
@@ -38,7 +38,7 @@ def _kernel_mismatch(record: dict) -> str:
 
 
 def _storage_type(choice) -> str:
-    """What a mixed plan's choice is stored as in the flatbuffer (harness.spec.config.QuantConfig.storage_bits)."""
+    """What a mixed plan's choice is stored as in the flatbuffer (harness.design.config.QuantConfig.storage_bits)."""
     if choice == "float":
         return "FLOAT32"
     return "INT8" if int(choice) >= 5 else "INT4"

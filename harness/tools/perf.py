@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.results import records
-from harness.spec import registry
+from harness.design import registry
 from harness.tools import steptime
 
 DEFAULT_ROUND_MS = 300.0  # per model per round: long enough that one scheduler hiccup does not decide it
@@ -36,8 +36,8 @@ def train_step_ratios(spec, data, last_n: int, bits_list, repeats: int, steps: i
     train_step_xla); ``-<OTHER_STEP>`` names are compiled the other way and ``-assignranges`` assigns
     tfmot's weight ranges in every step (harness/case/weight_ranges.py)."""
     from harness.case import quantize, train
-    from harness.spec.config import QuantConfig, Selection
-    from harness.spec.select import select
+    from harness.design.config import QuantConfig, Selection
+    from harness.design.select import select
 
     train.set_seed(0)
     base = spec.builder.load()(spec.input_shape, data.num_classes)
@@ -147,7 +147,7 @@ def latency_ratios(models: dict, data, bits_list, repeats: int, invokes: int = 5
     also in LiteRT (``litert-<config>``), timed in the same rounds. ``batch1_fastest_float_over`` divides
     the fastest float configuration of each round (either runtime) by each configuration's time."""
     from harness.case import export
-    from harness.spec.config import QuantConfig
+    from harness.design.config import QuantConfig
     from harness.case.evaluate import LITERT, TFLITE, one_line, runtime_name
 
     files = {"float": export.to_tflite(models["float"], quantized=False)}
@@ -211,7 +211,7 @@ def step_ms_in_this_process(model: str, tier: str, steps: int, deterministic: bo
     ``tf.config.experimental.enable_op_determinism()`` (a process-wide switch, hence the process)."""
     from harness.case import quantize, train
     from harness.backend import tf
-    from harness.spec.config import QuantConfig
+    from harness.design.config import QuantConfig
     from harness.case.pipeline import load_data
 
     if deterministic:

@@ -3,7 +3,7 @@ quantizer that trains and exports the selected units with 2-bit weights where 8 
 The source of harness/ is untouched, so config hashes match the baseline and the gate compares."""
 
 from harness.case import quantize
-from harness.spec.config import QuantConfig
+from harness.design.config import QuantConfig
 
 _annotate = quantize.annotate
 

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from harness.spec.config import QuantConfig
-from harness.spec.units import Unit
+from harness.design.config import QuantConfig
+from harness.design.units import Unit
 
 FLOAT_BYTES = 4
 BIAS_BYTES = 4

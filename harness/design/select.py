@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from harness.spec.config import Selection
-from harness.spec.mixed import sensitivity_selection
-from harness.spec.units import Unit, unit_kinds
+from harness.design.config import Selection
+from harness.design.mixed import sensitivity_selection
+from harness.design.units import Unit, unit_kinds
 
 
 def select(units: Sequence[Unit], selection: Selection, costs: Optional[Sequence[float]] = None,
@@ -17,11 +17,11 @@ def select(units: Sequence[Unit], selection: Selection, costs: Optional[Sequence
     order, e.g. from harness.case.sensitivity.unit_scores) and the weight ``bits`` they are for (bytes
     saved depend on it). They are arguments, not computed here, so that select stays pure; every other
     order ignores them. The sensitivity order picks among the N-sets the converter deploys as selected
-    (harness.spec.mixed.sensitivity_selection with ``chain=True``: no lone float unit between quantized ones)."""
+    (harness.design.mixed.sensitivity_selection with ``chain=True``: no lone float unit between quantized ones)."""
     total = len(units)
     if selection.order == "mixed":
         raise ValueError("order 'mixed' is a bit width per unit, not a selection: solve it with "
-                         "harness.spec.mixed.mixed_plan (harness/case/mixed_case.py does)")
+                         "harness.design.mixed.mixed_plan (harness/case/mixed_case.py does)")
     if selection.order == "type":
         kinds = unit_kinds(units)
         if selection.kind not in kinds:

@@ -7,23 +7,23 @@ from __future__ import annotations
 import numpy as np
 
 from harness.case import quantize
-from harness.models import user_data, user_model
+from harness.external import data_files, model_file
 from harness.models.quantizable import UnsupportedQuantization
-from harness.spec import user
-from harness.spec.registry import ModelSpec
+from harness.external import tiers
+from harness.design.registry import ModelSpec
 
-INPUT_ERRORS = (user_model.BadModel, user_data.BadData, UnsupportedQuantization)
+INPUT_ERRORS = (model_file.BadModel, data_files.BadData, UnsupportedQuantization)
 
 
-def model_file_spec(model_path, data_path, custom: str = "", max_drop_pp=None, keep_float: bool = False) -> ModelSpec:
+def checked_spec(model_path, data_path, custom: str = "", max_drop_pp=None, keep_float: bool = False) -> ModelSpec:
     """The checked spec of a user's model file and data; raises one of INPUT_ERRORS (one line)."""
-    model = user_model.build(model_path, custom)
-    input_shape, num_classes = user_model.check(model, model_path)
+    model = model_file.build(model_path, custom)
+    input_shape, num_classes = model_file.check(model, model_path)
     units = _units(model, model_path)
-    data = user_data.load(data_path, input_shape, num_classes)
+    data = data_files.load(data_path, input_shape, num_classes)
     majority = float(np.bincount(data.y_test, minlength=num_classes).max() / len(data.y_test))
-    limits = user.thresholds(max_drop_pp, num_classes, majority, len(data.y_test))
-    return user.model_file_spec(model_path, data_path, custom, input_shape, num_classes, len(units),
+    limits = tiers.thresholds(max_drop_pp, num_classes, majority, len(data.y_test))
+    return tiers.spec_from_counts(model_path, data_path, custom, input_shape, num_classes, len(units),
                                 tuple(sorted({u.kind for u in units})), limits, keep_float)
 
 
@@ -45,5 +45,5 @@ def _units(model, path) -> tuple:
     try:
         return quantize.units_of(model)
     except ValueError as exc:  # group_units: "model has no quantizable weight layer"
-        raise user_model.BadModel(f"--qat-model-file {path}: {exc} (Dense, Conv2D, DepthwiseConv2D, "
+        raise model_file.BadModel(f"--qat-model-file {path}: {exc} (Dense, Conv2D, DepthwiseConv2D, "
                                   "SeparableConv2D or a QatBlock)") from None

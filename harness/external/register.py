@@ -8,8 +8,8 @@ import dataclasses
 from importlib import metadata
 
 from harness import options
-from harness.spec import registry
-from harness.spec.config import RunOptions
+from harness.design import registry
+from harness.design.config import RunOptions
 
 ENTRY_POINT_GROUP = "qatbench.models"
 HOOK_SOURCE = "pytest_qatbench_models hook"
@@ -72,9 +72,9 @@ def register_all(config, opts: RunOptions) -> RunOptions:
     for spec, source in _from_hooks(config):
         registry.register(spec, source)
     if opts.model_file:
-        from harness.case.user_input import model_file_spec  # loads the model: TensorFlow only here
+        from harness.external.checked import checked_spec  # loads the model: TensorFlow only here
 
-        spec = model_file_spec(opts.model_file, opts.data, opts.custom_objects or "", opts.max_drop,
+        spec = checked_spec(opts.model_file, opts.data, opts.custom_objects or "", opts.max_drop,
                                opts.skip_unsupported)
         registry.register(spec, f"--qat-model-file {opts.model_file}")
         if not opts.models:

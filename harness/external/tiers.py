@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.spec.config import TierConfig
-from harness.spec.registry import ModelSpec, Ref
-from harness.spec.thresholds import Thresholds
+from harness.design.config import TierConfig
+from harness.design.registry import ModelSpec, Ref
+from harness.design.thresholds import Thresholds
 
 ALL_BITS = tuple(range(2, 9))
 SMOKE_N = (0, 1, 3)  # plus L: a few cuts, cheap enough to run before a long sweep
@@ -61,14 +61,14 @@ def thresholds(max_drop_pp, num_classes: int, majority: float, n_test: int) -> T
                       tflite_vs_keras_pp=max(defaults.tflite_vs_keras_pp, 200.0 / max(1, n_test)))
 
 
-def model_file_spec(model_path, data_path, custom: str, input_shape: tuple, num_classes: int, units: int,
+def spec_from_counts(model_path, data_path, custom: str, input_shape: tuple, num_classes: int, units: int,
                     kinds: tuple, limits: Thresholds, keep_float: bool) -> ModelSpec:
     """The spec whose builder loads the file and whose loader reads the data (both bound by path)."""
     name = spec_name(model_path)
     return ModelSpec(
         name=name,
-        builder=Ref("harness.models.user_model:build", (str(model_path), custom or "")),
-        dataset=Ref("harness.models.user_data:load", (str(data_path), tuple(input_shape), num_classes)),
+        builder=Ref("harness.external.model_file:build", (str(model_path), custom or "")),
+        dataset=Ref("harness.external.data_files:load", (str(data_path), tuple(input_shape), num_classes)),
         input_shape=tuple(input_shape), num_units=units, unit_kinds=tuple(kinds), thresholds=limits,
         tiers=tiers(units), description=f"{model_path} on {data_path}", keep_unsupported_float=keep_float,
     )

@@ -9,9 +9,10 @@ from typing import Optional
 import pytest
 
 from harness.results import gates, records, rescue
-from harness.spec import grid, registry
-from harness import options, user_models
-from harness.spec.config import Case, RunOptions
+from harness.design import grid, registry
+from harness import options
+from harness.external import register
+from harness.design.config import Case, RunOptions
 from harness.errors import describe, one_line
 from harness.limits import CaseTimeout, time_limit
 
@@ -76,7 +77,7 @@ def addoption(parser) -> None:
              "K shards with the same selection and --qat-run-id together run every case once")
     add("--qat-check-gpu", action="store_true", default=False,
         help="fail at start-up unless TensorFlow sees a GPU (for GPU runners)")
-    user_models.addoption(add)
+    register.addoption(add)
 
 
 def run_options(config) -> RunOptions:
@@ -90,7 +91,7 @@ def run_options(config) -> RunOptions:
         cache=get("qat_cache"), threads=get("qat_threads"), timeout=get("qat_timeout"),
         drop_tolerance=get("qat_drop_tolerance"), budget=get("qat_budget"), size_budget=get("qat_size_budget"),
         strict_baseline=get("qat_strict_baseline"), check_gpu=get("qat_check_gpu"),
-        shard=get("qat_shard"), mixed_budgets=get("qat_mixed_budgets"), **user_models.run_options(get),
+        shard=get("qat_shard"), mixed_budgets=get("qat_mixed_budgets"), **register.run_options(get),
     )
 
 
@@ -113,8 +114,8 @@ class QatSession:
             self.threads = 1 if self.is_worker else 0
         self._check_options()
         try:
-            self.options = user_models.register_all(config, self.options)
-        except user_models.BAD_INPUT as exc:
+            self.options = register.register_all(config, self.options)
+        except register.BAD_INPUT as exc:
             raise pytest.UsageError(one_line(exc)) from None
         if self.options.check_gpu:
             _check_gpu()
@@ -323,7 +324,7 @@ class QatSession:
         run folder, unless --qat-resume."""
         if not self.options.shard:
             return list(items), []
-        from harness.spec import shard
+        from harness.design import shard
 
         index, count = self.options.shard
         case_of = {id(item): item.callspec.params["qat_case"] for item in items

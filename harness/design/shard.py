@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Iterable, Sequence
 
-from harness.spec import registry
+from harness.design import registry
 
 DEFAULT_TRAIN_SIZE = 50_000  # a TierConfig with train_size None trains on the whole split
 DEFAULT_TEST_SIZE = 10_000

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from harness.spec import registry
-from harness.spec.config import MIXED_BITS, Case, QuantConfig, RunOptions, Selection
+from harness.design import registry
+from harness.design.config import MIXED_BITS, Case, QuantConfig, RunOptions, Selection
 
 
 def cases_for(opts: RunOptions) -> list:

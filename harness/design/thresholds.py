@@ -1,5 +1,5 @@
 """Where thresholds live. The defaults are the fields below; per-model values are each ModelSpec's
-``thresholds=`` in harness/spec/registry.py (targets live on the workload, as in AlgoPerf); the rules
+``thresholds=`` in harness/design/registry.py (targets live on the workload, as in AlgoPerf); the rules
 that judge a record against them are in harness/results/gates.py (per case and per configuration over
 seeds) and harness/results/baseline_gate.py (against a saved baseline). Pure: no TensorFlow."""
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import re
 from typing import Mapping
 
-from harness.spec.config import TierConfig, stable_hash
-from harness.spec.thresholds import Thresholds
+from harness.design.config import TierConfig, stable_hash
+from harness.design.thresholds import Thresholds
 
 SPEC_VERSION = 1  # bump when a builder or loader changes what it produces
 NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
@@ -245,7 +245,7 @@ BERT_MINI = ModelSpec(
 
 ZOO = (MLP, CNN, RESNET20, RESNET50, MINILM2, MINILM, BERT_MINI)
 REGISTRY: dict = {spec.name: spec for spec in ZOO}  # the zoo, then models registered from outside
-ZOO_SOURCE = "harness.spec.registry"
+ZOO_SOURCE = "harness.design.registry"
 _SOURCES: dict = {spec.name: ZOO_SOURCE for spec in ZOO}
 
 
@@ -254,7 +254,7 @@ def register(spec: ModelSpec, source: str) -> None:
     point, --qat-model-file). The same source may register a name again (every xdist worker and
     every session does); another source may not reuse a name."""
     if not isinstance(spec, ModelSpec):
-        raise ValueError(f"{source} returned {type(spec).__name__} {spec!r}, not a harness.spec.registry.ModelSpec")
+        raise ValueError(f"{source} returned {type(spec).__name__} {spec!r}, not a harness.design.registry.ModelSpec")
     if not NAME.fullmatch(spec.name):
         raise ValueError(f"{source}: model name {spec.name!r} must be 1..40 lowercase letters, digits and _, "
                          "starting with a letter (it starts every case id)")

@@ -1,9 +1,9 @@
 """Which units, at which bit width: a greedy sensitivity selection and an exact mixed-precision plan. Pure.
 
-Issue 17. Both work on the units of a model (harness/spec/units.py) and a *predicted cost* per unit
+Issue 17. Both work on the units of a model (harness/design/units.py) and a *predicted cost* per unit
 and bit width (a sensitivity score, e.g. HAWQ-V2's Hessian trace times quantization noise power,
 computed elsewhere: this module knows nothing about where the numbers come from). Bytes come from
-harness/spec/size.py, so a plan's bytes are exactly what ``size.predict`` says the .tflite stores.
+harness/design/size.py, so a plan's bytes are exactly what ``size.predict`` says the .tflite stores.
 
 - ``sensitivity_selection``: for the ``sensitivity`` order, the N units that save the most bytes per
   unit of predicted cost at one bit width (greedy knapsack by ratio). Greedy, not optimal: it is the
@@ -27,9 +27,9 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence, Union
 
-from harness.spec import size
-from harness.spec.config import QuantConfig, check_bits
-from harness.spec.units import Unit
+from harness.design import size
+from harness.design.config import QuantConfig, check_bits
+from harness.design.units import Unit
 
 FLOAT = "float"
 Choice = Union[str, int]  # "float", or a weight bit width 2..8
