@@ -340,7 +340,8 @@ def check_options(opts) -> None:
     check_combination(opts.strategy, opts.workers, opts.threads)
     if bool(opts.model_file) != bool(opts.data):
         raise Bad("--qat-model-file and --qat-data go together: the model file is benchmarked on that data")
-    for flag, value in (("--qat-custom-objects", opts.custom_objects), ("--qat-max-drop", opts.max_drop)):
+    for flag, value in (("--qat-custom-objects", opts.custom_objects), ("--qat-max-drop", opts.max_drop),
+                        ("--qat-trust-model-file", getattr(opts, "trust_model_file", False) or None)):
         if value is not None and not opts.model_file:
             raise Bad(f"{flag} needs --qat-model-file (it applies to the model loaded from that file)")
     if opts.mixed_budgets and opts.orders and "mixed" not in opts.orders:

@@ -301,7 +301,7 @@ def test_a_record_the_run_folder_refuses_is_kept_and_merged(session_for, tmp_pat
     (session.run_dir / records.CASES_DIR).write_text("not a folder")  # the folder refuses every record
     record, problems, _ = session.run(a_case(), runner=measured)
     assert record["status"] == "passed" and len(problems) == 1 and "record not written" in problems[0]
-    copy = records.case_path(rescue.rescue_dir(session.run_dir), "mlp-last1-w8a8")
+    copy = rescue.rescue_file(session.run_dir, "mlp-last1-w8a8", rescue.run_key(session.run_dir))
     assert str(copy) in problems[0] and json.loads(copy.read_text())["accuracy_drop_pp"] == 1.0
     failure = session.finish()
     assert [r["case_id"] for r in session.merged] == ["mlp-last1-w8a8"]

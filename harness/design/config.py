@@ -212,4 +212,5 @@ class RunOptions:
     custom_objects: Optional[str] = None  # module:name of the model file's custom layers
     max_drop: Optional[float] = None  # the model file's drop target (pp) at every bit width
     skip_unsupported: bool = False  # keep layers tfmot cannot quantize float instead of failing
+    trust_model_file: bool = False  # --qat-trust-model-file: the model file may run code (Lambda layers)
     mixed_budgets: tuple = ()  # --qat-mixed-budgets: the mixed order's byte budgets (empty: the tier's)

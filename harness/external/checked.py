@@ -15,16 +15,18 @@ from harness.design.registry import ModelSpec
 INPUT_ERRORS = (model_file.BadModel, data_files.BadData, UnsupportedQuantization)
 
 
-def checked_spec(model_path, data_path, custom: str = "", max_drop_pp=None, keep_float: bool = False) -> ModelSpec:
-    """The checked spec of a user's model file and data; raises one of INPUT_ERRORS (one line)."""
-    model = model_file.build(model_path, custom)
+def checked_spec(model_path, data_path, custom: str = "", max_drop_pp=None, keep_float: bool = False,
+                 trust: bool = False) -> ModelSpec:
+    """The checked spec of a user's model file and data; raises one of INPUT_ERRORS (one line).
+    ``trust`` (--qat-trust-model-file): the file may run code (a Lambda layer)."""
+    model = model_file.build(model_path, custom, trust=trust)
     input_shape, num_classes = model_file.check(model, model_path)
     units = _units(model, model_path)
     data = data_files.load(data_path, input_shape, num_classes)
     majority = float(np.bincount(data.y_test, minlength=num_classes).max() / len(data.y_test))
     limits = tiers.thresholds(max_drop_pp, num_classes, majority, len(data.y_test))
     return tiers.spec_from_counts(model_path, data_path, custom, input_shape, num_classes, len(units),
-                                tuple(sorted({u.kind for u in units})), limits, keep_float)
+                                tuple(sorted({u.kind for u in units})), limits, keep_float, trust=trust)
 
 
 def _units(model, path) -> tuple:

@@ -33,13 +33,17 @@ def addoption(add) -> None:
     add("--qat-skip-unsupported", action="store_true", default=False,
         help="keep layers tfmot cannot quantize (e.g. LayerNormalization) float, with only their output quantized, "
              "and list them in the record (kept_float_layers), instead of a one-line error")
+    add("--qat-trust-model-file", action="store_true", default=False,
+        help="let --qat-model-file run code it holds (Lambda layers, unsafe deserialization); without it such a "
+             "file is refused, whatever its format (.keras, .h5, SavedModel). Only for files you trust")
 
 
 def run_options(get) -> dict:
     model_file, data = get("qat_model_file"), get("qat_data")
     return dict(models=get("qat_models") or (), model_file=str(model_file) if model_file else None,
                 data=str(data) if data else None, custom_objects=get("qat_custom_objects"),
-                max_drop=get("qat_max_drop"), skip_unsupported=bool(get("qat_skip_unsupported")))
+                max_drop=get("qat_max_drop"), skip_unsupported=bool(get("qat_skip_unsupported")),
+                trust_model_file=bool(get("qat_trust_model_file")))
 
 
 def _specs(result, source: str) -> list:
@@ -75,7 +79,7 @@ def register_all(config, opts: RunOptions) -> RunOptions:
         from harness.external.checked import checked_spec  # loads the model: TensorFlow only here
 
         spec = checked_spec(opts.model_file, opts.data, opts.custom_objects or "", opts.max_drop,
-                               opts.skip_unsupported)
+                               opts.skip_unsupported, trust=opts.trust_model_file)
         registry.register(spec, f"--qat-model-file {opts.model_file}")
         if not opts.models:
             opts = dataclasses.replace(opts, models=(spec.name,))

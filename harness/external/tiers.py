@@ -62,12 +62,14 @@ def thresholds(max_drop_pp, num_classes: int, majority: float, n_test: int) -> T
 
 
 def spec_from_counts(model_path, data_path, custom: str, input_shape: tuple, num_classes: int, units: int,
-                    kinds: tuple, limits: Thresholds, keep_float: bool) -> ModelSpec:
-    """The spec whose builder loads the file and whose loader reads the data (both bound by path)."""
+                    kinds: tuple, limits: Thresholds, keep_float: bool, trust: bool = False) -> ModelSpec:
+    """The spec whose builder loads the file and whose loader reads the data (both bound by path);
+    ``trust``: built by model_file.build_trusted (--qat-trust-model-file), which may run the file's code."""
     name = spec_name(model_path)
+    builder = "harness.external.model_file:build_trusted" if trust else "harness.external.model_file:build"
     return ModelSpec(
         name=name,
-        builder=Ref("harness.external.model_file:build", (str(model_path), custom or "")),
+        builder=Ref(builder, (str(model_path), custom or "")),
         dataset=Ref("harness.external.data_files:load", (str(data_path), tuple(input_shape), num_classes)),
         input_shape=tuple(input_shape), num_units=units, unit_kinds=tuple(kinds), thresholds=limits,
         tiers=tiers(units), description=f"{model_path} on {data_path}", keep_unsupported_float=keep_float,

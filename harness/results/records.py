@@ -12,6 +12,7 @@ import io
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import tempfile
@@ -53,6 +54,8 @@ def upgrade(record) -> dict:
         raise RecordError(f"not a JSON object ({type(record).__name__})")
     if not isinstance(record.get("case_id"), str) or not record["case_id"]:
         raise RecordError("no case_id")
+    if not CASE_ID.fullmatch(record["case_id"]):  # it becomes a file name: never a path
+        raise RecordError(f"case_id {record['case_id'][:80]!r} is not a plain case id")
     version = record.get("schema_version")
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
         raise RecordError(f"schema {version!r} unknown (this code reads 1..{SCHEMA_VERSION})")
@@ -152,8 +155,35 @@ def _jsonable(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+# What a case id may be (the grid makes e.g. mlp-last3-w8a8, cnn-first1-w8a8-ptq, mlp-mixed-b150k,
+# my_model-single2-w4a8-s3): ids become file names, and ids read back from records or rescue files
+# are not trusted, so no separators, dots (no ".."), NUL or other characters a path could use.
+CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,199}")
+
+
+def check_case_id(case_id) -> str:
+    """``case_id`` if it is a plain case id, else ValueError (one line): the one check for every source."""
+    if not isinstance(case_id, str) or not CASE_ID.fullmatch(case_id):
+        raise ValueError(f"case id {str(case_id)[:80]!r} is not a plain case id (letters, digits, _ and -, "
+                         "1..200 characters, starting with a letter or digit)")
+    return case_id
+
+
+def inside(folder: Path, name: str) -> Path:
+    """``folder / name`` after checking that, resolved (symlinks followed), it lies directly in ``folder``:
+    every file qatbench writes or deletes under a run or rescue folder goes through here."""
+    folder = Path(folder)
+    path = folder / name
+    if Path(name).name != name or name in ("", ".", "..") or "\0" in name:
+        raise ValueError(f"{name[:80]!r} is not a plain file name")
+    if path.resolve().parent != folder.resolve():
+        raise ValueError(f"{path} resolves to {path.resolve()}, outside {folder}")
+    return path
+
+
 def case_path(run_dir: Path, case_id: str) -> Path:
-    return Path(run_dir) / CASES_DIR / f"{case_id}.json"
+    """RUN/cases/<case_id>.json; ValueError if the case id is not plain or the path leaves the folder."""
+    return inside(Path(run_dir) / CASES_DIR, f"{check_case_id(case_id)}.json")
 
 
 PREDICTIONS_SUFFIX = ".predictions.npz"
@@ -170,7 +200,7 @@ def write_predictions(run_dir: Path, case_id: str, predictions: dict) -> dict:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     content = buffer.getvalue()
-    path = Path(run_dir) / CASES_DIR / f"{case_id}{PREDICTIONS_SUFFIX}"
+    path = inside(Path(run_dir) / CASES_DIR, f"{check_case_id(case_id)}{PREDICTIONS_SUFFIX}")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, content)
     return {"predictions_file": path.name, "predictions_sha256": hashlib.sha256(content).hexdigest()}
@@ -178,7 +208,11 @@ def write_predictions(run_dir: Path, case_id: str, predictions: dict) -> dict:
 
 def read_predictions(run_dir: Path, record: dict) -> dict:
     """The predicted labels of a record, checked against its checksum (no pickle: allow_pickle=False)."""
-    path = Path(run_dir) / CASES_DIR / str(record.get("predictions_file"))
+    expected = f"{check_case_id(record.get('case_id'))}{PREDICTIONS_SUFFIX}"
+    if record.get("predictions_file") != expected:  # a record names no other file than its own
+        raise RecordError(f"{record['case_id']}: predictions_file {str(record.get('predictions_file'))[:80]!r} "
+                          f"is not {expected}")
+    path = inside(Path(run_dir) / CASES_DIR, expected)
     content = path.read_bytes()
     if hashlib.sha256(content).hexdigest() != record.get("predictions_sha256"):
         raise RecordError(f"{path.name}: checksum does not match its record")
