@@ -215,6 +215,8 @@ def parse_output_file(value: str) -> Path:
     path = Path(value)
     if not value or path.is_dir() or value.endswith(os.sep):
         raise Bad(f"output file {value!r} is a directory; name a file, e.g. {Path(value or '.') / 'baseline.json'}")
+    if path.is_symlink() or (path.exists() and not path.is_file()):  # e.g. /dev/full: never replaced
+        raise Bad(f"output file {value!r} is a link or a special file; name a regular file")
     if path.exists() and not os.access(path, os.W_OK):
         raise Bad(f"output file {value!r} exists and is not writable")
     _writable_folder("folder of output file", path.parent if str(path.parent) else ".")

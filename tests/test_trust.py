@@ -293,3 +293,122 @@ def test_the_trust_option_needs_a_model_file():
 
     with pytest.raises(options.Bad, match="--qat-trust-model-file needs --qat-model-file"):
         options.check_options(RunOptions(trust_model_file=True))
+
+
+# -- every reader checks values against the one schema; outputs are regular files; reads are bounded --
+@pytest.mark.parametrize("field, value, says", [
+    ("drop_ci95_pp", ["a", "b"], "not an interval"), ("drop_ci95_pp", [1.0], "not an interval"),
+    ("accuracy_drop_pp", float("nan"), "NaN"), ("accuracy_drop_pp", 1e308, "outside"),
+    ("control_accuracy", 5.0, "outside"), ("phase_s", {"fit": float("inf")}, "NaN or infinite"),
+    ("n_test", 0, "outside"), ("weight_bits", 9, "outside"), ("env", [1], "not dict"),
+])
+def test_one_bad_value_skips_that_record_in_merge_and_report_with_one_line(run, tmp_path, field, value, says):
+    from harness.analysis import report
+
+    records.write_atomic(records.case_path(run, "mlp-last1-w8a8"), record("mlp-last1-w8a8"))
+    (run / records.CASES_DIR / "mlp-last2-w8a8.json").write_text(json.dumps(record("mlp-last2-w8a8", **{field: value})))
+    merged, problems = rescue.merge_run(run)
+    assert [r["case_id"] for r in merged] == ["mlp-last1-w8a8"]
+    assert len(problems) == 1 and "mlp-last2-w8a8.json" in problems[0] and says in problems[0]
+    assert report.write_report(merged, tmp_path / "rep", problems=problems).path.is_file()
+
+
+def test_non_finite_numbers_are_refused_at_write_and_stored_as_null_in_a_rescue_copy(run):
+    with pytest.raises(ValueError):
+        records.write_atomic(run / "x.json", record("mlp-last1-w8a8", accuracy_drop_pp=float("nan")))
+    assert rescue.plain(record("m", qat_final_loss=float("inf"), phase_s={"a": float("nan")}))["phase_s"] == {"a": None}
+
+
+def test_outputs_are_never_links_or_special_files(tmp_path):
+    from harness import options
+
+    target = tmp_path / "target.json"
+    target.write_text("keep")
+    (tmp_path / "link.json").symlink_to(target)
+    for value in (str(tmp_path / "link.json"), "/dev/null"):
+        with pytest.raises(options.Bad, match="link or a special file"):
+            options.parse_output_file(value)
+        with pytest.raises(OSError, match="link or a special file"):
+            records.write_text_atomic(Path(value), "x")
+    assert target.read_text() == "keep" and Path("/dev/null").is_char_device()
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    from harness.results import baseline
+
+    big = tmp_path / "big.json"
+    with open(big, "wb") as handle:
+        handle.truncate(records.MAX_FILE_BYTES + 1)  # sparse: nothing is really written or read
+    with pytest.raises(baseline.BaselineError, match="over the"):
+        baseline.load_baseline(big)
+    with pytest.raises(ValueError, match="over the"):
+        records.read_case_record(big)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):  # returns at once: a FIFO is never opened
+        records.read_case_record(fifo)
+
+
+def good_baseline() -> dict:
+    return {"format": "qatbench-baseline", "schema_version": 2, "created": "x", "tier": "smoke", "machine": {},
+            "noise": {"mlp/w8": {"sd_pp": 0.5, "df": 2}},
+            "entries": {"mlp-last1-w8a8": {"model": "mlp", "weight_bits": 8, "n": 1, "seeds": {"0": {
+                "case_id": "mlp-last1-w8a8", "config_hash": "h", "drop_pp": 0.3, "control_accuracy": 0.9,
+                "quant_accuracy": 0.89, "tflite_bytes": 1000, "n_test": 100}}}}}
+
+
+@pytest.mark.parametrize("where, value", [
+    (("noise", "mlp/w8", "df"), "abc"), (("noise", "mlp/w8", "df"), -1), (("schema_version",), True),
+    (("entries", "mlp-last1-w8a8", "seeds", "0", "tflite_bytes"), -1),
+    (("entries", "mlp-last1-w8a8", "seeds", "0", "tflite_bytes"), 0),
+    (("entries", "mlp-last1-w8a8", "seeds", "0", "control_accuracy"), 5.0),
+    (("entries", "mlp-last1-w8a8", "seeds", "0", "n_test"), "abc"),
+    (("entries", "mlp-last1-w8a8", "weight_bits"), "abc"), (("entries", "mlp-last1-w8a8", "model"), [1]),
+    (("entries", "mlp-last1-w8a8", "seeds", "x"), {"case_id": "a"}), (("noise",), [1]),
+])
+def test_every_baseline_value_is_checked_in_one_line(tmp_path, where, value):
+    from harness.results import baseline
+
+    data = good_baseline()
+    assert baseline.load_baseline(_dump(tmp_path / "ok.json", data)).entries
+    item = data
+    for key in where[:-1]:
+        item = item[key]
+    item[where[-1]] = value
+    with pytest.raises(baseline.BaselineError) as caught:
+        baseline.load_baseline(_dump(tmp_path / "bad.json", data))
+    assert "\n" not in str(caught.value)
+
+
+def _dump(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def image_folder(root: Path, classes: dict) -> Path:
+    from PIL import Image
+
+    for name, count in classes.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (4, 4), (i * 40, 0, 0)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("classes, says", [({"cat": 6}, "needs at least 2"), ({"cat": 6, "dog": 0}, "holds no image")])
+def test_an_image_folder_with_one_class_or_an_empty_class_is_one_line(tmp_path, classes, says):
+    from harness.external import data_files
+
+    folder = image_folder(tmp_path / "imgs", classes)
+    with pytest.raises(data_files.BadData, match=says) as caught:
+        data_files.load(folder, (4, 4, 3), 2)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_fifo_in_an_image_folder_is_refused_not_read(tmp_path):
+    from harness.external import data_files
+
+    folder = image_folder(tmp_path / "imgs", {"cat": 3, "dog": 3})
+    os.mkfifo(folder / "dog" / "zz.png")
+    with pytest.raises(data_files.BadData, match="zz.png: not a regular file"):
+        data_files.load(folder, (4, 4, 3), 2)

@@ -117,9 +117,13 @@ def _read_images(folder: Path, classes: list, input_shape: tuple) -> tuple:
     height, width, channels = input_shape
     xs, ys = [], []
     for label, name in enumerate(classes):
+        found = 0
         for file in sorted((folder / name).iterdir()) if (folder / name).is_dir() else ():
             if file.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
+            if not file.is_file():  # a FIFO or device would block or never end: refused, never opened
+                raise BadData(f"--qat-data {file}: not a regular file")
+            found += 1
             try:
                 with Image.open(file) as image:
                     image = image.convert("L" if channels == 1 else "RGB").resize((width, height))
@@ -128,6 +132,11 @@ def _read_images(folder: Path, classes: list, input_shape: tuple) -> tuple:
                 raise BadData(f"--qat-data {file}: not a readable image ({type(exc).__name__})") from None
             xs.append(pixels.reshape(height, width, channels))
             ys.append(label)
+        if not found:
+            raise BadData(f"--qat-data {folder / name}: class folder holds no image ({', '.join(IMAGE_SUFFIXES)})")
+    if len(classes) < 2:
+        raise BadData(f"--qat-data {folder}: {len(classes)} class folder ({', '.join(classes)}); a classifier "
+                      "needs at least 2")
     if not xs:
         return np.zeros((0, height, width, channels), "float32"), np.zeros((0,), "int64")
     return np.stack(xs), np.asarray(ys, dtype="int64")

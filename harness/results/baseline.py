@@ -24,7 +24,7 @@ from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
-from harness.results.records import MEASURED, now_iso, write_atomic
+from harness.results.records import MEASURED, now_iso, read_bounded, write_atomic
 from harness.results.seedstats import as_number
 
 BASELINE_FORMAT = "qatbench-baseline"
@@ -205,14 +205,14 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise BaselineError(f"baseline not found: {path}")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_bounded(path))  # at most records.MAX_FILE_BYTES: refused before reading
     except (OSError, UnicodeDecodeError) as exc:
         raise BaselineError(f"baseline {path} unreadable: {exc}") from None
     except ValueError as exc:
         raise BaselineError(f"baseline {path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != BASELINE_FORMAT:
         raise BaselineError(f"baseline {path} is not a qatbench baseline (no format={BASELINE_FORMAT!r})")
-    if data.get("schema_version") not in (1, BASELINE_SCHEMA_VERSION):
+    if isinstance(data.get("schema_version"), bool) or data.get("schema_version") not in (1, BASELINE_SCHEMA_VERSION):
         raise BaselineError(f"baseline {path} has schema version {data.get('schema_version')!r}, "
                             f"this code reads 1 and {BASELINE_SCHEMA_VERSION}")
     if not isinstance(data.get("entries"), dict):
@@ -262,6 +262,35 @@ def _entry(key: str, item, where: str) -> BaselineEntry:
     return BaselineEntry(key, item.get("model"), item.get("weight_bits"), item.get("n"), seeds)
 
 
+# What a value must be for the gate to mean anything (a 0 or negative size would turn the size gate off).
+_SEED_RANGES = {"drop_pp": (-100.0, 100.0), "control_accuracy": (0.0, 1.0), "quant_accuracy": (0.0, 1.0),
+                "tflite_bytes": (1.0, 1e15)}
+
+
+def _check_entry(entry: BaselineEntry, where: str) -> None:
+    """BaselineError (one line) for a value of the wrong type or outside its range."""
+    def bad(what, value):
+        raise BaselineError(f"{where} entry {entry.key!r}: {what}, got {value!r}"[:300])
+
+    if entry.model is not None and not isinstance(entry.model, str):
+        bad("model must be text", entry.model)
+    bits = entry.weight_bits
+    if bits is not None and (isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8):
+        bad("weight_bits must be an integer in 2..8", bits)
+    if entry.n is not None and (isinstance(entry.n, bool) or not isinstance(entry.n, int) or entry.n < 0):
+        bad("n must be an integer >= 0", entry.n)
+    for value in entry.seeds.values():
+        n_test = value.n_test
+        if n_test is not None and (isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 1):
+            bad("n_test must be an integer > 0", n_test)
+        if value.config_hash is not None and not isinstance(value.config_hash, str):
+            bad("config_hash must be text", value.config_hash)
+        for name, (low, high) in _SEED_RANGES.items():
+            number = getattr(value, name)
+            if number is not None and not low <= number <= high:
+                bad(f"{name} of {value.case_id} must be in {low:g}..{high:g}", number)
+
+
 def load_baseline(path) -> Baseline:
     """Read a baseline file; BaselineError (one line) if missing, unreadable, corrupt or of an unknown schema."""
     path = Path(path)
@@ -273,13 +302,20 @@ def load_baseline(path) -> Baseline:
         entries = {key: _entry(key, item, where) for key, item in raw.items()}
     except (TypeError, ValueError) as exc:
         raise BaselineError(f"{where}: {exc}") from None
+    for entry in entries.values():
+        _check_entry(entry, where)
     noise = {}
+    if not isinstance(data.get("noise") or {}, dict):
+        raise BaselineError(f"{where}: 'noise' must be an object")
     for name, item in (data.get("noise") or {}).items():
         if not isinstance(item, dict):
             raise BaselineError(f"{where} noise {name!r}: expected an object")
         numbers = {field: _optional_number(item.get(field), f"{where} noise {name!r}")
                    for field in ("sd_pp", "seed_sd_pp", "case_sd_pp")}
-        noise[name] = Noise(df=int(item.get("df") or 0), **numbers)
+        df = item.get("df") or 0
+        if isinstance(df, bool) or not isinstance(df, int) or df < 0 or any((v or 0) < 0 for v in numbers.values()):
+            raise BaselineError(f"{where} noise {name!r}: df must be an integer >= 0 and the SDs >= 0, got {item!r}"[:300])
+        noise[name] = Noise(df=df, **numbers)
     return Baseline(path=str(path), created=str(data.get("created")), entries=entries, noise=noise,
                     tier=data.get("tier"), machine=data.get("machine") or {},
                     migrated_from=1 if version == 1 else None)

@@ -139,7 +139,8 @@ def write_atomic(path: Path, record: dict) -> Path:
     """Write a record as JSON: temp file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(record, indent=1, sort_keys=True, default=_jsonable))
+    # allow_nan=False: NaN/inf are refused at write (ValueError), as readers refuse them (schema.value_problem)
+    write_text_atomic(path, json.dumps(record, indent=1, sort_keys=True, default=_jsonable, allow_nan=False))
     return path
 
 
@@ -242,6 +243,9 @@ def usable(record) -> dict:
         value = record.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise RecordError(f"{name} is a {type(value).__name__}, not a number")
+    problem = schema.value_problem(record)  # declared types, ranges, NaN/inf anywhere (harness/results/schema.py)
+    if problem:
+        raise RecordError(problem)
     return record
 
 
@@ -249,9 +253,25 @@ def _note(where: str, exc: Exception) -> str:
     return f"{where}: skipped, unreadable ({' '.join(str(exc).split())[:200] or type(exc).__name__})"
 
 
+MAX_FILE_BYTES = 64 * 2 ** 20  # records, records.jsonl and baselines above this are refused before reading
+
+
+def read_bounded(path: Path, limit: int = MAX_FILE_BYTES) -> str:
+    """The text of a regular file of at most ``limit`` bytes: a FIFO or device is not opened (it could
+    block or never end), a larger file is refused before it is read (OSError/ValueError, one line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path.name} is not a regular file")
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > limit:
+            raise ValueError(f"{path.name} is {size:,} bytes, over the {limit:,}-byte limit for a results file")
+        return handle.read(limit + 1).decode()
+
+
 def read_case_record(path: Path) -> dict:
     """One case record file, checked (OSError, ValueError or RecordError otherwise)."""
-    return usable(json.loads(Path(path).read_text()))
+    return usable(json.loads(read_bounded(path)))
 
 
 def read_case_records(run_dir: Path) -> tuple:
@@ -306,6 +326,9 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_bytes_atomic(path: Path, content: bytes) -> None:
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_file()):  # never replace a link, device or FIFO
+        raise OSError(f"{path} is a link or a special file; qatbench replaces only regular files")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)
@@ -331,13 +354,12 @@ def load_jsonl(path: Path, problems: Optional[list] = None) -> list:
     """The usable records of a .jsonl file; a malformed line (a truncated last line, a record that is
     not an object, an unknown schema) is skipped with a one-line note appended to ``problems``."""
     out = []
-    with open(path) as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(usable(json.loads(line)))
-            except ValueError as exc:
-                if problems is not None:
-                    problems.append(_note(f"{Path(path).name} line {number}", exc))
+    for number, line in enumerate(read_bounded(path).splitlines(), 1):  # bounded: at most MAX_FILE_BYTES
+        if not line.strip():
+            continue
+        try:
+            out.append(usable(json.loads(line)))
+        except ValueError as exc:
+            if problems is not None:
+                problems.append(_note(f"{Path(path).name} line {number}", exc))
     return out

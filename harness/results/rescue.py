@@ -1,7 +1,7 @@
 """Nothing measured is lost at the end of a session.
 
 - A case record the run folder refuses (read-only folder, full disk, file-size limit, a value JSON
-  cannot hold) is kept in memory by the session and copied to a rescue folder outside the results
+  cannot hold, NaN or infinity, stored as null) is kept in memory by the session and copied to a rescue folder outside the results
   (``$TMPDIR/qatbench-rescue/<run-id>-<hash of its path>/``); the session end merges it like any
   record, says where it is, and writes it back into the run folder once the folder accepts it.
 - The rescue folder sits in a shared, predictable place, so what is found there is not trusted: each
@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -50,7 +51,18 @@ def plain(record: dict) -> dict:
             return records._jsonable(value)
         except TypeError:
             return repr(value)
-    return json.loads(json.dumps(record, default=fallback))
+    return _finite_or_none(json.loads(json.dumps(record, default=fallback)))
+
+
+def _finite_or_none(value):
+    """NaN and infinities become null: JSON has neither, and readers refuse records holding them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(item) for item in value]
+    return value
 
 
 KEY_FILE = ".rescue-key"

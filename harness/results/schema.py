@@ -108,3 +108,50 @@ def problems(record: dict) -> list:
         elif not _type_ok(value, field.types):
             found.append(f"{name}: {type(value).__name__} where the schema says {'/'.join(field.types)}")
     return found
+
+
+# Values readers rely on beyond their JSON type (issue 29): a record breaking one is skipped with
+# one line by every reader (records.usable), so one edited or damaged record cannot stop a merge,
+# a report or a resumed session. (low, high) are inclusive; pairs are [low, high] intervals.
+UNIT_INTERVAL = ("control_accuracy", "quant_accuracy", "quant_accuracy_keras", "control_accuracy_keras",
+                 "pretrained_accuracy", "param_fraction", "mcnemar_p")
+RANGES = {**{name: (0.0, 1.0) for name in UNIT_INTERVAL},
+          "accuracy_drop_pp": (-100.0, 100.0), "paired_drop_pp": (-100.0, 100.0),
+          "weight_bits": (2, 8), "n_test": (1, 10 ** 12), "n": (0, 10 ** 12), "seed": (0, 2 ** 32 - 1),
+          **{name: (0, 10 ** 15) for name in ("tflite_bytes", "control_tflite_bytes", "gzip_bytes", "weight_bytes",
+                                              "predicted_weight_bytes", "ideal_packed_bytes", "units_total",
+                                              "quantized_kernels", "selected_kernels")}}
+PAIRS = {"drop_ci95_pp": (-100.0, 100.0)}
+
+
+def _finite(value) -> bool:
+    """No NaN or infinity anywhere in a value (JSON has neither; Python's json reads and writes them)."""
+    if isinstance(value, float):
+        return value == value and value not in (float("inf"), float("-inf"))
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def value_problem(record: dict):
+    """The first declared-type, range or non-finite problem of a record's values (one line), or None.
+    Keys the schema does not declare are left to ``problems`` (a newer writer may add some)."""
+    for name, value in record.items():
+        field = FIELDS.get(name)
+        if field is not None and not _type_ok(value, field.types):
+            return f"{name} is a {type(value).__name__}, not {'/'.join(field.types)}"
+        if not _finite(value):
+            return f"{name} holds a NaN or infinite number"
+        low_high = RANGES.get(name)
+        if low_high and value is not None and not low_high[0] <= value <= low_high[1]:
+            return f"{name} {value!r} is outside {low_high[0]}..{low_high[1]}"
+        if name in PAIRS and value is not None and not (
+                len(value) == 2 and all(_number(v) and PAIRS[name][0] <= v <= PAIRS[name][1] for v in value)):
+            return f"{name} {str(value)[:60]} is not an interval of two numbers in {PAIRS[name][0]}..{PAIRS[name][1]}"
+    return None
