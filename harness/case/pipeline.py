@@ -303,6 +303,7 @@ def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
               "convert_s": phase.seconds["convert"], "wall_s": time.perf_counter() - start,
               "phase_s": {name: round(seconds, 3) for name, seconds in phase.seconds.items()},
               "dataset": data.describe(), "kept_float_layers": [f"{name} ({cls})" for name, cls in kept_float],
+              "boundary_fixes": quantize.fixed_producers(chosen),
               "sensitivity": sensitivity, "mixed_plan": plan_field}
     if tuner is not None:
         record.update(tuner.fields(units, chosen, case.quant, qat_audit, len(qat_tflite), len(control.tflite)))

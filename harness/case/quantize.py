@@ -101,8 +101,8 @@ def unsupported_members(model: "keras.Model", chosen: Sequence[Unit], quant: Qua
 
 
 def without_unsupported(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig, keep_float: bool) -> tuple:
-    """(chosen units minus the layers tfmot cannot annotate, [(name, class) kept float]). Without
-    ``keep_float`` such a layer is a one-line UnsupportedQuantization naming it and the ways out."""
+    """(chosen units minus the layers tfmot cannot annotate, with their boundary fixes, [(name, class)
+    kept float]). Without ``keep_float`` such a layer is a one-line UnsupportedQuantization naming it and the ways out."""
     unsupported = unsupported_members(model, chosen, quant)
     if unsupported and not keep_float:
         name, cls = unsupported[0]
@@ -113,7 +113,71 @@ def without_unsupported(model: "keras.Model", chosen: Sequence[Unit], quant: Qua
             + (f"; {len(unsupported) - 1} more such layer(s)" if len(unsupported) > 1 else ""))
     skip = {name for name, _ in unsupported}
     kept = tuple(dataclasses.replace(u, float_members=tuple(m for m in u.members if m in skip)) for u in chosen)
-    return kept, unsupported
+    return with_boundary_fixes(model, kept, quant), unsupported
+
+
+def boundary_fixes(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig) -> tuple:
+    """((unit index, producer name), ...): the unselected layers feeding a selected layer whose input
+    tfmot would leave float, each with the selected unit it feeds, in graph order.
+
+    quantize_apply fake-quantizes the output of the unannotated layer right in front of an annotated
+    one-input layer, but only through the registry's config for that producer (OutputOnlyConfig). A
+    producer the registry does not support (a BatchNormalization with no activation behind it: the
+    linear bottleneck of MBConv / inverted-residual blocks; a Multiply; a Lambda) or whose config has no
+    output or activation quantizer (a ZeroPadding2D, Dropout, Reshape; a sigmoid Activation) is left
+    as it is: the selected weight layer then reads a float tensor and the converter keeps its kernel
+    FLOAT32 (issue 34). annotate() gives such producers the keep-float output config instead.
+    (A layer with several inputs, an Add, quantizes its own output: tfmot marks none of its producers.)"""
+    unit_of = {name: unit.index for unit in chosen for name in unit.members}
+    if not unit_of:
+        return ()
+    registry = scheme_for(quant).get_quantize_registry()
+    found = {}
+    for layer in model.layers:
+        inbound = _inbound_layers(layer) if layer.name in unit_of else []
+        if len(inbound) != 1 or inbound[0].name in unit_of or inbound[0].name in found:
+            continue
+        producer = inbound[0]
+        if type(producer).__name__ != "InputLayer" and not _quantizes_output(registry, producer):
+            found[producer.name] = unit_of[layer.name]
+    order = {layer.name: i for i, layer in enumerate(model.layers)}
+    return tuple((index, name) for name, index in sorted(found.items(), key=lambda item: order[item[0]]))
+
+
+def with_boundary_fixes(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig) -> tuple:
+    """``chosen`` with each unit's ``input_fixes`` filled in (what size.predict counts)."""
+    by_name = {layer.name: layer for layer in model.layers}
+    fixes: dict = {}
+    for index, name in boundary_fixes(model, chosen, quant):
+        layer = by_name[name]
+        channels = int(layer.moving_mean.shape[-1]) if type(layer).__name__ == "BatchNormalization" else 0
+        fixes.setdefault(index, []).append((name, type(layer).__name__, channels))
+    return tuple(dataclasses.replace(u, input_fixes=tuple(fixes.get(u.index, ()))) for u in chosen)
+
+
+def fixed_producers(chosen: Sequence[Unit]) -> list:
+    """Names of the producers the boundary fixes of ``chosen`` quantize (the record's boundary_fixes)."""
+    return [name for unit in chosen for name, _, _ in unit.input_fixes]
+
+
+def _inbound_layers(layer) -> list:
+    """The layers feeding ``layer``'s first call, as tfmot's quantize_apply reads them."""
+    if len(layer._inbound_nodes) != 1:
+        return []  # tfmot marks no producer of a layer called several times (neither do we)
+    inbound = layer._inbound_nodes[0].inbound_layers
+    return list(inbound) if isinstance(inbound, (list, tuple)) else [inbound]
+
+
+def _quantizes_output(registry, layer) -> bool:
+    """Whether tfmot's OutputOnlyConfig for ``layer`` fake-quantizes its output (what quantize_apply
+    does to the unannotated producer of an annotated layer)."""
+    if not registry.supports(layer):
+        return False
+    try:
+        config = registry.get_quantize_config(layer)
+        return bool(config.get_output_quantizers(layer) or config.get_activations_and_quantizers(layer))
+    except (ValueError, RuntimeError):  # an Activation whose function the config does not know
+        return False
 
 
 def scheme_for(quant: QuantConfig):
@@ -175,13 +239,16 @@ def annotate(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig, b
     at quant.weight_bits when None); the scheme then takes the conv units' width when the plan quantizes
     any (a conv cannot take a width of its own: _unit_config), else the narrowest width."""
     names = {name for unit in chosen for name in unit.members}
-    kept_float = {name for unit in chosen for name in unit.float_members}
+    # a producer tfmot would leave unquantized: computed in float, its output fake-quantized
+    kept_float = ({name for unit in chosen for name in unit.float_members}
+                  | {name for _, name in boundary_fixes(model, chosen, quant)})
     width = {name: (bits_of or {}).get(unit.index, quant.weight_bits) for unit in chosen for name in unit.members}
     scheme_bits = _scheme_bits(model, width, quant.weight_bits)
+    wrapped = names | kept_float
 
     def clone(layer):
         fresh = layer.__class__.from_config(layer.get_config())
-        if layer.name not in names or getattr(layer, "qat_float", False):
+        if layer.name not in wrapped or getattr(layer, "qat_float", False):
             return fresh  # qat_float: a layer that must stay float (an int32-token embedding)
         # A member tfmot cannot quantize computes in float, but its output is fake-quantized, so the
         # weight layer it feeds still sees a quantized input and converts to an integer kernel.

@@ -4,6 +4,12 @@ Weight bytes of a unit: its kernel at the storage width (INT8, or nibble-packed 
 plus its bias at 4 bytes (int32 when quantized, float32 otherwise). Float units store
 every weight as float32. Per-channel scales and zero points live in the flatbuffer's
 quantization tables, not in buffers; they are reported separately.
+
+A boundary fix (a selected unit whose input comes from an unselected BatchNormalization with no
+activation behind it: harness/case/quantize.boundary_fixes) fake-quantizes that BN's output, so the
+converter can no longer fold it into its float conv: the conv keeps a (zero) float bias of the same
+size as the folded one, and the BN becomes a float MUL and ADD with one float32 constant per channel
+each. Those constants are not kernels: the audit counts them in ``other_const_bytes``.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class SizePrediction:
     ideal_bytes: int  # the same at exactly weight_bits per weight
     float_bytes: int  # the whole model in float32
     quantized_kernels: int
+    boundary_const_bytes: int = 0  # float constants the boundary fixes add (not weight bytes)
 
     @property
     def compression(self) -> float:
@@ -52,4 +59,16 @@ def predict(units: Sequence[Unit], chosen: Sequence[Unit], quant: QuantConfig) -
     ideal = sum(unit_bytes(u, u.index in chosen_ix, quant.weight_bits) for u in units)
     float_total = sum(unit_bytes(u, False, 32) for u in units)
     kernels = sum(u.kernels for u in chosen)
-    return SizePrediction(stored, ideal, float_total, kernels)
+    return SizePrediction(stored, ideal, float_total, kernels, boundary_const_bytes(chosen))
+
+
+def fix_const_bytes(class_name: str, channels: int) -> int:
+    """Constants a boundary fix on a layer of ``class_name`` adds to the file: an unfolded BN's scale
+    and offset (MUL and ADD, float32 per channel); other producers (a ZeroPadding2D, a Multiply, an
+    activation) compute as they did, only their output is quantized."""
+    return 2 * channels * FLOAT_BYTES if class_name == "BatchNormalization" else 0
+
+
+def boundary_const_bytes(chosen: Sequence[Unit]) -> int:
+    fixes = {name: (cls, channels) for u in chosen for name, cls, channels in u.input_fixes}
+    return sum(fix_const_bytes(cls, channels) for cls, channels in fixes.values())

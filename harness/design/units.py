@@ -55,6 +55,9 @@ class Unit:
     channels: int = 0
     kernels: int = 1  # weight tensors that become quantized kernels (attention has 4)
     float_members: tuple = ()  # members kept float by --qat-skip-unsupported (only their output is quantized)
+    # unselected producers of this (selected) unit's input that tfmot would leave unquantized, given an
+    # output quantizer instead (issue 34): ((layer name, class name, channels), ...)
+    input_fixes: tuple = ()
 
     @property
     def params(self) -> int:

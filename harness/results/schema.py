@@ -38,7 +38,8 @@ GROUPS = {
     "selection": (_fields("int", "units_total", "selected_kernels", "quantized_kernels")
                   + _fields("list", "units_selected", "selected_layers") + _fields(NUMBER, "param_fraction")
                   + _fields("list", "unit_table", since=2) + _fields("list", "kept_float_layers", since=3)
-                  + _fields("dict", "sensitivity", since=3) + _fields("dict", "mixed_plan", since=4)),
+                  + _fields("dict", "sensitivity", since=3) + _fields("dict", "mixed_plan", since=4)
+                  + _fields("list", "boundary_fixes", since=6)),
     "accuracy": (_fields(NUMBER, "control_accuracy", "quant_accuracy", "accuracy_drop_pp", "control_accuracy_keras",
                          "quant_accuracy_keras", "pretrained_accuracy", "qat_final_loss", "float_final_loss")
                  + _fields("str", "accuracy_source")
