@@ -8,7 +8,7 @@ spec, results and analysis import no TensorFlow; harness/backend.py is the one m
 
 import os
 
-__version__ = "0.1.0"
+__version__ = "0.7.0"  # the one version string (pyproject.toml reads it)
 
 
 def set_tf_environment(env=None):

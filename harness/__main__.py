@@ -1,9 +1,11 @@
-"""Command line: ``python -m harness plan --results DIR --budget 1.0 [--size-budget BYTES] [--model M]``;
-``python -m harness plan --results DIR --size-budget BYTES [--budget PP]`` gives the best mixed float/INT8/INT4
-plan with its calibrated drop (with both budgets and no --order: the last-N table, then the mixed plan).
+"""The command line, ``qatbench COMMAND`` (or ``python -m harness COMMAND``), on finished run folders:
+``plan`` (the largest N within an accuracy, size or latency budget, or the best mixed float/INT8/INT4 plan
+within a weight-bytes budget), ``baseline`` (save a regression baseline), ``rerun`` (how far each case
+moved between two runs), ``report`` (write the report again), ``merge`` (the end of a session on a
+sharded folder: harness/session_end.py) and ``perf`` (the suite measured against itself).
 
-Subcommands are registered in ``COMMANDS`` (name -> (add_arguments, run)); add more (e.g. ``perf``)
-there. Bad input exits with status 2 and a one-line message on stderr.
+Subcommands are registered in ``COMMANDS`` (name -> (add_arguments, run, help)). Bad input exits with
+status 2 and a one-line message on stderr.
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ def _add_plan(sub) -> None:
                      help="selection order to plan for (default: last; mixed without --budget)")
     sub.add_argument("--method", default=None, choices=METHODS, help="qat or ptq (default: both)")
     sub.add_argument("--extrapolate", action="store_true", help="allow N beyond the largest measured N")
+    sub.add_argument("--latency-budget", type=float, default=None, metavar="RATIO",
+                     help="largest N whose batch-1 LiteRT latency ratio quantized/control (upper 95%% bound of "
+                          "every timed run) is at most RATIO, e.g. 1.0 (last-N plans; ratios hold for the measuring CPU)")
 
 
 def _run_plan(args) -> int:
@@ -74,6 +79,7 @@ def _run_plan(args) -> int:
     args.order = args.order or "last"
     try:
         _plan.check_budget(args.budget, args.size_budget)
+        _plan.check_latency_budget(args.latency_budget)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     records = load_run(args.results)
@@ -81,7 +87,8 @@ def _run_plan(args) -> int:
         known = sorted({str(r.get("model")) for r in records})
         raise BadInput(f"model {args.model!r} not in {args.results} (has: {', '.join(known)})")
     plans = _plan.plan_table(records, args.budget, size_budget=args.size_budget, model=args.model,
-                             orders=(args.order,), method=args.method, extrapolate=args.extrapolate)
+                             orders=(args.order,), method=args.method, extrapolate=args.extrapolate,
+                             latency_budget=args.latency_budget)
     if with_mixed and not plans:  # no last-N records: the mixed plan alone
         return _run_mixed_plan(args, records)
     if not plans:
@@ -89,6 +96,8 @@ def _run_plan(args) -> int:
     title = f"plan: accuracy budget {args.budget:g} pp"
     if args.size_budget is not None:
         title += f", size budget {args.size_budget:,.0f} B"
+    if args.latency_budget is not None:
+        title += f", latency ratio budget {args.latency_budget:g}"
     print(title)
     for line in _plan.format_plans(plans):
         print(line)
@@ -289,42 +298,39 @@ def _add_merge(sub) -> None:
 
 
 def _run_merge(args) -> int:
-    """Like a session end: records.jsonl and summary.csv from cases/*.json, the report, and the gate."""
-    from harness.analysis import report
-    from harness.results import rescue
+    """The end of a session (harness/session_end.py), on a folder that shards wrote into: records.jsonl and
+    summary.csv from cases/*.json, the drop targets, the size checks, the report and the baseline gate,
+    exactly as a single pytest run ends; its problems are printed and fail the command."""
+    from harness.session_end import EndOptions, finish_run
 
     run_dir = Path(args.run)
     if not (run_dir / _records.CASES_DIR).is_dir():
         raise BadInput(f"no run folder with {_records.CASES_DIR}/ at {run_dir}")
-    merged, problems = rescue.merge_run(run_dir)
-    if not merged:
+    # every baseline case absent from the merged folder is missing: a sharded sweep runs the whole grid
+    end = finish_run(run_dir, EndOptions(baseline=_baseline(args.baseline), strict_baseline=args.strict_baseline))
+    if not end.merged:
         raise BadInput(f"no records in {run_dir / _records.CASES_DIR}")
-    for problem in problems:
-        print(f"note: {problem}", file=sys.stderr)
-    print(f"merged {len(merged)} records: {run_dir / 'records.jsonl'}")
-    print(f"report: {report.write_report(merged, run_dir, problems=problems).path}")
-    return _gate_merged(merged, args) if args.baseline else 0
-
-
-def _gate_merged(merged: list, args) -> int:
-    """Every baseline case absent from the merged folder is missing: a sharded sweep runs the whole grid."""
-    from harness.results import baseline_gate
-    from harness.results.baseline import BaselineError, load_baseline
-    from harness.design import registry
-
-    try:
-        base = load_baseline(args.baseline)
-    except BaselineError as exc:
-        raise BadInput(str(exc)) from None
-    ctx = baseline_gate.context_for(registry.thresholds_of)
-    verdicts = baseline_gate.gate(merged, base, ctx)
-    for verdict in verdicts:
+    print(f"merged {len(end.merged)} records: {run_dir / 'records.jsonl'}")
+    print(f"report: {end.report_path}")
+    for verdict in end.verdicts:
         if verdict.status != "ok":
             print(f"  {verdict.status}: {verdict.message}")
-    failed = baseline_gate.failures(verdicts, args.strict_baseline)
-    for line in failed:
-        print(f"FAIL: {line}", file=sys.stderr)
-    return 1 if failed else 0
+    for line in end.inconclusive:
+        print(line)
+    for line in end.problems:  # the lines that fail a pytest session fail the merge
+        print(f"problem: {line}", file=sys.stderr)
+    return 1 if end.problems else 0
+
+
+def _baseline(path):
+    if path is None:
+        return None
+    from harness.results.baseline import BaselineError, load_baseline
+
+    try:
+        return load_baseline(path)
+    except BaselineError as exc:
+        raise BadInput(str(exc)) from None
 
 
 COMMANDS = {

@@ -56,6 +56,12 @@ def _choice(name: str, choices: tuple):
 
 parse_tier = _choice("tier", TIERS)
 parse_strategy = _choice("strategy", STRATEGIES)
+parse_progress = _choice("progress", ("auto", "on", "off"))
+
+
+def parse_latency(value: str) -> bool:
+    """--qat-latency on|off: time each case's .tflite beside its control in LiteRT (harness/case/latency.py)."""
+    return _known("latency", value, ("on", "off")) == "on"
 
 
 def _int_list(name: str, low: int, high):
@@ -135,10 +141,6 @@ def _number(name: str, low: float, high: float, unit: str, positive: bool = Fals
         return number
     parse.__name__ = name
     return parse
-
-
-def parse_nonnegative(name: str):
-    return _number(name, 0.0, math.inf, "")
 
 
 parse_budget = _number("budget", 0.0, MAX_PP, " pp")

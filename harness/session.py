@@ -1,4 +1,5 @@
-"""The pytest plugin: one option group, a session object, and thin hooks (wired in conftest.py)."""
+"""The session object behind qatbench's pytest hooks (harness/pytest_plugin.py): the run folder, the
+cases measured in it (one record each, through harness/measure.py), and the end of the run (harness/session_end.py)."""
 
 from __future__ import annotations
 
@@ -10,102 +11,27 @@ import pytest
 
 from harness.results import gates, records, rescue
 from harness.design import grid, registry
+import harness
 from harness import options
 from harness.external import register
+from harness.pytest_options import run_options
 from harness.design.config import Case, RunOptions
 from harness.errors import describe, one_line
 from harness.limits import CaseTimeout, time_limit
+from harness.session_end import EndOptions, RunEnd, finish_run
 
-GROUP = "qatbench"
-
-
-def addoption(parser) -> None:
-    group = parser.getgroup(GROUP, "qatbench: partial quantization-aware training benchmarks")
-    add = group.addoption
-    add("--qat-tier", type=options.parse_tier, default="smoke",
-        help="work per case: smoke (default, CI), full (all data, more steps, seeds, bits, orders) or "
-             "reference (last vs first, 3 seeds: the research question)")
-    add("--qat-bits", type=options.parse_bits, default=(),
-        help="comma-separated weight bit widths 2..8 (default: the tier's, e.g. 8,4)")
-    add("--qat-orders", type=options.parse_orders, default=(),
-        help="comma-separated selection orders: last, first, single, type, sensitivity, mixed (default: the "
-             "tier's); mixed: float/INT8/INT4 per unit within a weight-bytes budget (--qat-mixed-budgets)")
-    add("--qat-mixed-budgets", type=options.parse_mixed_budgets, default=(), metavar="BYTES,...",
-        help="weight-bytes budgets of the mixed order's cases, e.g. 150000,300000 (default: the tier's); "
-             "one case per budget and seed, id <model>-mixed-b150k")
-    add("--qat-methods", type=options.parse_methods, default=(),
-        help="comma-separated: qat (fine-tune with fake-quant) and/or ptq (selective post-training "
-             "quantization of the fine-tuned float control; 8-bit only). Default: the tier's")
-    add("--qat-seeds", type=options.parse_seeds, default=(),
-        help="comma-separated seeds (default: the tier's)")
-    add("--qat-strategy", type=options.parse_strategy, default="default",
-        help="tf.distribute strategy for fine-tuning: default, mirrored, multiworker")
-    add("--qat-workers", type=options.parse_workers, default=1,
-        help="number of devices (mirrored) or worker processes (multiworker); at most one per core (min 2); "
-             "1 with the default strategy")
-    add("--qat-threads", type=options.parse_threads, default=None,
-        help="TensorFlow intra/inter-op threads per process, at most 4 per core "
-             "(default: 1 under xdist, else TF's default)")
-    add("--qat-results", type=options.parse_results_dir, default=Path("results"),
-        help="folder for run folders (default: results/)")
-    add("--qat-run-id", type=options.parse_run_id, default=None,
-        help="name of this run's folder under --qat-results (default: a UTC timestamp); a folder that "
-             "already holds records is refused: continue it with --qat-resume")
-    add("--qat-cache", type=options.parse_cache_dir, default=None,
-        help="folder of pre-trained float baselines (default: $QATBENCH_CACHE or .qatbench-cache)")
-    add("--qat-timeout", type=options.parse_timeout, default=0.0,
-        help="per-case time limit in seconds, 1..604800; a case past it is recorded with status timeout (0: none)")
-    add("--qat-baseline", type=options.parse_existing_file, default=None,
-        help="baseline JSON to gate against, seed by seed: a configuration regresses when its mean drop over "
-             "seeds rises beyond the measured noise and by at least the minimum effect, or its .tflite grows "
-             "by more than 1%%; missing cases fail; entries with another config hash are reported stale")
-    add("--qat-save-baseline", type=options.parse_output_file, default=None,
-        help="write this run's per-seed drops, accuracies, bytes, config hashes and noise as a baseline JSON")
-    add("--qat-drop-tolerance", type=options.parse_tolerance, default=None,
-        help="minimum increase of the mean drop (pp) that counts as a regression against the baseline "
-             "(default: each model spec's min_regression_pp)")
-    add("--qat-budget", type=options.parse_budget, default=None,
-        help="accuracy budget in pp: print the largest N whose predicted drop (upper 95%% bound) fits")
-    add("--qat-size-budget", type=options.parse_size_budget, default=None,
-        help="with --qat-budget: also require the .tflite to be at most this many bytes")
-    add("--qat-resume", type=options.parse_run_id, default=None,
-        help="continue run RUN_ID: cases whose record with the same config hash exists are not re-measured")
-    add("--qat-strict-baseline", action="store_true", default=False,
-        help="with --qat-baseline: stale entries (config hash changed) fail the run too (CI uses this)")
-    add("--qat-shard", type=options.parse_shard, default=(), metavar="I/K",
-        help="run shard I (0-based) of K: a deterministic, cost-balanced share of the selected cases; "
-             "K shards with the same selection and --qat-run-id together run every case once")
-    add("--qat-check-gpu", action="store_true", default=False,
-        help="fail at start-up unless TensorFlow sees a GPU (for GPU runners)")
-    register.addoption(add)
-
-
-def run_options(config) -> RunOptions:
-    get = config.getoption
-    return RunOptions(
-        tier=get("qat_tier"), bits=get("qat_bits"), orders=get("qat_orders"), seeds=get("qat_seeds"),
-        methods=get("qat_methods"),
-        strategy=get("qat_strategy"), workers=get("qat_workers"), results=str(get("qat_results")),
-        run_id=get("qat_resume") or get("qat_run_id"), baseline=get("qat_baseline"),
-        save_baseline=get("qat_save_baseline"), resume=get("qat_resume"), named_run_id=get("qat_run_id"),
-        cache=get("qat_cache"), threads=get("qat_threads"), timeout=get("qat_timeout"),
-        drop_tolerance=get("qat_drop_tolerance"), budget=get("qat_budget"), size_budget=get("qat_size_budget"),
-        strict_baseline=get("qat_strict_baseline"), check_gpu=get("qat_check_gpu"),
-        shard=get("qat_shard"), mixed_budgets=get("qat_mixed_budgets"), **register.run_options(get),
-    )
-
-
-cases_for = grid.cases_for  # conftest and older callers import it from here
 
 
 class QatSession:
     """State of one pytest session: options, the run folder, and the records written so far."""
 
-    def __init__(self, config):
+    def __init__(self, config, run_id: Optional[str] = None):
+        harness.set_tf_environment()  # a case will run here: TensorFlow must see Keras 2 before its first import
         self.config = config
         self.options = run_options(config)
         self.is_worker = hasattr(config, "workerinput")
-        run_id = config.workerinput.get("qat_run_id") if self.is_worker else None
+        if self.is_worker:
+            run_id = config.workerinput.get("qat_run_id") or run_id
         self.run_id = run_id or self.options.run_id or records.new_run_id()
         self.run_dir = Path(self.options.results) / self.run_id
         self.cache_dir = Path(self.options.cache or options.default_cache_dir())
@@ -114,7 +40,7 @@ class QatSession:
             self.threads = 1 if self.is_worker else 0
         self._check_options()
         try:
-            self.options = register.register_all(config, self.options)
+            self.options = register.register_model_file(self.options)
         except register.BAD_INPUT as exc:
             raise pytest.UsageError(one_line(exc)) from None
         if self.options.check_gpu:
@@ -126,18 +52,12 @@ class QatSession:
         self.collected = None  # case ids collected by this session (unknown on an xdist controller)
         self.collected_deselected = False
         self.refused = False  # a shard refused at collection: its session end must not touch the folder
-        self.verdicts: tuple = ()
-        self.inconclusive: list = []
         if self.options.resume and not (self.run_dir / records.CASES_DIR).is_dir():
             raise pytest.UsageError(f"--qat-resume {self.options.resume}: no run folder {self.run_dir}")
         self._check_start()
         self.ran_cases = 0
-        self.report_path = None
         self._env = None
-        self.merged: list = []
-        self.merge_problems: list = []
-        self.problems: list = []
-        self.notes: list = []
+        self.end = RunEnd()  # what the end of the run found (harness/session_end.py)
         self.unwritten: list = []  # records the run folder refused: kept, merged and reported at the end
         self.finishing = False
         rescue.SigtermAsInterrupt(lambda: self.finishing).install()
@@ -177,21 +97,20 @@ class QatSession:
             from harness.backend import set_threads
 
             set_threads(self.threads)
-            self._env = pipeline.Environment(self.cache_dir, records.git_commit(), self.threads)
+            self._env = pipeline.Environment(self.cache_dir, records.git_commit(), self.threads, self.options.latency)
         return self._env
 
     def run(self, case: Case, runner=None) -> tuple:
         """Measure a case and write its record. Returns (record, violations, resumed).
-        ``runner`` replaces runner.run_case (tests inject faults with it)."""
+        ``runner`` replaces harness.measure.measure (tests inject faults with it)."""
         from harness.case import pipeline
+        from harness.measure import measure
 
-        from harness.distributed.runner import run_case
-
-        runner = runner or run_case
+        runner = runner or measure
         spec = registry.get(case.model)
         env = self.environment()
         fields = {**pipeline.describe_case(case, spec), "run_id": self.run_id}
-        config_hash = case.config_hash(pipeline.spec_fingerprint(spec, case.tier))
+        config_hash = case.config_hash(fields["spec_fingerprint"])  # the fingerprint, computed once per case
         previous = self._finished_record(case.id, config_hash)
         if previous is not None:
             return previous, previous.get("violations") or [], True
@@ -208,6 +127,7 @@ class QatSession:
             record.update(status=_status_of(exc), error=describe(exc))
             return record, [record["error"]] + self._keep(record), False
         self._store_predictions(record, record.pop(pipeline.PREDICTIONS, None))
+        self._store_tflite(record, record.pop(pipeline.TFLITE, None))
         try:
             found = gates.violations(record, spec.thresholds)
         except Exception as exc:  # noqa: BLE001 - a check that cannot read the record must not lose it
@@ -242,6 +162,19 @@ class QatSession:
         except (OSError, ValueError, KeyError) as exc:
             record["predictions_error"] = describe(exc)
 
+    def _store_tflite(self, record: dict, content) -> None:
+        """With --qat-keep-tflite: the audited .tflite, byte for byte, as cases/<case>.tflite (its sha256
+        is the record's tflite_sha256). A write that fails is noted in the record, never fatal."""
+        if content is None or not self.options.keep_tflite:
+            return
+        try:
+            path = records.inside(self.run_dir / records.CASES_DIR, f"{records.check_case_id(record['case_id'])}.tflite")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            records.write_bytes_atomic(path, content)
+            record["tflite_file"] = path.name
+        except (OSError, ValueError) as exc:
+            record["tflite_error"] = describe(exc)
+
     def _finished_record(self, case_id: str, config_hash: str):
         """With --qat-resume: the case's record if it finished (passed/failed) with the same config."""
         if not self.options.resume:
@@ -269,45 +202,14 @@ class QatSession:
         self.finishing = True  # a SIGTERM from now on waits for the records and the report
         if not (self.run_dir / records.CASES_DIR).is_dir() and not self.unwritten and not rescue.pending(self.run_dir):
             return None
-        trouble: list = []
-        for name, step in (("merge", self._merge_step), ("baseline save", self._save_baseline_step),
-                           ("baseline gate", self._gate_step), ("drop targets", self._target_step),
-                           ("report", self._report_step), ("size checks", self._size_step)):
-            try:
-                trouble += step() or []
-            except Exception as exc:  # noqa: BLE001 - the next steps must still run
-                trouble.append(f"session end: {name} failed: {describe(exc)}")
-        self.problems = trouble
-        return "; ".join(trouble) if trouble else None
-
-    def _merge_step(self) -> list:
-        self.merged, self.merge_problems = rescue.merge_run(self.run_dir, self.unwritten)
-        return self.merge_problems
-
-    def _save_baseline_step(self) -> list:
-        if self.options.save_baseline:
-            from harness.results.baseline import save_baseline
-
-            target = Path(self.options.save_baseline)
-            return rescue.elsewhere(target, rescue.rescue_dir(self.run_dir) / target.name, lambda path: save_baseline(
-                self.merged, path, tier=self.options.tier, machine=records.machine()), "baseline")[1]
-        return []
-
-    def _gate_step(self) -> list:
-        """The seed-level regression gate (harness/baseline_gate.py) over every key of the run and the baseline."""
-        if self.baseline is None:
-            return []
-        from harness.results import baseline_gate
-
-        self.verdicts = baseline_gate.gate(self.merged, self.baseline, self._gate_context())
-        baseline_gate.record_verdicts(self.merged, self.verdicts)
-        return baseline_gate.failures(self.verdicts, self.options.strict_baseline)
-
-    def _gate_context(self):
-        from harness.results.baseline_gate import context_for
-
-        return context_for(registry.thresholds_of, self.options.drop_tolerance, expected=self.collected,
-                           narrowed=self._narrowed())
+        opts = self.options
+        end = finish_run(self.run_dir, EndOptions(
+            baseline=self.baseline, strict_baseline=opts.strict_baseline, drop_tolerance=opts.drop_tolerance,
+            expected=self.collected, narrowed=self.baseline is not None and self._narrowed(),
+            save_baseline=opts.save_baseline, tier=opts.tier,
+            budget=opts.budget, size_budget=opts.size_budget), self.unwritten)
+        self.end = end
+        return "; ".join(end.problems) if end.problems else None
 
     def _narrowed(self) -> bool:
         """Did this session leave part of the tier's grid out on purpose (so absent baseline cases
@@ -351,28 +253,10 @@ class QatSession:
         self.collected_deselected = self.collected_deselected or any(
             hasattr(item, "callspec") and "qat_case" in item.callspec.params for item in items)
 
-    def _report_step(self) -> list:
-        from harness.analysis import report
-
-        def write(folder):
-            return report.write_report(self.merged, folder, budget_pp=self.options.budget, size_budget=self.options.size_budget,
-                                       problems=self.merge_problems).path
-
-        self.report_path, trouble = rescue.elsewhere(self.run_dir, rescue.rescue_dir(self.run_dir), write, "report")
-        return trouble
-
-    def _target_step(self) -> list:
-        failures, self.inconclusive = gates.drop_targets(self.merged, registry.thresholds_of)
-        return failures
-
-    def _size_step(self) -> list:
-        self.notes = gates.size_not_decreasing(self.merged, "tflite_bytes")
-        return gates.size_not_decreasing(self.merged)
-
     def summary_lines(self) -> list:
         from harness.summary import session_lines
 
-        return session_lines(self)
+        return session_lines(self.end, self.baseline, self.options, self.run_dir)
 
 
 def _check_gpu() -> None:
@@ -391,5 +275,3 @@ def _status_of(exc: Exception) -> str:
     return "timeout" if isinstance(exc, CaseTimeout) else "error"
 
 
-def fail(message: str):
-    pytest.fail(message, pytrace=False)

@@ -25,23 +25,23 @@ def gate_lines(verdicts, baseline) -> list:
         return []
     tally = ", ".join(f"{n} {status}" for status, n in sorted(counts(verdicts).items()))
     lines = [f"baseline gate ({baseline.path}): {tally}"]
-    lines += [f"  {v.status}: {v.message}" for v in verdicts if v.status == "stale"]
+    lines += [f"  {v.status}: {v.message}" for v in verdicts if v.status in ("stale", "noted")]  # noted: latency, other CPU kind
     skipped = [v.key for v in verdicts if v.status == "not selected"]
     if skipped:
         lines.append(f"  not selected in this run: {len(skipped)} baseline configurations ({skipped[0]}, ...)")
     return lines
 
 
-def session_lines(session) -> list:
-    """Everything the session prints after its cases (a QatSession after finish())."""
-    if not session.merged:
+def session_lines(end, baseline, options, run_dir) -> list:
+    """Everything the session prints after its cases: ``end`` is what harness/session_end.py found."""
+    if not end.merged:
         return []
     from harness.analysis import report
 
-    lines = case_lines(session.merged) + gate_lines(session.verdicts, session.baseline)
-    lines += session.inconclusive
-    lines += report.terminal_summary(session.merged, budget_pp=session.options.budget,
-                                     size_budget=session.options.size_budget, report_path=session.report_path)
-    lines += [f"note: {note} (file metadata, not weights)" for note in session.notes]
-    lines.append(f"records: {session.run_dir / 'records.jsonl'}")
+    lines = case_lines(end.merged) + gate_lines(end.verdicts, baseline)
+    lines += end.inconclusive
+    lines += report.terminal_summary(end.merged, budget_pp=options.budget, size_budget=options.size_budget,
+                                     report_path=end.report_path)
+    lines += [f"note: {note} (file metadata, not weights)" for note in end.notes]
+    lines.append(f"records: {run_dir / 'records.jsonl'}")
     return lines

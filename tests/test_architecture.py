@@ -8,7 +8,8 @@ from pathlib import Path
 
 HARNESS = Path(__file__).resolve().parents[1] / "harness"
 PURE_PACKAGES = ("design", "results", "analysis")  # every module in them, present and future
-PURE_MODULES = ("options", "summary", "session", "pytest_plugin", "limits", "__main__", "external.register", "external.tiers", "distributed.runner", "case.paired",
+PURE_MODULES = ("options", "summary", "session", "session_end", "measure", "progress", "pytest_plugin", "pytest_options",
+                "limits", "__main__", "external.register", "external.tiers", "case.paired",
                 "distributed.bandwidth")
 
 BLOCK_TF = """

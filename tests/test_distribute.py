@@ -104,12 +104,12 @@ def env(tmp_path_factory):
 def single(env):
     from harness.case import pipeline
 
-    return pipeline.run_case(tiny_case(), tiny_spec(), env)
+    return pipeline.measure_here(tiny_case(), tiny_spec(), env)
 
 
 @pytest.fixture(scope="module")
 def two_workers(env, single):  # after `single`: the float model is pre-trained once, in this process
-    return launcher.run_case(tiny_case("multiworker", 2), tiny_spec(), env, timeout_s=RUN_TIMEOUT_S)
+    return launcher.measure_on_workers(tiny_case("multiworker", 2), tiny_spec(), env, timeout_s=RUN_TIMEOUT_S)
 
 
 @pytest.mark.slow
@@ -153,13 +153,13 @@ MIRRORED = textwrap.dedent("""
     import dataclasses, json, sys
     from harness.distributed import strategy
     from harness.case import pipeline
-    from harness.distributed import runner
+    from harness import measure
     from harness.design import registry
     from harness.design.config import Case, QuantConfig, Selection, TierConfig
     tier = TierConfig(**json.loads(sys.argv[2]))
     spec = dataclasses.replace(registry.MLP, tiers={"tiny": tier})
     case = Case("mlp", Selection("last", 2), QuantConfig(8), "tiny", 0, "mirrored", 2)
-    record = runner.run_case(case, spec, pipeline.Environment(sys.argv[1], None, 0))
+    record = measure.measure(case, spec, pipeline.Environment(sys.argv[1], None, 0))
     try:
         strategy.configure_cpu_devices(3)
         late = None
@@ -194,7 +194,7 @@ def test_a_dead_or_hung_worker_fails_the_case(env, single, mode):
     timeout = 150 if mode == "kill" else 60
     start = time.monotonic()
     with pytest.raises(launcher.WorkerFailed) as info:
-        launcher.run_case(tiny_case("multiworker", 2), tiny_spec(), env, timeout_s=timeout,
+        launcher.measure_on_workers(tiny_case("multiworker", 2), tiny_spec(), env, timeout_s=timeout,
                           fault={"worker": 1, "step": 5, "mode": mode})
     elapsed = time.monotonic() - start
     message = str(info.value)

@@ -175,7 +175,7 @@ def corrupt_run(run_dir: Path) -> None:
 
 def test_merge_skips_malformed_records_with_one_line_each_and_migrates_old_ones(tmp_path):
     corrupt_run(tmp_path)
-    merged, problems = records.merge(tmp_path)
+    merged, problems = rescue.merge_run(tmp_path)
     assert [r["case_id"] for r in merged] == ["mlp-last1-w8a8", "mlp-last2-w8a8"]
     assert merged[1]["migrated_from"] == 1 and merged[1]["schema_version"] == records.SCHEMA_VERSION
     assert len(problems) == len(MALFORMED) + 1 and all("\n" not in p and "skipped" in p for p in problems)
@@ -185,7 +185,7 @@ def test_merge_skips_malformed_records_with_one_line_each_and_migrates_old_ones(
 
 def test_plan_reads_the_cases_when_records_jsonl_is_truncated(tmp_path):
     corrupt_run(tmp_path)
-    records.merge(tmp_path)
+    rescue.merge_run(tmp_path)
     text = (tmp_path / "records.jsonl").read_text()
     (tmp_path / "records.jsonl").write_text(text[:-30])  # a run killed while merging (before atomic writes)
     done = harness_cli("plan", "--results", str(tmp_path), "--budget", "1")
@@ -304,7 +304,7 @@ def test_a_record_the_run_folder_refuses_is_kept_and_merged(session_for, tmp_pat
     copy = rescue.rescue_file(session.run_dir, "mlp-last1-w8a8", rescue.run_key(session.run_dir))
     assert str(copy) in problems[0] and json.loads(copy.read_text())["accuracy_drop_pp"] == 1.0
     failure = session.finish()
-    assert [r["case_id"] for r in session.merged] == ["mlp-last1-w8a8"]
+    assert [r["case_id"] for r in session.end.merged] == ["mlp-last1-w8a8"]
     assert "kept in" in failure and (session.run_dir / "report.md").exists()
     assert "mlp-last1-w8a8" in (session.run_dir / "records.jsonl").read_text()
     # the folder heals: the next session end puts the record back and clears the rescue copy
@@ -324,8 +324,8 @@ def test_every_session_end_step_is_guarded_and_saves_elsewhere(session_for, tmp_
     (session.run_dir / "records.jsonl").mkdir()  # and the merged file cannot be replaced
     (session.run_dir / "report.md").mkdir()  # nor the report
     failure = session.finish()
-    lines = session.problems
-    assert [r["case_id"] for r in session.merged] == ["mlp-last1-w8a8"]  # the summary still has the case
+    lines = session.end.problems
+    assert [r["case_id"] for r in session.end.merged] == ["mlp-last1-w8a8"]  # the summary still has the case
     assert any(line.startswith("records.jsonl not written") for line in lines)
     assert any(line.startswith("baseline not written") for line in lines)
     assert any(line.startswith("report not written") for line in lines)

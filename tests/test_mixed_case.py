@@ -24,7 +24,7 @@ def mlp_record(tmp_path_factory):
     spec = registry.get("mlp")
     case = Case("mlp", Selection("mixed", 150_000), QuantConfig(4), "smoke", 0)
     env = pipeline.Environment(cache_dir=tmp_path_factory.mktemp("mixed-cache"), threads=1)
-    record = pipeline.run_case(case, spec, env)
+    record = pipeline.measure_here(case, spec, env)
     record.pop(pipeline.PREDICTIONS)
     return {**pipeline.describe_case(case, spec), **record, "case_id": case.id}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness import options
-from harness import session as session_module
+from harness.design import grid
 from harness.design.config import RunOptions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,12 +74,12 @@ def test_case_ids_read_like_the_design():
 
 
 def test_the_grid_follows_the_options():
-    cases = session_module.cases_for(RunOptions(tier="smoke", bits=(8,), orders=("first", "type"), seeds=(0, 1)))
+    cases = grid.cases_for(RunOptions(tier="smoke", bits=(8,), orders=("first", "type"), seeds=(0, 1)))
     ids = [c.id for c in cases if c.model == "mlp"]
     assert "mlp-first3-w8a8-s1" in ids and "mlp-type-dense-w8a8" in ids
     assert "mlp-first5-w8a8-s1" not in ids  # the same model as mlp-last5: not measured twice
     assert len(ids) == (2 + 1) * 2  # first 1 and 3 (N 0 and 5 are the last-order models), type dense
-    ptq = session_module.cases_for(RunOptions(tier="smoke", bits=(8, 4), methods=("qat", "ptq")))
+    ptq = grid.cases_for(RunOptions(tier="smoke", bits=(8, 4), methods=("qat", "ptq")))
     ptq_ids = [c.id for c in ptq if c.model == "mlp" and c.quant.method == "ptq"]
     assert ptq_ids[:2] == ["mlp-last0-w8a8-ptq", "mlp-last0-w8a8-ptq-s1"] and len(ptq_ids) == 4 * 3
 
@@ -106,8 +106,11 @@ def test_every_qat_option_reaches_run_options():
     share the folder options)."""
     from dataclasses import fields
 
+    from harness import pytest_options
+
     parser = pytest.Parser()
-    session_module.addoption(parser)
-    dests = {opt.dest for opt in parser.getgroup(session_module.GROUP).options}
+    pytest_options.addoption(parser)
+    dests = {opt.dest for opt in parser.getgroup(pytest_options.GROUP).options}
     names = {f.name for f in fields(RunOptions)}
-    assert {d.removeprefix("qat_") for d in dests} - {"run_id"} <= names
+    assert {d.removeprefix("qat_") for d in dests} - {"run_id"} - set(pytest_options.PYTEST_LAYER) <= names
+    assert set(pytest_options.PYTEST_LAYER) <= {d.removeprefix("qat_") for d in dests}

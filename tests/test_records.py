@@ -2,7 +2,7 @@ import json
 
 from hypothesis import given, settings, strategies as st
 
-from harness.results import records
+from harness.results import records, rescue
 
 
 def make(case_id, created="2026-01-01T00:00:00+00:00", **fields):
@@ -30,7 +30,7 @@ def test_merge_ignores_temp_files_and_reports_corrupt_ones(tmp_path):
     records.write_atomic(cases / "a.json", make("a"))
     (cases / ".b.json.123.tmp").write_text('{"half": ')  # a writer killed mid-write
     (cases / "c.json").write_text("{not json")
-    merged, problems = records.merge(tmp_path)
+    merged, problems = rescue.merge_run(tmp_path)
     assert [r["case_id"] for r in merged] == ["a"]
     assert len(problems) == 1 and "c.json" in problems[0]
     assert len(records.load_jsonl(tmp_path / "records.jsonl")) == 1
@@ -44,7 +44,7 @@ def test_merge_keeps_exactly_one_record_per_case_the_newest(tmp_path_factory, id
     for i, case_id in enumerate(ids):
         records.write_atomic(run / records.CASES_DIR / f"{case_id}-{i}.json",
                              make(case_id, created=f"2026-01-01T00:00:{i:02d}+00:00", order_written=i))
-    merged, _ = records.merge(run)
+    merged, _ = rescue.merge_run(run)
     assert sorted(r["case_id"] for r in merged) == sorted(set(ids))
     newest = {case_id: i for i, case_id in enumerate(ids)}
     assert all(r["order_written"] == newest[r["case_id"]] for r in merged)
@@ -54,7 +54,7 @@ def test_a_record_from_another_schema_is_not_merged(tmp_path):
     record = make("old")
     record["schema_version"] = 0
     records.write_atomic(tmp_path / records.CASES_DIR / "old.json", record)
-    merged, problems = records.merge(tmp_path)
+    merged, problems = rescue.merge_run(tmp_path)
     assert merged == [] and "schema" in problems[0]
 
 

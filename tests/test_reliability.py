@@ -25,11 +25,11 @@ class StubConfig:
     (read from the plugin's own option group, so a new option needs no edit here)."""
 
     def __init__(self, tmp_path, **options):
-        from harness import session as session_module
+        from harness import pytest_options
 
         parser = pytest.Parser()
-        session_module.addoption(parser)
-        self.values = {opt.dest: opt.default for opt in parser.getgroup(session_module.GROUP).options}
+        pytest_options.addoption(parser)
+        self.values = {opt.dest: opt.default for opt in parser.getgroup(pytest_options.GROUP).options}
         self.values.update(qat_results=tmp_path / "results", qat_run_id="r", qat_cache=tmp_path / "cache")
         self.values.update(options)
 
@@ -136,7 +136,7 @@ def test_same_seed_same_numbers(tmp_path):
 
     spec = replace(registry.get("mlp"), tiers=TINY)
     case = Case("mlp", Selection("last", 2), QuantConfig(4))
-    first, second = (pipeline.run_case(case, spec, pipeline.Environment(cache_dir=tmp_path / run))
+    first, second = (pipeline.measure_here(case, spec, pipeline.Environment(cache_dir=tmp_path / run))
                      for run in ("a", "b"))
     assert {k: first[k] for k in SAME} == {k: second[k] for k in SAME}
     assert first["pretrained_cached"] is second["pretrained_cached"] is False
@@ -149,11 +149,11 @@ def test_the_float_control_is_fine_tuned_once_per_model_and_changes_no_number(tm
     spec = replace(registry.get("mlp"), tiers=TINY)
     shared = pipeline.Environment(cache_dir=tmp_path / "shared")
     cases = [Case("mlp", Selection("last", 1), QuantConfig(8)), Case("mlp", Selection("last", 3), QuantConfig(4))]
-    first, second = (pipeline.run_case(case, spec, shared) for case in cases)
+    first, second = (pipeline.measure_here(case, spec, shared) for case in cases)
     assert (first["control_cached"], second["control_cached"]) == (False, True)
     assert first["control_key"] == second["control_key"]
     assert second["float_fit_s"] is None and second["float_step_ms"] > 0  # timed here, side by side
-    alone = pipeline.run_case(cases[1], spec, pipeline.Environment(cache_dir=tmp_path / "alone"))
+    alone = pipeline.measure_here(cases[1], spec, pipeline.Environment(cache_dir=tmp_path / "alone"))
     assert alone["control_cached"] is False
     assert {k: second[k] for k in SAME} == {k: alone[k] for k in SAME}
 
@@ -214,11 +214,13 @@ def test_the_terminal_summary_survives_ptq_and_failed_records(session):
                   param_fraction=0.1, control_accuracy=0.95, quant_accuracy=0.95, accuracy_drop_pp=0.0,
                   tflite_bytes=500, control_tflite_bytes=1000, weight_bytes=400, predicted_weight_bytes=400,
                   size_error_rel=0.0, config_hash="h")
-    session.merged = [dict(common, case_id="mlp-last2-w8a8-ptq", status="passed", method="ptq", step_ratio=None),
-                      dict(common, case_id="mlp-last2-w8a8", status="passed", method="qat", step_ratio=1.2),
-                      dict(case_id="mlp-last3-w8a8", status="error", error="ConversionError: x", model="mlp",
-                           order="last", n=3, weight_bits=8, method="qat", seed=0, accuracy_drop_pp=None,
-                           tflite_bytes=None)]
-    session.notes, session.report_path = [], None
+    from harness.session_end import RunEnd
+
+    merged = [dict(common, case_id="mlp-last2-w8a8-ptq", status="passed", method="ptq", step_ratio=None),
+              dict(common, case_id="mlp-last2-w8a8", status="passed", method="qat", step_ratio=1.2),
+              dict(case_id="mlp-last3-w8a8", status="error", error="ConversionError: x", model="mlp",
+                   order="last", n=3, weight_bits=8, method="qat", seed=0, accuracy_drop_pp=None,
+                   tflite_bytes=None)]
+    session.end = RunEnd(merged=merged)
     text = "\n".join(session.summary_lines())
     assert "mlp-last2-w8a8-ptq" in text and "ConversionError: x" in text and "1.20" in text

@@ -10,12 +10,22 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def test_version_and_migration_come_from_the_schema():
-    assert records.SCHEMA_VERSION == schema.VERSION == 5
+    assert records.SCHEMA_VERSION == schema.VERSION == 6
     assert set(records.ADDED_IN[2]) == {"n_test", "discordant", "paired_drop_pp", "drop_ci95_pp", "mcnemar_p",
                                         "drop_within_noise", "predictions_file", "predictions_sha256", "unit_table"}
     assert "tflite_runtime" in records.ADDED_IN[3]
     assert records.ADDED_IN[4] == ("mixed_plan",)
     assert records.ADDED_IN[5] == ("train_step",)
+    assert {"tflite_sha256", "tflite_file", "tflite_error"} <= set(records.ADDED_IN[6])
+    assert {f.name for f in schema.GROUPS["latency"]} <= set(records.ADDED_IN[6])
+
+
+def test_a_version_five_record_has_no_latency(make_record):
+    old = {k: v for k, v in make_record().items() if k not in records.ADDED_IN[6]}
+    old["schema_version"] = 5
+    new = records.upgrade(old)
+    assert new["migrated_from"] == 5 and new["latency_ratio"] is None and new["quantize_ops"] is None
+    assert schema.problems(new) == []
 
 
 def test_each_field_is_declared_once_in_one_group():

@@ -173,38 +173,7 @@ def readme_example() -> str:
     return block
 
 
-def test_installed_plugin_runs_the_readme_example_from_a_scratch_folder(tmp_path):
-    """pip install a copy of this repository into a fresh venv (its dependencies come from the
-    system site-packages: no downloads), then plain `pytest` in a folder holding only the README's
-    conftest.py runs its model."""
-    source = tmp_path / "src"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md", "requirements.txt"):
-        (source / name).write_bytes((ROOT / name).read_bytes())
-    subprocess.run(["cp", "-r", str(ROOT / "harness"), str(source / "harness")], check=True)
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(tmp_path / "venv")], check=True)
-    python = str(tmp_path / "venv" / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", str(source)],
-                   check=True, capture_output=True, timeout=300)
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "conftest.py").write_text(readme_example())
-    proc = run_suite(tmp_path, cwd=project, python=python)
-    assert proc.returncode == 0, proc.stdout[-3000:] + "\n".join(error_lines(proc))
-    assert "6 passed" in proc.stdout and "tiny-last2-w4a8" in proc.stdout
-    (run,) = (project / "results").iterdir()
-    assert (run / "report.md").is_file()
-    where = subprocess.run([python, "-c", "import harness; print(harness.__file__)"], cwd=project,
-                           capture_output=True, text=True, check=True).stdout
-    assert str(tmp_path / "venv") in where  # the installed copy ran, not this checkout
-    sources = subprocess.run([python, "-c", "from harness.case import native_kernels as n; "
-                              "print(all(p.is_file() for p in n.SOURCES), n.SOURCE)"],
-                             cwd=project, capture_output=True, text=True, check=True).stdout.split()
-    assert sources[0] == "True" and str(tmp_path / "venv") in sources[1]  # the C++ ships as package data
-    # installed, and run from this repository: the entry point and conftest.py name the same module,
-    # so the --qat-* options are registered once
-    here = run_suite(tmp_path, "benchmarks", "--collect-only", python=python, timeout=300)
-    assert here.returncode == 0 and "tests collected" in here.stdout, here.stdout[-1500:] + here.stderr[-1500:]
+# The installed plugin (README example, node ids, markers, multiworker, a shadowing harness): tests/test_plugin.py
 
 
 @pytest.mark.parametrize("order,bits", [("last", 4), ("first", 4), ("single", 8)])
@@ -307,7 +276,8 @@ def test_models_from_an_entry_point_are_registered(monkeypatch):
                         lambda group: [entry] if group == register.ENTRY_POINT_GROUP else [])
     monkeypatch.setattr(registry, "REGISTRY", dict(registry.REGISTRY))
     monkeypatch.setattr(registry, "_SOURCES", dict(registry._SOURCES))
-    opts = register.register_all(object(), RunOptions(models=("tiny",)))
+    assert register.register_hooked(object()) == ("tiny",)
+    opts = register.register_model_file(RunOptions(models=("tiny",)))
     assert opts.models == ("tiny",) and registry.source_of("tiny").startswith("entry point acme")
     with pytest.raises(ValueError, match="unknown model 'nope'"):
-        register.register_all(object(), RunOptions(models=("nope",)))
+        register.register_model_file(RunOptions(models=("nope",)))

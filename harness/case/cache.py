@@ -27,6 +27,7 @@ from typing import Callable, Optional
 from filelock import FileLock, Timeout
 
 from harness.models import data as _data
+from harness import progress
 from harness.case import train
 from harness.backend import keras, numerics, versions
 from harness.design.config import stable_hash
@@ -173,8 +174,9 @@ def key_material(spec: ModelSpec, tier: str, seed: int) -> dict:
             "versions": library_versions(), "seed": seed}
 
 
-def cache_key(spec: ModelSpec, tier: str, seed: int) -> str:
-    return f"{spec.name}-{tier}-s{seed}-{stable_hash(key_material(spec, tier, seed))}"
+def cache_key(spec: ModelSpec, tier: str, seed: int, material: Optional[dict] = None) -> str:
+    material = key_material(spec, tier, seed) if material is None else material
+    return f"{spec.name}-{tier}-s{seed}-{stable_hash(material)}"
 
 
 @contextlib.contextmanager
@@ -245,7 +247,7 @@ def _write_entry(folder: Path, files: dict, meta: dict) -> None:
 
 def pretrained(spec: ModelSpec, tier: str, seed: int, data: Dataset, cache_dir: Path = DEFAULT_CACHE_DIR) -> Pretrained:
     material = key_material(spec, tier, seed)
-    key = f"{spec.name}-{tier}-s{seed}-{stable_hash(material)}"
+    key = cache_key(spec, tier, seed, material)
     if spec.tier(tier).pretrain_epochs == 0:  # a user's trained model file: it is the float baseline
         model = build(spec, data)
         return Pretrained(model, key, train.keras_accuracy(model, data.x_test, data.y_test), 0.0, False)
@@ -275,9 +277,11 @@ def _train(spec: ModelSpec, tier: str, seed: int, data: Dataset):
     train.set_seed(seed)
     model = build(spec, data)
     train.compile_for_training(model, config.learning_rate, config.train_step_xla)
-    steps = max(1, len(data.y_train) // config.batch_size) * config.pretrain_epochs
+    per_epoch = max(1, len(data.y_train) // config.batch_size)
+    steps = per_epoch * config.pretrain_epochs
     start = time.perf_counter()
-    train.fit_steps(model, data, steps, config.batch_size, seed)
+    progress.begin_phase("pre-train")
+    train.fit_steps(model, data, steps, config.batch_size, seed, steps_per_epoch=per_epoch)
     seconds = time.perf_counter() - start
     return model, train.keras_accuracy(model, data.x_test, data.y_test), seconds
 
@@ -297,6 +301,7 @@ class Control:
     cached: bool
 
 
+@functools.lru_cache(maxsize=1)  # once per process: the sources are those it first read, versions are fixed
 def pipeline_code_hash() -> str:
     """Source of what shapes every measured model: unit grouping and selection (scores and plans too), annotation and
     fake-quant, fine-tuning, conversion, evaluation; and the library versions."""

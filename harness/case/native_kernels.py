@@ -2,8 +2,9 @@
 cached in the user's cache (``$QATBENCH_KERNELS``, else ~/.cache/qatbench/kernels), checksummed, loaded
 with ``tf.load_op_library``.
 
-They make tfmot's activation fake-quant cheaper to train without changing a number (see
-``fakequant.py`` and tests/test_native_kernels.py). Where they cannot be built (no C++ compiler, no
+They make tfmot's fake-quants cheaper to train without changing a number: the activation quantizer's
+batch min/max and input gradient, and the per-channel weight quantizer's min/max, forward and input
+gradient (see ``fakequant.py`` and tests/test_native_kernels.py). Where they cannot be built (no C++ compiler, no
 TensorFlow headers) or ``QATBENCH_NATIVE_FAKEQUANT=0``, one warning says so and TensorFlow's ops are used:
 slower, same numbers. ``./install.sh`` builds them; otherwise the first process that needs them does.
 """

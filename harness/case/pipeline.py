@@ -4,6 +4,7 @@ convert both, audit, measure, and return a record. No pytest here."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import dataclasses
 import functools
 import gzip
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.case import audit, cache, export, mixed_case, native_kernels, paired, quantize, train
+from harness import progress
+from harness.case import audit, cache, export, latency, mixed_case, native_kernels, paired, quantize, train
 from harness.results import records
 from harness.design import size
 from harness.backend import devices, numerics, versions
@@ -27,6 +29,7 @@ from harness.design.select import select
 
 PTQ_SAMPLES = 200  # representative examples from the training split for PTQ calibration
 PREDICTIONS = "_predictions"  # record key of the predicted labels; stored beside the record, not in it
+TFLITE = "_tflite"  # record key of the audited .tflite bytes; written beside the record with --qat-keep-tflite
 load_data = cache.load_data  # the tier's data, loaded once per process
 spec_fingerprint = cache.spec_fingerprint  # what a config hash covers
 
@@ -38,6 +41,7 @@ class Environment:
     cache_dir: Path = cache.DEFAULT_CACHE_DIR
     git_commit: str | None = None
     threads: int = 0
+    latency: bool | None = None  # --qat-latency on/off; None: $QATBENCH_LATENCY (default on)
 
     @property
     def interpreter_threads(self) -> int:
@@ -67,7 +71,7 @@ def describe_case(case: Case, spec: ModelSpec) -> dict:
         "method": case.quant.method, "tier": case.tier,
         "deployment": "int8+int4" if case.selection.order == "mixed" else case.quant.deployment,
         "seed": case.seed, "strategy": case.strategy, "workers": case.workers,
-        "devices": 1 if case.strategy == "default" else case.workers,  # run_case records the real count
+        "devices": 1 if case.strategy == "default" else case.workers,  # the strategy records the real count
         "spec_fingerprint": spec_fingerprint(spec, case.tier),
     }
 
@@ -93,6 +97,7 @@ class Phases:
 
     @contextlib.contextmanager
     def __call__(self, name: str):
+        progress.begin_phase(name)  # labels the live progress of the steps inside it
         start = time.perf_counter()
         try:
             yield
@@ -125,9 +130,6 @@ def _float_control(case: Case, config, data: Dataset, base, env: Environment, tu
 
 _CONTROL_LABELS: dict = {}
 
-# The sensitivity and mixed orders' scores (issue 17) come from the pre-trained float model, cached per
-# process by harness/case/mixed_case.py (which also solves the mixed plan).
-SENSITIVITY_EXAMPLES, SENSITIVITY_PROBES, SENSITIVITY_SEED = mixed_case.EXAMPLES, mixed_case.PROBES, mixed_case.SEED
 
 
 def _selected(case: Case, base, units, data: Dataset) -> tuple:
@@ -223,6 +225,8 @@ def _selection_fields(spec: ModelSpec, units, chosen, base) -> dict:
 def _size_fields(qat_tflite: bytes, control_tflite: bytes, qat_audit, control_audit, predicted) -> dict:
     return {
         "tflite_bytes": len(qat_tflite),
+        "tflite_sha256": hashlib.sha256(qat_tflite).hexdigest(),  # names the deployable file (--qat-keep-tflite)
+        TFLITE: qat_tflite,
         "control_tflite_bytes": len(control_tflite),
         "gzip_bytes": len(gzip.compress(qat_tflite, 9)),
         "control_gzip_bytes": _control_gzip_bytes(control_tflite),
@@ -267,12 +271,12 @@ def _timing_fields(case: Case, config, data: Dataset, qat, qat_stats, control: c
     }
 
 
-def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
+def measure_here(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
     """Measure one case in this process. Raises on failure; the caller turns exceptions into failed
     records. Under a tf.distribute strategy (harness/distributed/strategy.py) it runs with a ``tuner``; a
-    non-chief multiworker process returns {} right after fine-tuning. harness/distributed/runner.py picks the path."""
+    non-chief multiworker process returns {} right after fine-tuning. harness/measure.py picks the path."""
     if tuner is None and case.strategy != "default":
-        raise ValueError(f"strategy {case.strategy!r} runs through harness.distributed.runner.run_case, not here")
+        raise ValueError(f"strategy {case.strategy!r} runs through harness.measure.measure, not here")
     start, phase, config = time.perf_counter(), Phases(), spec.tier(case.tier)
     with phase("load"):
         data = load_data(spec, case.tier)
@@ -297,6 +301,8 @@ def run_case(case: Case, spec: ModelSpec, env: Environment, tuner=None) -> dict:
         accuracy = _accuracy_fields(case, control, None if case.quant.method == "ptq" else qat, qat_tflite, data, env)
     with phase("step_timing"):
         timing = _timing_fields(case, config, data, qat, qat_stats, control, tuner)
+    with phase("latency"):  # batch-1 LiteRT, quantized vs control side by side (harness/case/latency.py)
+        timing.update(latency.fields(qat_tflite, control.tflite, data.x_test, latency.enabled(env.latency)))
     predicted = plan_size or size.predict(units, chosen, case.quant)
     record = {**_selection_fields(spec, units, chosen, base), **accuracy,
               **_size_fields(qat_tflite, control.tflite, qat_audit, control_audit, predicted), **timing,

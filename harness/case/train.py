@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.backend import keras, tf
+from harness import progress
 from harness.case import weight_ranges
 from harness.models.data import Dataset
 
@@ -29,9 +30,12 @@ class TrainStats:
 
 
 class _StepTimer(keras.callbacks.Callback):
-    def __init__(self):
+    """Per-step wall time and loss (and the live progress, which does nothing unless a reporter listens)."""
+
+    def __init__(self, steps: int = 0, steps_per_epoch: int = 0):
         super().__init__()
         self.times, self.losses, self._start = [], [], 0.0
+        self.steps, self.steps_per_epoch = steps, steps_per_epoch
 
     def on_train_batch_begin(self, batch, logs=None):
         self._start = time.perf_counter()
@@ -40,6 +44,7 @@ class _StepTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._start)
         loss = float((logs or {}).get("loss", 0.0))
         self.losses.append(loss)
+        progress.step(len(self.losses), self.steps, self.steps_per_epoch)
         if not math.isfinite(loss):
             self.model.stop_training = True
 
@@ -66,11 +71,12 @@ def _train_dataset(data: Dataset, batch_size: int, seed: int, options=None) -> "
 
 
 def fit_steps(model: "keras.Model", data: Dataset, steps: int, batch_size: int, seed: int,
-              dataset_options=None, callbacks=()) -> TrainStats:
+              dataset_options=None, callbacks=(), steps_per_epoch: int = 0) -> TrainStats:
     """Train a compiled model for exactly ``steps`` batches. Raises TrainingDiverged on NaN/inf loss.
     Under a tf.distribute strategy, ``batch_size`` is the global batch and ``dataset_options`` carries
-    the shard policy (harness/distributed/strategy.py); ``callbacks`` run after the step timer."""
-    timer, ranges = _StepTimer(), weight_ranges.RangeSync(steps)
+    the shard policy (harness/distributed/strategy.py); ``callbacks`` run after the step timer.
+    ``steps_per_epoch`` only labels the live progress (harness/progress.py) in epochs."""
+    timer, ranges = _StepTimer(steps, steps_per_epoch), weight_ranges.RangeSync(steps)
     start = time.perf_counter()
     with weight_ranges.skipping():
         model.fit(_train_dataset(data, batch_size, seed, dataset_options), steps_per_epoch=steps, epochs=1,

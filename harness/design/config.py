@@ -214,3 +214,5 @@ class RunOptions:
     skip_unsupported: bool = False  # keep layers tfmot cannot quantize float instead of failing
     trust_model_file: bool = False  # --qat-trust-model-file: the model file may run code (Lambda layers)
     mixed_budgets: tuple = ()  # --qat-mixed-budgets: the mixed order's byte budgets (empty: the tier's)
+    keep_tflite: bool = False  # --qat-keep-tflite: each case's deployable .tflite beside its record
+    latency: Optional[bool] = None  # --qat-latency on/off; None: $QATBENCH_LATENCY, default on

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]  # the project folder (harness/distri
 TIMEOUT_ENV, DEFAULT_TIMEOUT_S = "QATBENCH_WORKER_TIMEOUT", 1800.0  # whole case, all workers
 POLL_S = 0.2
 RESULT = "result.json"  # the chief's record fields
+TFLITE_FILE = "quant.tflite"  # the chief's audited .tflite, beside its record fields
 ABSL_LINE = re.compile(r"^[IWEF]\d{4} |^WARNING: All log messages")
 
 
@@ -193,17 +194,30 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
+def _worker_path() -> str:
+    """This process's import path for the workers: a model a project registered from its conftest.py
+    (a Ref like ``conftest:build_tiny``) imports there as it does here, from an installed qatbench too."""
+    here = [p for p in sys.path if p and Path(p).is_dir()]
+    return os.pathsep.join(dict.fromkeys([str(ROOT), *here, *filter(None, [os.environ.get("PYTHONPATH")])]))
+
+
+def _worker_command(folder: Path, index: int) -> list:
+    """The worker module, run in the parent's folder (a project's relative paths work there) with
+    qatbench's own ``harness`` first on the path, ahead of any ``harness`` in that folder."""
+    start = (f"import runpy, sys; sys.path.insert(0, {str(ROOT)!r}); "
+             "runpy.run_module('harness.distributed.worker', run_name='__main__', alter_sys=True)")
+    return [sys.executable, "-c", start, str(folder / "job.json"), str(index)]
+
+
 def spawn(folder: Path, workers: int) -> list:
     ports = free_ports(workers)
     procs = []
     for index in range(workers):
-        env = dict(os.environ, TF_CONFIG=tf_config(ports, index),
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        env = dict(os.environ, TF_CONFIG=tf_config(ports, index), PYTHONPATH=_worker_path())
         harness.set_tf_environment(env)
         log = open(folder / f"worker-{index}.log", "wb")
-        cmd = [sys.executable, "-m", "harness.distributed.worker", str(folder / "job.json"), str(index)]
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True, preexec_fn=_die_with_parent))
+        procs.append(subprocess.Popen(_worker_command(folder, index), cwd=os.getcwd(), env=env, stdout=log,
+                                      stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent))
         log.close()
     return procs
 
@@ -300,6 +314,7 @@ def launch(job: Job, workers: int, timeout_s: Optional[float] = None, keep: bool
             exc.pids = tuple(p.pid for p in procs)
             raise
         result = json.loads((folder / RESULT).read_text())
+        result["record"]["_tflite"] = (folder / TFLITE_FILE).read_bytes()  # pipeline.TFLITE (no TF import here)
         reports = [json.loads((folder / f"worker-{i}.json").read_text()) for i in range(workers)]
         ok = True
         return {**result, "reports": reports, "launch_s": elapsed, "pids": [p.pid for p in procs]}
@@ -309,7 +324,7 @@ def launch(job: Job, workers: int, timeout_s: Optional[float] = None, keep: bool
 
 
 # -- the parent's side of a multiworker case ----------------------------------------------------
-def run_case(case: Case, spec: ModelSpec, env, timeout_s: Optional[float] = None, fault: Optional[dict] = None) -> dict:
+def measure_on_workers(case: Case, spec: ModelSpec, env, timeout_s: Optional[float] = None, fault: Optional[dict] = None) -> dict:
     """Pre-train or load the float model here (once, not in every worker), then fine-tune on W workers."""
     from harness.case import cache
 

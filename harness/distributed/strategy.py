@@ -213,11 +213,11 @@ def run(case, spec, env, **launch) -> dict:
 
     if case.strategy == "mirrored":
         tuner = Tuner(strategy_for("mirrored", case.workers), "mirrored", case.workers)
-        return pipeline.run_case(case, spec, env, tuner=tuner)
+        return pipeline.measure_here(case, spec, env, tuner=tuner)
     if case.strategy == "multiworker":
         from harness.distributed import launcher
 
-        return launcher.run_case(case, spec, env, **launch)
+        return launcher.measure_on_workers(case, spec, env, **launch)
     raise DistributeError(f"strategy {case.strategy!r} does not run through harness.distributed.strategy")
 
 

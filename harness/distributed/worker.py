@@ -118,14 +118,18 @@ def main(argv: list) -> int:
         if fingerprint != job["spec_fingerprint"]:
             raise RuntimeError(f"spec fingerprint {fingerprint} differs from the parent's {job['spec_fingerprint']}")
         env = pipeline.Environment(Path(job["cache_dir"]), job.get("git_commit"), job["threads"])
-        record = pipeline.run_case(case, spec, env, tuner=tuner)
+        record = pipeline.measure_here(case, spec, env, tuner=tuner)
     except Exception as exc:  # reported to the parent, which turns it into the case's one-line error
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
         write_atomic(report_path, {"index": index, "error": {"type": type(exc).__name__, "message": text}})
         print(f"worker {index}: {type(exc).__name__}: {text}", file=sys.stderr, flush=True)
         return 1
     wall = time.perf_counter() - start
-    if tuner.is_chief:
+    if tuner.is_chief:  # the .tflite bytes go beside the JSON record (harness/distributed/launcher.py reads both)
+        from harness.distributed.launcher import TFLITE_FILE
+        from harness.results.records import write_bytes_atomic
+
+        write_bytes_atomic(job_path.parent / TFLITE_FILE, record.pop(pipeline.TFLITE))
         write_atomic(job_path.parent / "result.json", {"record": record})
     write_atomic(report_path, {"index": index, "chief": tuner.is_chief, "pid": os.getpid(), "wall_s": wall,
                                "digests": tuner.digests})

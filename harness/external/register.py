@@ -70,11 +70,17 @@ def _from_hooks(config) -> list:
     return found
 
 
-def register_all(config, opts: RunOptions) -> RunOptions:
-    """Register every outside model; returns the options with --qat-models filled in for a model
-    file. Raises one of BAD_INPUT with a one-line message."""
+def register_hooked(config) -> tuple:
+    """Register the models of the pytest_qatbench_models hook and the entry points (light: no model is
+    built); returns the names of every model registered from outside. Raises one of BAD_INPUT."""
     for spec, source in _from_hooks(config):
         registry.register(spec, source)
+    return registry.outside_models()
+
+
+def register_model_file(opts: RunOptions) -> RunOptions:
+    """Register --qat-model-file (this loads the model: TensorFlow) and apply --qat-skip-unsupported;
+    returns the options with --qat-models filled in for a model file. Raises one of BAD_INPUT."""
     if opts.model_file:
         from harness.external.checked import checked_spec  # loads the model: TensorFlow only here
 

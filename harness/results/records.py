@@ -313,13 +313,6 @@ def write_merged(run_dir: Path, merged: list) -> None:
     _write_summary(Path(run_dir) / "summary.csv", merged)
 
 
-def merge(run_dir: Path) -> tuple:
-    """Write records.jsonl and summary.csv for a run folder; one line per case id."""
-    merged, problems = collect(run_dir)
-    write_merged(run_dir, merged)
-    return merged, problems
-
-
 def write_text_atomic(path: Path, text: str) -> None:
     """The one way files are written here: a killed process never leaves a half-written file."""
     write_bytes_atomic(path, text.encode())

@@ -51,12 +51,19 @@ GROUPS = {
     "size": (_fields("int", "tflite_bytes", "control_tflite_bytes", "gzip_bytes", "control_gzip_bytes",
                      "weight_bytes", "control_weight_bytes", "predicted_weight_bytes", "predicted_float_bytes",
                      "ideal_packed_bytes", "overhead_bytes", "quant_param_values")
-             + _fields(NUMBER, "size_error_rel") + _fields("dict", "audit", "control_audit")),
+             + _fields(NUMBER, "size_error_rel") + _fields("dict", "audit", "control_audit")
+             + _fields("str", "tflite_sha256", "tflite_file", "tflite_error", since=6)),
     "training": (_fields("int", "finetune_steps", "ptq_samples") + _fields("bool", "pretrained_cached", "control_cached")
                  + _fields("str", "control_key") + _fields("str", "train_step", since=5)),
     "timing": (_fields(NUMBER, "qat_step_ms", "float_step_ms", "step_ratio", "qat_fit_step_ms", "float_fit_step_ms",
                        "qat_fit_s", "float_fit_s", "convert_s", "wall_s", "pretrain_s")
                + _fields("dict", "phase_s")),
+    # batch-1 LiteRT latency of the quantized file over its control, interleaved (harness/case/latency.py)
+    "latency": (_fields(NUMBER, "latency_quant_ms", "latency_control_ms", "latency_ratio", since=6)
+                + _fields("list", "latency_ratio_ci95", since=6)
+                + _fields("int", "latency_rounds", "latency_invokes", "latency_threads", "quantize_ops",
+                          "dequantize_ops", since=6)
+                + _fields("str", "latency_runtime", since=6)),
     "distributed": (_fields("str", "allreduce_transport", "measured_note", "step_time_note", "shard_policy")
                     + _fields("int", "trainable_params", "worker_threads")
                     + _fields(NUMBER, "allreduce_bytes_per_step_per_worker_predicted",
