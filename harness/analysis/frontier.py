@@ -76,6 +76,9 @@ class Point:
     units_total: Optional[int] = None
     problem: str = ""
     seed_bytes: tuple = ()  # ((seed, weight bytes), ...) of the seeds whose records have bytes
+    # the latency axis: median over the measured runs of the batch-1 LiteRT ratio quantized/control
+    # (harness/case/latency.py); None when no run of the point was timed
+    latency_ratio: Optional[float] = None
 
     def bytes_of(self, seed) -> Optional[float]:
         """The weight bytes this seed's drop was measured at: its own for PER_SEED_BYTES, else the
@@ -267,8 +270,10 @@ def _make_point(key: tuple, rows: list) -> Point:
     x = None
     if seed_bytes:
         x = float(np.mean([b for _, b in seed_bytes])) if key[2] in PER_SEED_BYTES else seed_bytes[0][1]
+    ratios = [v for v in (seedstats.as_number(r.get("latency_ratio")) for r, _ in measured) if v is not None]
     return Point(*key, weight_bytes=x, seed_drops=drops, skipped=len(rows) - len(measured),
-                 units_total=max(totals) if totals else None, problem=problem, seed_bytes=seed_bytes)
+                 units_total=max(totals) if totals else None, problem=problem, seed_bytes=seed_bytes,
+                 latency_ratio=float(np.median(ratios)) if ratios else None)
 
 
 def frontier_points(records: Iterable[dict]) -> list:

@@ -80,8 +80,8 @@ def verdict_table(frontiers: Sequence, model: str) -> list:
 
 
 def points_table(frontiers: Sequence, model: str) -> list:
-    lines = ["| method | point | weight B | seeds | drop pp [95% t] | vs | matched seeds "
-             "| last-N drop at these bytes [95% t] | difference [95% t] |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | point | weight B | seeds | drop pp [95% t] | latency ratio | vs | matched seeds "
+             "| last-N drop at these bytes [95% t] | difference [95% t] |", "|---|---|---|---|---|---|---|---|---|---|"]
     for f in (f for f in frontiers if f.model == model):
         for c in f.comparisons:
             for m in c.matched:
@@ -91,8 +91,9 @@ def points_table(frontiers: Sequence, model: str) -> list:
                     last, diff = _frontier.interval_text(*m.last_interval), _frontier.interval_text(*m.diff_interval)
                 else:
                     last, diff = _frontier.NO_MATCH, "–"
+                latency = "–" if p.latency_ratio is None else f"{p.latency_ratio:.2f}"
                 lines.append(f"| {f.method} | {p.label} | {size} | {p.seeds} | {_frontier.interval_text(*p.interval)} "
-                             f"| last-N W{m.last_bits} | {len(m.pairs)} | {last} | {diff} |")
+                             f"| {latency} | last-N W{m.last_bits} | {len(m.pairs)} | {last} | {diff} |")
     return lines if len(lines) > 2 else []
 
 
@@ -109,7 +110,8 @@ def section(frontiers: Sequence, out_dir: Path, plots_dir: str, save: Callable) 
              "Each seed has its own model, so sensitivity-N and mixed may pick different units, and bytes, "
              "per seed: they are placed at the seed-mean bytes, the seeds' min–max given in brackets and as "
              "a horizontal bar. Points at N = 0 or all units quantize the same units as last-N and are not "
-             "compared; first-N is plotted only (last vs first is the order test below).", ""]
+             "compared; first-N is plotted only (last vs first is the order test below). Latency ratio: the "
+             "point's median batch-1 LiteRT time quantized/control (– where not timed).", ""]
     plots = []
     for model in sorted({f.model for f in frontiers}, key=str):
         lines += [f"### {model}", "", _frontier.verdict(frontiers, model), ""]

@@ -17,6 +17,12 @@ the records' ``unit_table`` (``size.predict`` over ``select(order, N)`` at the g
 nearest measured N, median over seeds (on a tie the larger N, whose tables are not smaller).
 Records without a unit_table (schema 1) fall back to the whole-file bytes interpolated linearly
 between measured N, and the reason says so; an N outside the measured sizes is then not accepted.
+
+Latency budget (a ratio, quantized/control at batch 1 in LiteRT: harness/case/latency.py): an N is
+accepted when every timed run of that N has its upper 95% bound within it (latency_report.upper_bounds).
+Latency is not fitted nor interpolated (it need not be monotone in N: QUANTIZE/DEQUANTIZE crossings
+cost most at small N), so an N without a timed run is not accepted, and the ratio holds for the
+machine kind that measured it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from harness.analysis import drop_fit as _fit
+from harness.analysis import latency_report
 from harness.design.config import QuantConfig, Selection
 from harness.design.select import select
 from harness.design.size import predict as predict_size
@@ -54,6 +61,8 @@ class Plan:
     reason: str
     predicted_fraction: Optional[float] = None
     size_source: str = ""
+    latency_budget: Optional[float] = None
+    latency_upper: Optional[float] = None  # at the answer: the highest upper 95% bound of its timed runs
 
     @property
     def ok(self) -> bool:
@@ -173,12 +182,25 @@ def diverged_reason(table: dict, n: int) -> Optional[str]:
     return f"N={n} unmeasured, next to diverged runs ({', '.join(bad)})" if bad else None
 
 
+def check_latency_budget(ratio) -> Optional[float]:
+    """A latency budget: a ratio quantized/control > 0 (1.0: no slower than float), or None."""
+    if ratio is None:
+        return None
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or ratio <= 0:
+        raise ValueError(f"latency budget must be a ratio quantized/control > 0 (e.g. 1.0), got {ratio!r}")
+    return float(ratio)
+
+
 def _accepted(group: _fit.GroupFit, n: int, budget_pp: float, size_budget: Optional[float], sizes: SizeModel,
-              diverged: dict, rejected: dict) -> Optional[tuple]:
-    """(prediction, bytes) when N is within every budget; else None, counting the reason."""
+              diverged: dict, rejected: dict, latency: tuple = (None, {})) -> Optional[tuple]:
+    """(prediction, bytes) when N is within every budget; else None, counting the reason. ``latency``:
+    (budget ratio or None, {N: upper bound of the timed runs})."""
     why_not = diverged_reason(diverged, n)
     if why_not:
         rejected["diverged"].append(why_not)
+        return None
+    if latency[0] is not None and not latency[1].get(n, math.inf) <= latency[0]:
+        rejected["latency"] += 1
         return None
     pred = _fit.predict(group, n)
     if pred is None or not pred.upper95 <= budget_pp:
@@ -192,13 +214,16 @@ def _accepted(group: _fit.GroupFit, n: int, budget_pp: float, size_budget: Optio
 
 
 def plan_group(group: _fit.GroupFit, budget_pp: float, *, records: Sequence[dict] = (),
-               size_budget: Optional[float] = None, extrapolate: bool = False) -> Plan:
+               size_budget: Optional[float] = None, extrapolate: bool = False,
+               latency_budget: Optional[float] = None) -> Plan:
     """Largest N of one fitted group within the budgets; ``records``: the group's runs, any status."""
     budget_pp, size_budget = check_budget(budget_pp, size_budget)
+    latency = (check_latency_budget(latency_budget), latency_report.upper_bounds(records))
     sizes = size_model(records, group.order, group.weight_bits)
     base = dict(model=group.model, order=group.order, weight_bits=group.weight_bits, method=group.method,
                 budget_pp=budget_pp, size_budget_bytes=None if size_budget is None else int(size_budget),
-                units_total=group.units_total, size_source=sizes.source if size_budget is not None else "")
+                units_total=group.units_total, size_source=sizes.source if size_budget is not None else "",
+                latency_budget=latency[0])
     empty = dict(n=None, predicted_drop_pp=None, upper95_pp=None, predicted_bytes=None)
     if not group.fitted:
         return Plan(**base, **empty, form=None, formula=None, reason=f"no fit ({group.reason})")
@@ -206,15 +231,17 @@ def plan_group(group: _fit.GroupFit, budget_pp: float, *, records: Sequence[dict
     n_max = (group.units_total or measured_max) if extrapolate else measured_max
     if group.units_total:
         n_max = min(n_max, group.units_total)
-    rejected, diverged = {"accuracy": 0, "size": 0, "diverged": []}, divergence(records)
+    rejected, diverged = {"accuracy": 0, "size": 0, "latency": 0, "diverged": []}, divergence(records)
     for n in range(n_max, 0, -1):
-        found = _accepted(group, n, budget_pp, size_budget, sizes, diverged, rejected)
+        found = _accepted(group, n, budget_pp, size_budget, sizes, diverged, rejected, latency)
         if found is None:
             continue
         pred, size = found
         why = [f"N={n}: upper 95% drop {pred.upper95:.3g} pp <= {budget_pp:g} pp"]
         if size_budget is not None:
             why.append(f"size {size:,.0f} B <= {size_budget:,.0f} B ({sizes.source})")
+        if latency[0] is not None:
+            why.append(f"latency ratio upper 95% {latency[1][n]:.2f} <= {latency[0]:g} (on the CPU that measured it)")
         if n == measured_max and not extrapolate and group.units_total and n < group.units_total:
             why.append(f"capped at the largest measured N (units_total {group.units_total})")
         elif n > measured_max:
@@ -223,10 +250,13 @@ def plan_group(group: _fit.GroupFit, budget_pp: float, *, records: Sequence[dict
         best = next(c for c in group.candidates if c.form == pred.form)
         return Plan(**base, n=n, predicted_drop_pp=pred.drop_pp, upper95_pp=pred.upper95, predicted_bytes=size,
                     form=pred.form, formula=best.formula, reason="; ".join(why),
-                    predicted_fraction=_fit.fraction_at(group.fractions, n))
+                    predicted_fraction=_fit.fraction_at(group.fractions, n),
+                    latency_upper=latency[1].get(n) if latency[0] is not None else None)
     reason = f"no N in 1..{n_max} fits: {rejected['accuracy']} over the accuracy budget"
     if size_budget is not None:
         reason += f", {rejected['size']} over (or without) the size budget ({sizes.source})"
+    if latency[0] is not None:
+        reason += f", {rejected['latency']} over (or not timed for) the latency budget {latency[0]:g}"
     if rejected["diverged"]:
         reason += f", {len(rejected['diverged'])} not recommended ({'; '.join(rejected['diverged'])})"
     return Plan(**base, **empty, form=group.best.form, formula=group.best.formula, reason=reason)
@@ -234,15 +264,16 @@ def plan_group(group: _fit.GroupFit, budget_pp: float, *, records: Sequence[dict
 
 def plan_table(records: Iterable[dict], budget_pp: float, *, size_budget: Optional[float] = None,
                model: Optional[str] = None, orders: Sequence[str] = ("last",), method: Optional[str] = None,
-               extrapolate: bool = False) -> tuple:
+               extrapolate: bool = False, latency_budget: Optional[float] = None) -> tuple:
     """One Plan per (model, order, weight_bits, method) group: the plan across bit widths."""
     budget_pp, size_budget = check_budget(budget_pp, size_budget)
+    latency_budget = check_latency_budget(latency_budget)
     chosen = [r for r in records if (model is None or r.get("model") == model)
               and (method is None or (r.get("method") or "qat") == method)]
     plans = []
     for group in _fit.group_records(chosen, orders).values():
         plans.append(plan_group(_fit.fit_group(group), budget_pp, records=group, size_budget=size_budget,
-                                extrapolate=extrapolate))
+                                extrapolate=extrapolate, latency_budget=latency_budget))
     return tuple(plans)
 
 

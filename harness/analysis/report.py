@@ -6,6 +6,7 @@ Files: <run_dir>/report.md and <run_dir>/plots/*.png:
                               confidence band (mean curve, seed shifts included; see harness.analysis.drop_fit);
   size-<model>.png            tflite_bytes and weight_bytes vs N with predicted_weight_bytes as a line;
   methods-<model>.png         QAT vs PTQ mean drop vs N (only when both methods exist);
+  latency-<model>.png         drop, bytes and LiteRT latency ratio vs N (only with timed records; latency_report);
   frontier-<model>.png        weight bytes vs drop per selection (only with sensitivity or mixed records;
                               see harness.analysis.frontier and frontier_report).
 Tables give each run's drop with its paired 95% interval (``paired.drop_label``, "~" = inside
@@ -33,6 +34,7 @@ from harness.analysis import order_test as _compare  # noqa: E402
 from harness.analysis import drop_fit as _fit  # noqa: E402
 from harness.analysis import frontier as _frontier  # noqa: E402
 from harness.analysis import frontier_report  # noqa: E402
+from harness.analysis import latency_report  # noqa: E402
 from harness.analysis import sensitivity_check  # noqa: E402
 from harness.case import paired  # noqa: E402
 from harness.analysis import plan as _plan  # noqa: E402
@@ -352,6 +354,8 @@ def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float]
             plots.append(path)
             lines.append(f"![{path.stem}]({PLOTS_DIR}/{path.name})")
         lines.append("")
+        latency_lines, latency_plots = latency_report.section(model, rows, out_dir, PLOTS_DIR, _save)
+        lines, plots = lines + latency_lines, plots + latency_plots
     frontier_lines, frontier_plots = frontier_report.section(frontiers, run_dir / PLOTS_DIR, PLOTS_DIR, _save)
     lines += frontier_lines + spearman_section(records)
     plots += frontier_plots

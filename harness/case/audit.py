@@ -179,3 +179,16 @@ def _resolve_constant(model, graph, producers, index):
             return None
         index = int(op.InputsAsNumpy()[0])
     return None
+
+
+def op_counts(content: bytes) -> dict:
+    """{builtin op name: how many} over every subgraph. A last-N file crosses from float to int8 at a
+    QUANTIZE and back at a DEQUANTIZE: their count is what a partial selection adds to each inference."""
+    model = S.Model.GetRootAs(content, 0)
+    found: Counter = Counter()
+    for sg_index in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(sg_index)
+        for op_index in range(graph.OperatorsLength()):
+            code = model.OperatorCodes(graph.Operators(op_index).OpcodeIndex())
+            found[OP_NAMES.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")] += 1
+    return dict(found)

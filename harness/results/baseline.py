@@ -9,7 +9,9 @@ and the quantized model, so this SD contains the seed effect, the run-to-run num
 test-set sampling error. harness/results/baseline_gate.py compares a run against it.
 
 Schema 1 files (medians only) are migrated on load: each seed gets the entry's median and the
-noise is unknown, which the gate reports.
+noise is unknown, which the gate reports. Each seed also keeps its batch-1 latency ratio
+quantized/control with its interval (harness/case/latency.py), for the latency gate
+(harness/results/latency_gate.py); schema-2 files saved before it have none, and are not latency-gated.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class SeedValue:
     quant_accuracy: Optional[float] = None
     tflite_bytes: Optional[float] = None
     n_test: Optional[int] = None
+    # batch-1 LiteRT latency quantized/control and its per-case 95% interval (None: not timed, older files)
+    latency_ratio: Optional[float] = None
+    latency_low: Optional[float] = None
+    latency_high: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -170,9 +176,16 @@ def entries_from_records(records: Iterable[dict]) -> dict:
             drop_pp=as_number(record.get("accuracy_drop_pp")),
             control_accuracy=as_number(record.get("control_accuracy")),
             quant_accuracy=as_number(record.get("quant_accuracy")),
-            tflite_bytes=as_number(record.get("tflite_bytes")), n_test=record.get("n_test"))
+            tflite_bytes=as_number(record.get("tflite_bytes")), n_test=record.get("n_test"),
+            **_latency_of(record))
         meta[key] = (record.get("model"), record.get("weight_bits"), record.get("n"))
     return {key: BaselineEntry(key, *meta[key], seeds=dict(sorted(groups[key].items()))) for key in sorted(groups)}
+
+
+def _latency_of(record: dict) -> dict:
+    interval = list(record.get("latency_ratio_ci95") or ()) + [None, None]
+    return {"latency_ratio": as_number(record.get("latency_ratio")), "latency_low": as_number(interval[0]),
+            "latency_high": as_number(interval[1])}
 
 
 def save_baseline(records: Iterable[dict], path, *, tier: Optional[str] = None, machine: Optional[dict] = None) -> Baseline:
@@ -257,7 +270,8 @@ def _entry(key: str, item, where: str) -> BaselineEntry:
         if not isinstance(value, dict) or not isinstance(value.get("case_id"), str):
             raise BaselineError(f"{where} entry {key!r} seed {seed!r}: expected an object with case_id")
         numbers = {name: _optional_number(value.get(name), f"{where} entry {key!r}")
-                   for name in ("drop_pp", "control_accuracy", "quant_accuracy", "tflite_bytes")}
+                   for name in ("drop_pp", "control_accuracy", "quant_accuracy", "tflite_bytes", "latency_ratio",
+                                "latency_low", "latency_high")}
         seeds[int(seed)] = SeedValue(value["case_id"], value.get("config_hash"), n_test=value.get("n_test"), **numbers)
     return BaselineEntry(key, item.get("model"), item.get("weight_bits"), item.get("n"), seeds)
 

@@ -21,6 +21,7 @@ changed is stale (listed; a failure under strict mode, which CI uses).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from scipy import stats
 
 from harness.results.baseline import (MEASURED, Baseline, BaselineEntry, baseline_key, complete_table, entries_from_records,
                        noise_group, two_way)
+from harness.results import latency_gate
 from harness.results.seedstats import holm
 
 FAMILY_ALPHA = 0.05  # family-wise false-regression rate of one whole run
@@ -62,6 +64,7 @@ class GateContext:
     expected: Optional[frozenset] = None  # case ids this session collected (None: unknown)
     narrowed: bool = False  # options, -k, -m or node ids left part of the tier's grid out
     alpha: float = FAMILY_ALPHA
+    latency_min_rise: float = latency_gate.MIN_RISE  # relative rise of the latency ratio that counts
 
 
 def context_for(thresholds_of: Callable, drop_tolerance: Optional[float] = None, **run) -> GateContext:
@@ -183,16 +186,44 @@ def gate(records: Iterable[dict], baseline: Baseline, ctx: GateContext) -> tuple
         else:
             comparable[noise_group(base.model, base.weight_bits)].append(key)
     tests = {group: _group_tests(keys, baseline, run_entries) for group, keys in comparable.items()}
-    # Two families, alpha/2 each: per-key contrasts and per-group shifts (Bonferroni between them).
-    key_p = {(g, k): p for g, t in tests.items() for k, p in t.get("key_p", {}).items()}
-    shift_p = {g: t["shift_p"] for g, t in tests.items() if "shift_p" in t}
-    key_holm = dict(zip(key_p, holm(list(key_p.values())))) if key_p else {}
-    shift_holm = dict(zip(shift_p, holm(list(shift_p.values())))) if shift_p else {}
+    key_holm, shift_holm = _adjusted(tests)
     for group, keys in comparable.items():
         for key in keys:
             verdicts[key] = _judge(key, tests[group], key_holm.get((group, key)), shift_holm.get(group), ctx,
                                    baseline.entries[key].model)
+    _gate_latency(verdicts, comparable, baseline, run_entries, records, ctx)
     return tuple(verdicts[key] for key in sorted(verdicts))
+
+
+def _adjusted(tests: dict) -> tuple:
+    """Two families, alpha/2 each: per-key contrasts and per-group shifts (Bonferroni between them).
+    ({(group, key): Holm p}, {group: Holm p})."""
+    key_p = {(g, k): p for g, t in tests.items() for k, p in t.get("key_p", {}).items()}
+    shift_p = {g: t["shift_p"] for g, t in tests.items() if "shift_p" in t}
+    key_holm = dict(zip(key_p, holm(list(key_p.values())))) if key_p else {}
+    shift_holm = dict(zip(shift_p, holm(list(shift_p.values())))) if shift_p else {}
+    return key_holm, shift_holm
+
+
+def _gate_latency(verdicts: dict, comparable: dict, baseline: Baseline, run_entries: dict, records: list,
+                  ctx: GateContext) -> None:
+    """The latency gate (harness/results/latency_gate.py): the same tests on log latency ratios; a
+    rise is added to the key's verdict (regressed on the baseline's machine kind, noted elsewhere)."""
+    base_view = dataclasses.replace(baseline, entries=latency_gate.view(baseline.entries))
+    run_view = latency_gate.view(run_entries)
+    tests = {group: _group_tests(keys, base_view, run_view) for group, keys in comparable.items()}
+    key_holm, shift_holm = _adjusted(tests)
+    machine = latency_gate.same_machine(baseline.machine, records)
+    for group, keys in comparable.items():
+        for key in keys:
+            found = latency_gate.judge(key, tests[group], key_holm.get((group, key)), shift_holm.get(group),
+                                       ctx.alpha, ctx.latency_min_rise, machine,
+                                       (baseline.entries[key], run_entries[key]))
+            if found:
+                status, message = found
+                old = verdicts[key]
+                verdicts[key] = dataclasses.replace(old, status=status if old.status == "ok" else old.status,
+                                                    message=f"{old.message}; {message}")
 
 
 def _judge(key: str, test: dict, key_holm: Optional[float], shift_holm: Optional[float], ctx: GateContext,

@@ -18,27 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-CONFIDENCE = 0.95
-MIN_ROUNDS_FOR_INTERVAL = 6  # with 5 rounds the widest order-statistic interval covers only 93.75%
-
-
-def median_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple:
-    """Distribution-free interval for the median: (x_(k), x_(n+1-k)) with the largest k whose
-    coverage 1 - 2 P(Binomial(n, 1/2) < k) is still >= ``confidence``. (None, None) when no k reaches
-    it (fewer than MIN_ROUNDS_FOR_INTERVAL values at 95%). Pure."""
-    ordered = sorted(float(v) for v in values)
-    n = len(ordered)
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    best = None
-    tail = 0.0  # P(B < k), B ~ Binomial(n, 1/2)
-    for k in range(1, n // 2 + 1):
-        tail += math.comb(n, k - 1) / 2.0 ** n
-        if 1.0 - 2.0 * tail >= confidence:
-            best = k
-    if best is None:
-        return None, None
-    return ordered[best - 1], ordered[n - best]
+# the median's order-statistic interval lives with the pure statistics: per-case LiteRT latency uses it too
+from harness.results.seedstats import CONFIDENCE, MIN_ROUNDS_FOR_INTERVAL, median_interval  # noqa: F401
 
 
 def steps_per_round(step_s: float, min_steps: int, round_ms: float) -> int:
