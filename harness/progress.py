@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 TTY_INTERVAL_S = 0.5
 LOG_INTERVAL_S = 30.0
+ETA_MIN_STEPS, ETA_MIN_S = 10, 3.0
 
 
 class Reporter:
@@ -30,7 +31,8 @@ class Reporter:
 
     def step(self, done: int, total: int, per_epoch: int = 0) -> None:
         now = self.clock()
-        if self.last_shown is not None and now - self.last_shown < self.interval_s and done < total:
+        since = self.phase_start if self.last_shown is None or self.last_shown < self.phase_start else self.last_shown
+        if now - since < self.interval_s:  # a phase shorter than the interval shows nothing
             return
         self.last_shown = now
         self.show(describe(self.case, self.label, done, total, per_epoch, now - self.phase_start))
@@ -44,7 +46,7 @@ def describe(case: str, label: str, done: int, total: int, per_epoch: int, elaps
     else:
         where = f"step {done:,}/{total:,}"
     left = ""
-    if 0 < done < total:
+    if ETA_MIN_STEPS <= done < total and elapsed_s >= ETA_MIN_S:  # the first steps include tracing: no estimate
         left = f", {clock_text(elapsed_s / done * (total - done))} left"
     return f"{case}: {label or 'train'} {where}{left}"
 
@@ -79,7 +81,7 @@ def reporting(reporter: Optional[Reporter], case: str = ""):
     global _current
     previous, _current = _current, reporter
     if reporter is not None:
-        reporter.case, reporter.last_shown = case, None
+        reporter.case, reporter.last_shown, reporter.phase_start = case, None, reporter.clock()
     try:
         yield reporter
     finally:

@@ -21,7 +21,12 @@ PYTEST_LAYER = ("skip", "only", "progress")
 
 def addoption(parser) -> None:
     group = parser.getgroup(GROUP, "qatbench: partial quantization-aware training benchmarks")
-    add = group.addoption
+    for add_some in (_grid_options, _run_options, _gate_options, _pytest_layer_options, register.addoption):
+        add_some(group.addoption)
+
+
+def _grid_options(add) -> None:
+    """Which cases: tier, bits, orders, budgets, methods, seeds."""
     add("--qat-tier", type=options.parse_tier, default="smoke",
         help="work per case: smoke (default, CI), full (all data, more steps, seeds, bits, orders) or "
              "reference (last vs first, 3 seeds: the research question)")
@@ -38,6 +43,10 @@ def addoption(parser) -> None:
              "quantization of the fine-tuned float control; 8-bit only). Default: the tier's")
     add("--qat-seeds", type=options.parse_seeds, default=(),
         help="comma-separated seeds (default: the tier's)")
+
+
+def _run_options(add) -> None:
+    """How and where the cases run."""
     add("--qat-strategy", type=options.parse_strategy, default="default",
         help="tf.distribute strategy for fine-tuning: default, mirrored, multiworker")
     add("--qat-workers", type=options.parse_workers, default=1,
@@ -55,6 +64,10 @@ def addoption(parser) -> None:
         help="folder of pre-trained float baselines (default: $QATBENCH_CACHE or .qatbench-cache)")
     add("--qat-timeout", type=options.parse_timeout, default=0.0,
         help="per-case time limit in seconds, 1..604800; a case past it is recorded with status timeout (0: none)")
+
+
+def _gate_options(add) -> None:
+    """What a run is checked against, and the planner's budgets."""
     add("--qat-baseline", type=options.parse_existing_file, default=None,
         help="baseline JSON to gate against, seed by seed: a configuration regresses when its mean drop over "
              "seeds rises beyond the measured noise and by at least the minimum effect, or its .tflite grows "
@@ -77,6 +90,10 @@ def addoption(parser) -> None:
              "K shards with the same selection and --qat-run-id together run every case once")
     add("--qat-check-gpu", action="store_true", default=False,
         help="fail at start-up unless TensorFlow sees a GPU (for GPU runners)")
+
+
+def _pytest_layer_options(add) -> None:
+    """Which tests pytest runs and what the terminal shows (PYTEST_LAYER), and the latency switch."""
     add("--qat-skip", action="store_true", default=False,
         help="deselect every qatbench case (like -m 'not qatbench'): run only a project's other tests")
     add("--qat-only", action="store_true", default=False,
@@ -89,7 +106,6 @@ def addoption(parser) -> None:
              "xdist or no terminal), on, off")
     add("--qat-latency", type=options.parse_latency, default=None, metavar="on|off", help="batch-1 LiteRT latency "
         "of each case's .tflite over its control, ~1 s a case (default on, or $QATBENCH_LATENCY); off: times null")
-    register.addoption(add)
 
 
 def run_options(config) -> RunOptions:

@@ -9,6 +9,14 @@ interval is much narrower than two independent binomial intervals would be.
   intervals with the phi correlation of the 2x2 table. Good coverage down to small n, never
   outside [-1, 1], and defined when b = c = 0.
 - Test: the exact McNemar test, a two-sided binomial test of b against b + c with p = 1/2.
+
+Ties. INT8 logits often tie for the top score, and argmax returns the lowest tied class index: a
+quantized model then gains or loses accuracy by class order, not by quantization (on Fashion-MNIST it
+turned "shirt", class 6, into lower classes). Accuracy is therefore tie-aware: an example whose top
+score is shared by k classes including the true one counts 1/k, its expected correctness under
+random tie-breaking. The 2x2 table holds the expected counts (fractions where there are ties; the
+exact test uses them rounded), so without ties everything is exactly as above. What a device's
+argmax gives is kept beside it as the ``deployed`` accuracy.
 """
 
 from __future__ import annotations
@@ -24,10 +32,12 @@ CONFIDENCE = 0.95
 
 @dataclass(frozen=True)
 class PairedCounts:
-    both_right: int
-    control_only: int  # control right, quantized wrong: costs accuracy
-    quant_only: int  # quantized right, control wrong
-    both_wrong: int
+    """Counts of the 2x2 table; expected counts (floats) when some top scores tie."""
+
+    both_right: float
+    control_only: float  # control right, quantized wrong: costs accuracy
+    quant_only: float  # quantized right, control wrong
+    both_wrong: float
 
     @property
     def n(self) -> int:
@@ -51,7 +61,46 @@ def counts(y_true, control_pred, quant_pred) -> PairedCounts:
                         int(np.sum(~right_c & right_q)), int(np.sum(~right_c & ~right_q)))
 
 
-def wilson(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple:
+@dataclass(frozen=True)
+class TopSet:
+    """Which classes share each example's top score, against the true class."""
+
+    labels: np.ndarray  # argmax: the lowest tied class index, what a device's argmax returns
+    size: np.ndarray  # how many classes share the top score (1: no tie)
+    hit: np.ndarray  # whether the true class is among them
+    right: np.ndarray  # whether the argmax is the true class (the deployed model's correctness)
+
+    @property
+    def score(self) -> np.ndarray:
+        """Expected correctness of each example under random tie-breaking: hit / size."""
+        return self.hit / self.size
+
+    @property
+    def ties(self) -> int:
+        return int(np.sum(self.size > 1))
+
+
+def top_set(outputs, y_true) -> TopSet:
+    """The top-score classes of every row of ``outputs`` (logits or probabilities, one row per example)."""
+    out, y = np.asarray(outputs), np.asarray(y_true).reshape(-1)
+    if out.ndim != 2 or len(out) != len(y):
+        raise ValueError(f"expected outputs of shape (examples, classes) for {len(y)} examples, got {out.shape}")
+    is_top = out == out.max(axis=-1, keepdims=True)
+    labels = np.argmax(out, axis=-1)
+    return TopSet(labels, is_top.sum(axis=-1), is_top[np.arange(len(y)), y], labels == y)
+
+
+def expected_counts(control: TopSet, quant: TopSet) -> PairedCounts:
+    """The 2x2 table in expectation over both models' random tie-breaking (independent); the
+    integer table of ``counts`` when nothing ties."""
+    c, q = control.score, quant.score
+    if len(c) != len(q) or len(c) == 0:
+        raise ValueError(f"paired scores need equal, non-zero lengths, got {len(c)} and {len(q)}")
+    return PairedCounts(float(np.sum(c * q)), float(np.sum(c * (1 - q))), float(np.sum((1 - c) * q)),
+                        float(np.sum((1 - c) * (1 - q))))
+
+
+def wilson(successes: float, n: float, confidence: float = CONFIDENCE) -> tuple:
     """Wilson score interval of a binomial proportion."""
     if n <= 0:
         raise ValueError(f"n must be > 0, got {n}")
@@ -78,8 +127,9 @@ def newcombe_interval(table: PairedCounts, confidence: float = CONFIDENCE) -> tu
     return max(-1.0, theta - delta), min(1.0, theta + epsilon)
 
 
-def mcnemar_exact(control_only: int, quant_only: int) -> float:
-    """Two-sided exact McNemar p-value; 1.0 when there is no discordant example."""
+def mcnemar_exact(control_only: float, quant_only: float) -> float:
+    """Two-sided exact McNemar p-value (of the expected counts, rounded); 1.0 without discordant examples."""
+    control_only, quant_only = round(control_only), round(quant_only)
     discordant = control_only + quant_only
     if discordant == 0:
         return 1.0
@@ -87,11 +137,27 @@ def mcnemar_exact(control_only: int, quant_only: int) -> float:
 
 
 def evidence(y_true, control_pred, quant_pred, confidence: float = CONFIDENCE) -> dict:
-    """The record fields of a case's paired evidence (drop and interval in percentage points)."""
-    table = counts(y_true, control_pred, quant_pred)
+    """The record fields of a case's paired evidence from predicted labels (no ties to account for)."""
+    return evidence_of(counts(y_true, control_pred, quant_pred), confidence)
+
+
+def tie_aware_evidence(control: TopSet, quant: TopSet, confidence: float = CONFIDENCE) -> dict:
+    """The record fields of a case's paired evidence, tie-aware, with the deployed (argmax) accuracies
+    and how many examples tie for the top score in each model."""
+    n = len(control.score)
+    control_deployed, quant_deployed = float(np.mean(control.right)), float(np.mean(quant.right))
+    return {**evidence_of(expected_counts(control, quant), confidence),
+            "control_accuracy": float(np.sum(control.score) / n), "quant_accuracy": float(np.sum(quant.score) / n),
+            "control_accuracy_deployed": control_deployed, "quant_accuracy_deployed": quant_deployed,
+            "deployed_drop_pp": 100.0 * (control_deployed - quant_deployed),
+            "control_ties": control.ties, "quant_ties": quant.ties}
+
+
+def evidence_of(table: PairedCounts, confidence: float = CONFIDENCE) -> dict:
+    """Drop, interval (percentage points) and exact test of a paired table."""
     low, high = newcombe_interval(table, confidence)
     return {
-        "n_test": table.n,
+        "n_test": int(round(table.n)),
         "discordant": {"control_only": table.control_only, "quant_only": table.quant_only},
         "paired_drop_pp": 100.0 * table.drop,
         "drop_ci95_pp": [100.0 * low, 100.0 * high],

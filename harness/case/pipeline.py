@@ -22,7 +22,7 @@ from harness.design import size
 from harness.backend import devices, numerics, versions
 from harness.design.config import Case
 from harness.models.data import Dataset
-from harness.case.evaluate import tflite_accuracy, tflite_labels
+from harness.case.evaluate import tflite_accuracy, tflite_predict
 from harness.design.registry import ModelSpec
 from harness.design.select import select
 
@@ -128,7 +128,7 @@ def _float_control(case: Case, config, data: Dataset, base, env: Environment, tu
     return cache.float_control(base, produce, rebuild, env.cache_dir, finetune_seed=case.seed)
 
 
-_CONTROL_LABELS: dict = {}
+_CONTROL_TOP: dict = {}
 
 
 
@@ -150,39 +150,45 @@ def _control_gzip_bytes(content: bytes) -> int:
     return len(gzip.compress(content, 9))
 
 
-def _control_labels(control: cache.Control, data: Dataset, threads: int) -> np.ndarray:
-    """The control's predicted labels, computed once per control (every case of a seed shares it)."""
+def _control_top(control: cache.Control, data: Dataset, threads: int) -> paired.TopSet:
+    """The control's top-score classes, computed once per control (every case of a seed shares it)."""
     key = (control.key, len(data.y_test))
-    if key not in _CONTROL_LABELS:
-        _CONTROL_LABELS.clear()  # cases run model by model, seed by seed: keep only the latest
-        _CONTROL_LABELS[key] = tflite_labels(control.tflite, data.x_test, threads)
-    return _CONTROL_LABELS[key]
+    if key not in _CONTROL_TOP:
+        _CONTROL_TOP.clear()  # cases run model by model, seed by seed: keep only the latest
+        outputs = tflite_predict(control.tflite, data.x_test, threads=threads)
+        _CONTROL_TOP[key] = (paired.top_set(outputs, data.y_test), outputs.runtime)
+    return _CONTROL_TOP[key]
 
 
 def _accuracy_fields(case: Case, control: cache.Control, qat, qat_tflite: bytes, data: Dataset,
                      env: Environment) -> dict:
     """Accuracies of the control and the quantized model, scored on the same test examples, with
-    the paired evidence of their difference (harness/case/paired.py). ``qat`` is None for PTQ (no Keras
-    model of the quantized file). The predicted labels go back under ``PREDICTIONS`` for the caller
-    to store beside the record, so any analysis can be redone from the run folder."""
+    the paired evidence of their difference (harness/case/paired.py): tie-aware (a top score shared by
+    k classes that include the true one counts 1/k), with the deployed argmax accuracies beside them.
+    ``qat`` is None for PTQ (no Keras model of the quantized file). The predicted labels and tie sets
+    go back under ``PREDICTIONS`` for the caller to store beside the record, so any analysis can be
+    redone from the run folder."""
     threads = env.interpreter_threads
     simulated = case.quant.deployment == "simulated"
-    control_labels = _control_labels(control, data, threads)
-    keras_labels = None if qat is None else train.keras_labels(qat, data.x_test)
-    quant_labels = keras_labels if simulated else tflite_labels(qat_tflite, data.x_test, threads)
-    control_acc = float(np.mean(control_labels == data.y_test))
-    quant_acc = float(np.mean(quant_labels == data.y_test))
+    control_top, control_runtime = _control_top(control, data, threads)
+    keras_top = None if qat is None else paired.top_set(train.keras_outputs(qat, data.x_test), data.y_test)
+    if simulated:
+        quant, runtime = keras_top, control_runtime
+    else:
+        outputs = tflite_predict(qat_tflite, data.x_test, threads=threads)
+        quant, runtime = paired.top_set(outputs, data.y_test), outputs.runtime
+    fields = paired.tie_aware_evidence(control_top, quant)
     return {
-        "control_accuracy": control_acc,
+        **fields,
         "control_accuracy_keras": control.keras_accuracy,
-        "quant_accuracy": quant_acc,
-        "quant_accuracy_keras": None if keras_labels is None else float(np.mean(keras_labels == data.y_test)),
+        "quant_accuracy_keras": None if keras_top is None else float(np.mean(keras_top.score)),
         "accuracy_source": "keras (simulated bit width)" if simulated else "tflite interpreter",
-        "tflite_runtime": getattr(quant_labels, "runtime", None) or getattr(control_labels, "runtime", None),
+        "tflite_runtime": runtime or control_runtime,
         "ptq_samples": PTQ_SAMPLES if qat is None else None,
-        "accuracy_drop_pp": (control_acc - quant_acc) * 100.0,
-        **paired.evidence(data.y_test, control_labels, quant_labels),
-        PREDICTIONS: {"y_true": data.y_test, "control": control_labels, "quant": quant_labels},
+        "accuracy_drop_pp": (fields["control_accuracy"] - fields["quant_accuracy"]) * 100.0,
+        PREDICTIONS: {"y_true": data.y_test, "control": control_top.labels, "quant": quant.labels,
+                      "control_top_size": control_top.size, "quant_top_size": quant.size,
+                      "control_top_hit": control_top.hit, "quant_top_hit": quant.hit},
     }
 
 

@@ -94,9 +94,14 @@ def fit_steps(model: "keras.Model", data: Dataset, steps: int, batch_size: int, 
                       final_loss=float(timer.losses[-1]) if timer.losses else float("nan"))
 
 
+def keras_outputs(model: "keras.Model", x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Outputs of every example, in Keras (fake-quant models simulate their bit width)."""
+    return model.predict(x, batch_size=batch_size, verbose=0)
+
+
 def keras_labels(model: "keras.Model", x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Predicted class of every example, in Keras (fake-quant models simulate their bit width)."""
-    return np.argmax(model.predict(x, batch_size=batch_size, verbose=0), axis=-1)
+    return np.argmax(keras_outputs(model, x, batch_size), axis=-1)
 
 
 def keras_accuracy(model: "keras.Model", x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:

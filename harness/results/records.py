@@ -189,13 +189,16 @@ def case_path(run_dir: Path, case_id: str) -> Path:
 
 PREDICTIONS_SUFFIX = ".predictions.npz"
 PREDICTION_ARRAYS = ("y_true", "control", "quant")
+# Per example, how many classes share the top score and whether the true class is among them (tie-aware
+# accuracy, harness/case/paired.py); absent from files written before schema 6.
+TIE_ARRAYS = ("control_top_size", "quant_top_size", "control_top_hit", "quant_top_hit")
 
 
 def write_predictions(run_dir: Path, case_id: str, predictions: dict) -> dict:
     """Store a case's predicted labels (y_true, control, quant) beside its record as a compressed
     .npz of small unsigned integers (atomic). Returns the record fields that point to it."""
     arrays = {}
-    for name in PREDICTION_ARRAYS:
+    for name in PREDICTION_ARRAYS + tuple(n for n in TIE_ARRAYS if n in predictions):
         values = np.asarray(predictions[name]).reshape(-1)
         arrays[name] = values.astype(np.uint8 if values.max(initial=0) < 256 else np.uint32)
     buffer = io.BytesIO()
@@ -218,7 +221,8 @@ def read_predictions(run_dir: Path, record: dict) -> dict:
     if hashlib.sha256(content).hexdigest() != record.get("predictions_sha256"):
         raise RecordError(f"{path.name}: checksum does not match its record")
     with np.load(io.BytesIO(content), allow_pickle=False) as data:
-        return {name: data[name] for name in PREDICTION_ARRAYS}
+        return {**{name: data[name] for name in PREDICTION_ARRAYS},
+                **{name: data[name] for name in TIE_ARRAYS if name in data.files}}
 
 
 # Field types every reader (merge, resume, plan, report) relies on; a record breaking them is skipped.

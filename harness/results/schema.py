@@ -47,7 +47,12 @@ GROUPS = {
                  + _fields(NUMBER, "paired_drop_pp", "mcnemar_p", since=2) + _fields("list", "drop_ci95_pp", since=2)
                  + _fields("bool", "drop_within_noise", since=2)
                  + _fields("str", "predictions_file", "predictions_sha256", since=2)
-                 + _fields("str", "tflite_runtime", since=3)),
+                 + _fields("str", "tflite_runtime", since=3)
+                 # tie-aware accuracy (harness/case/paired.py): what a device's argmax gives, and how many
+                 # test examples tie for the top score in each model
+                 + _fields(NUMBER, "control_accuracy_deployed", "quant_accuracy_deployed", "deployed_drop_pp",
+                           since=6)
+                 + _fields("int", "control_ties", "quant_ties", since=6)),
     "size": (_fields("int", "tflite_bytes", "control_tflite_bytes", "gzip_bytes", "control_gzip_bytes",
                      "weight_bytes", "control_weight_bytes", "predicted_weight_bytes", "predicted_float_bytes",
                      "ideal_packed_bytes", "overhead_bytes", "quant_param_values")
@@ -122,9 +127,11 @@ def problems(record: dict) -> list:
 # one line by every reader (records.usable), so one edited or damaged record cannot stop a merge,
 # a report or a resumed session. (low, high) are inclusive; pairs are [low, high] intervals.
 UNIT_INTERVAL = ("control_accuracy", "quant_accuracy", "quant_accuracy_keras", "control_accuracy_keras",
-                 "pretrained_accuracy", "param_fraction", "mcnemar_p")
+                 "pretrained_accuracy", "param_fraction", "mcnemar_p", "control_accuracy_deployed",
+                 "quant_accuracy_deployed")
 RANGES = {**{name: (0.0, 1.0) for name in UNIT_INTERVAL},
-          "accuracy_drop_pp": (-100.0, 100.0), "paired_drop_pp": (-100.0, 100.0),
+          "accuracy_drop_pp": (-100.0, 100.0), "paired_drop_pp": (-100.0, 100.0), "deployed_drop_pp": (-100.0, 100.0),
+          "control_ties": (0, 10 ** 12), "quant_ties": (0, 10 ** 12),
           "weight_bits": (2, 8), "n_test": (1, 10 ** 12), "n": (0, 10 ** 12), "seed": (0, 2 ** 32 - 1),
           **{name: (0, 10 ** 15) for name in ("tflite_bytes", "control_tflite_bytes", "gzip_bytes", "weight_bytes",
                                               "predicted_weight_bytes", "ideal_packed_bytes", "units_total",
