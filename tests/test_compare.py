@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.analysis import order_test
+from harness.design.family import Family, OrderComparison
 from harness.results import seedstats
 
 UNITS = 10
@@ -34,10 +35,11 @@ def test_detects_constructed_effect_in_either_direction(effect, sign, rng_seed):
     (result,) = order_test.compare_orders(paired_records(sign * effect, rng_seed=rng_seed))
     assert result.n_seeds == 8 and result.n_pairs == 8 * (UNITS - 1)
     assert result.p_value == pytest.approx(2 / 2 ** 8)  # every seed agrees in sign
-    assert result.by_n.p_holm == pytest.approx(2 * 2 / 2 ** 8)  # Holm over the two matchings
+    assert result.by_n.p_holm == pytest.approx(2 / 2 ** 8)  # one declared matching: a family of one
     assert result.verdict == (order_test.FINAL_CHEAPER if sign > 0 else order_test.FIRST_CHEAPER)
     assert result.by_n.mean_diff_pp == pytest.approx(sign * effect, abs=0.05)
-    assert result.by_fraction.verdict == result.verdict  # same fractions in both orders here
+    # the other matching is described, never tested: it would count one seed's drops twice
+    assert result.by_fraction.verdict == order_test.NOT_TESTED and not result.by_fraction.counted
 
 
 def test_per_seed_values_are_kept_and_are_means_over_matched_n():
@@ -55,17 +57,29 @@ def test_three_seeds_are_too_few_and_the_sentence_says_why():
     assert result.verdict == order_test.TOO_FEW and result.p_value == pytest.approx(0.25)
     n_sentence, f_sentence = result.sentences()
     assert n_sentence.startswith("m w8 qat: quantizing the last N costs 2.0")
-    for part in ("pp less than the first N", "3 seeds", "matched on N", "sign-flip p = 0.25", "Holm-adjusted 0.5",
-                 "too few pairs", "after Holm over 2 tests"):
+    for part in ("pp less than the first N", "3 seeds", "matched on N", "sign-flip p = 0.25", "not counted in the family",
+                 "too few pairs", "gives p = 0.25 at best", "not counted in Holm"):
         assert part in n_sentence, part
-    assert "matched on the share of weights quantized" in f_sentence
+    assert "matched on the share of weights quantized" in f_sentence and "descriptive" in f_sentence
+    assert result.tests_in_family == 0 and not result.test.counted and result.test.declared
 
 
-def test_six_seeds_alone_can_be_significant_but_not_after_holm_over_two_matchings():
-    records = paired_records(2.0, seeds=range(6))
-    (result,) = order_test.compare_orders(records)
-    assert result.p_value == pytest.approx(1 / 32) and result.verdict == order_test.TOO_FEW
-    assert result.by_n.best_p_holm == pytest.approx(1 / 16)
+def test_six_seeds_alone_can_be_significant_but_not_after_holm_over_two_comparisons():
+    (alone,) = order_test.compare_orders(paired_records(2.0, seeds=range(6)))
+    assert alone.p_value == pytest.approx(1 / 32) and alone.verdict == order_test.FINAL_CHEAPER
+    two = order_test.compare_orders(paired_records(2.0, seeds=range(6)) + paired_records(2.0, seeds=range(6), model="x"))
+    assert all(r.verdict == order_test.TOO_FEW and r.test.counted and r.tests_in_family == 2 for r in two)
+    assert two[0].by_n.best_p_holm == pytest.approx(1 / 16)
+
+
+def test_a_test_that_cannot_reach_alpha_is_reported_but_not_counted():
+    """5 seeds: the smallest two-sided sign-flip p is 2/32 > 0.05, so the test only dilutes the family."""
+    records = paired_records(2.0, seeds=range(8)) + paired_records(2.0, seeds=range(5), model="x")
+    counted, left = order_test.compare_orders(records)
+    assert counted.tests_in_family == 1 and counted.by_n.p_holm == pytest.approx(2 / 2 ** 8)
+    assert left.verdict == order_test.TOO_FEW and not left.test.counted and np.isnan(left.test.p_holm)
+    text = order_test.family_text((counted, left))
+    assert "Holm over 1 test(s)" in text and "m W8 QAT (N)" in text and "x W8 QAT (N), 5 seeds" in text
 
 
 def test_balanced_differences_are_not_significant():
@@ -96,9 +110,13 @@ def test_fraction_matching_removes_a_difference_that_is_only_about_weight_share(
                 f = share[order](n)
                 records.append(dict(status="passed", model="m", order=order, n=n, weight_bits=8, method="qat", seed=seed,
                                     units_total=UNITS, param_fraction=f, accuracy_drop_pp=5 * f + shift + rng.normal(0, 0.02)))
-    (result,) = order_test.compare_orders(records)
-    assert result.verdict == order_test.FIRST_CHEAPER and result.by_n.mean_diff_pp < -1
-    assert result.by_fraction.verdict == order_test.NO_DIFFERENCE and abs(result.by_fraction.mean_diff_pp) < 0.05
+    (by_n,) = order_test.compare_orders(records)
+    assert by_n.verdict == order_test.FIRST_CHEAPER and by_n.by_n.mean_diff_pp < -1
+    declared = Family("t", (OrderComparison("m", 8, "qat", "share"),))
+    (result,) = order_test.compare_orders(records, family=declared)
+    assert result.primary == "fraction" and result.registered and result.test is result.by_fraction
+    assert result.verdict == order_test.NO_DIFFERENCE and abs(result.by_fraction.mean_diff_pp) < 0.05
+    assert result.by_n.verdict == order_test.NOT_TESTED and result.sentences()[0] == result.sentence(result.by_fraction)
 
 
 def test_fraction_matching_interpolates_only_between_measured_first_points():
@@ -114,13 +132,22 @@ def test_fraction_matching_interpolates_only_between_measured_first_points():
     assert result.by_n.verdict == order_test.TOO_FEW and "no seed has comparable points" in result.sentences()[0]
 
 
-def test_holm_runs_over_all_groups_and_matchings():
+def test_holm_runs_over_every_group_with_its_one_matching():
     records = paired_records(1.0) + paired_records(0.0, model="other", rng_seed=3) + paired_records(-0.5, bits=4)
     results = order_test.compare_orders(records)
-    raw = [t.p_value for r in results for t in (r.by_n, r.by_fraction)]
-    expected = seedstats.holm(raw)
-    assert [t.p_holm for r in results for t in (r.by_n, r.by_fraction)] == pytest.approx(list(expected))
-    assert all(r.tests_in_family == 6 for r in results)
+    expected = seedstats.holm([r.by_n.p_value for r in results])
+    assert [r.by_n.p_holm for r in results] == pytest.approx(list(expected))
+    assert all(np.isnan(r.by_fraction.p_holm) for r in results) and all(r.tests_in_family == 3 for r in results)
+
+
+def test_a_declared_model_counts_only_its_declared_groups():
+    records = paired_records(1.0) + paired_records(1.0, bits=4, rng_seed=2)
+    declared = Family("t", (OrderComparison("m", 4, "qat", "n"),))
+    w4, w8 = sorted(order_test.compare_orders(records, family=declared), key=lambda r: r.weight_bits)
+    assert w4.test.counted and w4.tests_in_family == 1 and w4.by_n.p_holm == pytest.approx(2 / 2 ** 8)
+    assert w8.primary == "" and w8.verdict == order_test.NOT_TESTED and not w8.by_n.counted
+    with pytest.raises(ValueError):
+        OrderComparison("m", 8, "qat", "fraction")
 
 
 def test_full_and_empty_selections_are_not_paired():

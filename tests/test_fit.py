@@ -232,7 +232,9 @@ def test_unit_table_gives_the_exact_fraction_at_unmeasured_n():
 def test_candidates_are_ranked_by_aicc_with_the_small_sample_correction():
     result = drop_fit.fit_group(make_records("linear", 0.5, noise=0.1, seeds=1))
     aiccs = [c.aicc for c in result.candidates]
-    assert aiccs == sorted(aiccs) and result.best.aicc == min(aiccs)
+    assert aiccs == sorted(aiccs) and result.trend_best.aicc == min(aiccs)
+    # one seed: however clear the line, a seed's own slope cannot be told from the seeds' spread
+    assert not result.trend and result.best.form in drop_fit.FLAT and "fewer than 2 seeds" in result.trend_reason
     for c in result.candidates:
         m, big_k = c.n_points, len(c.params) + 1
         aic = m * math.log(c.rss / m) + 2 * big_k

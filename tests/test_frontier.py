@@ -303,3 +303,26 @@ def test_report_shows_per_seed_bytes_and_no_first_n_comparison(tmp_path):
     assert "first-N W8 vs last-N" not in text and "first-N N=" not in text  # plotted, not compared
     (png,) = [p for p in result.plots if p.name == "frontier-m.png"]
     assert png.read_bytes().startswith(PNG)
+
+
+def test_a_seed_whose_selection_has_last_ns_very_units_is_excluded_and_counted(tmp_path):
+    """Sensitivity-2 of seed 0 picks exactly last-2's units at last-2's bytes: the same model, a difference
+    of 0 by construction. It is left out of the matching and counted, not averaged in as a zero."""
+    records = simulate(np.random.default_rng(10), seeds=8, delta=0.3, bits=(8,))
+    last_units = {n: list(range(UNITS - n, UNITS)) for n in range(UNITS + 1)}
+    for r in records:
+        r["units_selected"] = last_units[r["n"]] if r["order"] == "last" else list(range(r["n"]))
+    same = next(r for r in records if r["order"] == "sensitivity" and r["n"] == 2 and r["seed"] == 0)
+    last2 = next(r for r in records if r["order"] == "last" and r["n"] == 2 and r["seed"] == 0)
+    same.update(units_selected=last2["units_selected"], weight_bytes=last2["weight_bytes"],
+                accuracy_drop_pp=last2["accuracy_drop_pp"])
+    (c,) = comparisons(records)
+    assert c.identical == 1 and sum(len(m.pairs) for m in c.matched) == 4 * 8 - 1
+    point2 = next(m for m in c.matched if m.point.n == 2)
+    assert 0 not in [seed for seed, _, _ in point2.pairs] and point2.identical == 1
+    assert "1 points compared identical unit sets, excluded" in c.sentence()
+    lines, _ = frontier_report.section(frontier.analyse(records), tmp_path, "plots", report._save)
+    assert any(line.startswith("- 1 matched points compared identical unit sets") for line in lines)
+    # without the unit lists nothing is known to be identical: nothing is excluded
+    (plain,) = comparisons([{k: v for k, v in r.items() if k != "units_selected"} for r in records])
+    assert plain.identical == 0 and sum(len(m.pairs) for m in plain.matched) == 4 * 8

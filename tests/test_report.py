@@ -48,7 +48,7 @@ def test_writes_report_and_plots(tmp_path):
     for heading in ("## m", "## other", "### Accuracy-drop formulas", "## Last vs first layers", "## Plan: accuracy budget 1 pp",
                     "## Cases that did not pass", "## Unreadable records"):
         assert heading in text, heading
-    assert "drop_pp ≈" in text and "95% CI" in text and "leave-one-N-out RMSE" in text
+    assert "drop_pp ≈" in text and "seed-level 95% CI" in text and "leave-one-seed-out RMSE" in text
     assert "`m-last5-w8a8` — error: RuntimeError: converter exploded" in text and "Traceback line 2" not in text
     assert "`m-last1-w8a8-s9` — failed: drop 9 pp > 1.5 pp" in text
     assert "quantizing the last N costs" in text and "2 seeds, matched on N" in text
@@ -88,7 +88,8 @@ def test_too_few_n_single_model_single_bits(tmp_path):
 def test_enough_seeds_give_a_verdict_in_the_report(tmp_path):
     text = report.write_report(synthetic(bits=(8,), seeds=range(8)), tmp_path).path.read_text()
     assert "- m w8 qat: quantizing the last N costs 0.9" in text
-    assert "(per-seed mean, 8 seeds, matched on N; sign-flip p = 0.00781, Holm-adjusted 0.0156): final layers cost less" in text
+    assert "(per-seed mean, 8 seeds, matched on N; sign-flip p = 0.00781, Holm-adjusted 0.00781): final layers cost less" in text
+    assert "Holm over 1 test(s) of the pre-registered family" in text and "descriptive): not tested" in text
     assert "matched on the share of weights quantized" in text
 
 
@@ -120,7 +121,7 @@ def test_fit_lines_show_refusals_and_bound_flags(tmp_path):
 def test_terminal_summary_is_compact(tmp_path):
     lines = report.terminal_summary(synthetic(), budget_pp=1.0, report_path=tmp_path / "report.md")
     assert lines[0] == f"qatbench: {len(synthetic())} cases: {len(synthetic())} passed"
-    assert any("m last w8 qat: drop_pp ≈" in line for line in lines)
+    assert any("m last w8 qat: `drop_pp ≈" in line for line in lines)
     assert any(line.startswith("  last vs first: m w8 qat: quantizing the last N costs") and "too few pairs" in line
                for line in lines)
     assert any(line.startswith("  plan m w8 qat") for line in lines)

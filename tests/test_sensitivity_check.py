@@ -1,8 +1,10 @@
 """harness.analysis.sensitivity_check on synthetic single-order records of known rank correlation
 (issue 17, item 1). Pure: no TensorFlow."""
 
+import itertools
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import stats
@@ -149,3 +151,31 @@ def test_the_report_has_the_spearman_section_only_with_scores_and_single_cases(t
     assert lines[0].startswith("## Sensitivity score vs measured single-unit drop")
     assert any("mlp W8 qat: Spearman rho +1.00" in line for line in lines)
     assert report.spearman_section(singles) == [] and report.spearman_section(scored) == []
+
+
+def test_permutation_p_is_exact_over_the_orderings_of_the_units():
+    """5 units: 120 orderings; rho >= 0.7 in 14 of them (0.117), as the issue's count; perfect agreement
+    in 1 (1/120). A random ranking is what a bootstrap over seeds cannot rule out."""
+    scores = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert sc.permutation_p(scores, [1, 2, 3, 4, 5]) == 1 / 120
+    p = sc.permutation_p(scores, [2, 1, 3, 5, 4])  # rho = +0.8
+    rhos = [sc.spearman(scores, list(o)) for o in itertools.permutations([1, 2, 3, 4, 5])]
+    assert p == sum(r >= 0.8 - 1e-9 for r in rhos) / 120
+    assert sum(r >= 0.7 - 1e-9 for r in rhos) == 14
+    assert sc.permutation_p(scores, [5, 4, 3, 2, 1]) == 1 / 120  # the lower tail for rho < 0
+    assert sc.permutation_p(scores, [1, 1, 1, 1, 1]) is None
+
+
+def test_permutation_p_under_no_relation_is_uniform_enough():
+    """Scores unrelated to the drops, 6 units (exact) and 10 units (Monte Carlo): P(p < 0.05) <= 0.05."""
+    rng = np.random.default_rng(3)
+    for units, runs in ((6, 400), (10, 60)):
+        ps = [sc.permutation_p(rng.normal(size=units), rng.normal(size=units), draws=2000)
+              for _ in range(runs)]
+        assert np.mean(np.array(ps) < 0.05) <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / runs), units
+
+
+def test_a_high_rho_over_five_units_is_not_agreement_without_beating_chance():
+    result = sc._verdict(5, 10, 0.7, (0.6, 1.0), perm_p=0.117)
+    assert result == sc.UNCLEAR
+    assert sc._verdict(5, 10, 1.0, (0.9, 1.0), perm_p=1 / 120) == sc.AGREES

@@ -5,10 +5,16 @@ The candidate forms and the fit of one form live in ``harness.analysis.drop_form
 What is fitted: the seed means at each measured N (duplicate runs of one (N, seed) averaged
 first), weighted by the number of seeds. The shape of the curve is only known at distinct N, so a
 form needs more N means than parameters + 1 (else it is skipped, with the reason), and a group
-needs >= 3 distinct N > 0 (N = 0 is used as data but not counted). The lowest AICc wins; when no
-fitted form has a defined AICc they all have the same number of parameters and the lowest residual
-wins. A fitted parameter sitting on its bound (the power exponent at POWER_MAX_EXPONENT, a
-saturating rate at its limit) is flagged in ``FormFit.at_bound``.
+needs >= 3 distinct N > 0. N = 0 is used as data, except when every drop there is exactly 0: then it
+is 0 by construction (nothing quantized, the control itself), carries no information, and would
+only pull a constant towards 0 and flatter every error; it is left out of the fit and the noise.
+Among the trend forms the lowest AICc wins; when no fitted form has a defined AICc they all have the
+same number of parameters and the lowest residual wins. A fitted parameter sitting on its bound (the
+power exponent at POWER_MAX_EXPONENT, a saturating rate at its limit) is flagged in
+``FormFit.at_bound``. The flat forms (zero, constant) are always fitted beside them: the winner is
+reported as a trend only when it beats the better flat form by AICc and by leave-one-seed-out error
+and its trend parameter's seed-level interval excludes 0 (``harness.analysis.drop_trend``); otherwise
+``GroupFit.trend`` is False, ``best`` is the flat form and the report says "no trend detectable".
 
 Prediction band for ONE new run at N (``interval="prediction"``); the target is the
 accuracy_drop_pp that run would record on the benchmark's test split:
@@ -46,8 +52,9 @@ import numpy as np
 
 from harness.results import seedstats
 from harness.design.config import Selection
-from harness.analysis.drop_forms import (CONFIDENCE, FORMS, FORMS_BY_NAME, POWER_MAX_EXPONENT, Form, FormFit,  # noqa: F401 (API)
-                    enough_points, fit_form, predict_form)
+from harness.analysis import drop_trend
+from harness.analysis.drop_forms import (CONFIDENCE, FLAT, FLAT_FORMS, FORMS, FORMS_BY_NAME,  # noqa: F401 (API)
+                                         POWER_MAX_EXPONENT, Form, FormFit, enough_points, fit_form, predict_form)
 from harness.design.select import select
 from harness.design.units import Unit
 
@@ -75,10 +82,20 @@ class GroupFit:
     sampling_var: tuple = ()  # ((n, mean binomial variance of a paired drop, pp²), ...)
     fraction_source: str = "measured"  # or "unit_table"
     seeds: int = 0
+    trend: bool = False  # the best trend form beats the flat model (drop_trend.decide); else best is flat
+    trend_reason: str = ""
+    flat: tuple = ()  # FormFit of the flat forms (zero, constant), best first
+    level: tuple = ()  # (mean, low, high, seeds): seed-level mean drop over the fitted N
+    zero_by_construction: bool = False  # N = 0 measured, every drop exactly 0: not fitted
 
     @property
     def key(self) -> tuple:
         return (self.model, self.order, self.weight_bits, self.method)
+
+    @property
+    def trend_best(self) -> Optional[FormFit]:
+        """The best trend form by AICc, whether or not it beat the flat model."""
+        return self.candidates[0] if self.candidates else None
 
 
 @dataclass(frozen=True)
@@ -217,33 +234,63 @@ def _fit_candidates(forms, ns, means, counts, sets, fractions) -> tuple:
     return fits, skipped
 
 
+def _n_means_fitted(points: Sequence[dict]) -> tuple:
+    """_n_means without N = 0 when every drop there is exactly 0 (see the module docstring); + that flag."""
+    ns, means, counts, sets, cells = _n_means(points)
+    zero_cells = [v for (n, _), v in cells.items() if n == 0]
+    if not zero_cells or any(v != 0.0 for v in zero_cells):
+        return ns, means, counts, sets, cells, False
+    keep = ns != 0
+    cells = {key: v for key, v in cells.items() if key[0] != 0}
+    return ns[keep], means[keep], counts[keep], [s for s, k in zip(sets, keep) if k], cells, True
+
+
+def _x_of(fractions) -> callable:
+    """x of a form at an array of N: N itself, or the quantized param fraction (nan where unknown)."""
+    return lambda form, ns: (np.array([_or_nan(fraction_at(fractions, n)) for n in ns]) if form.variable == "fraction"
+                             else np.asarray(ns, float))
+
+
+def _choose(forms, ns, means, counts, sets, cells, fractions) -> dict:
+    """Trend candidates and flat forms with their seed-level numbers, the verdict and the winner."""
+    trend_forms = [f for f in forms if f.name not in FLAT]
+    fits, skipped = _fit_candidates(trend_forms, ns, means, counts, sets, fractions)
+    flats, _ = _fit_candidates(FLAT_FORMS, ns, means, counts, sets, fractions)
+    table, x_of = drop_trend.seed_table(cells, set(ns.tolist())), _x_of(fractions)
+    fits = sorted((drop_trend.seed_level(f, table, x_of) for f in fits), key=lambda f: (f.aicc, f.aic))
+    flats = [drop_trend.seed_level(f, table, x_of) for f in flats]
+    flats.sort(key=drop_trend.criterion(flats)[1])
+    if fits and math.isfinite(fits[0].aicc):
+        selection, reason = "aicc", f"best of {len(fits)} trend forms by AICc"
+    elif fits:  # every fitted form has the same parameter count and m = k + 2 points: AICc undefined
+        fits.sort(key=lambda f: f.rss)
+        selection, reason = "rss", f"AICc undefined with {len(ns)} N means: lowest residual of {len(fits)} forms"
+    else:
+        selection, reason = "", "no trend form could be fitted: " + "; ".join(skipped)
+    trend, trend_reason = drop_trend.decide(fits[0] if fits else None, flats[0])
+    return dict(fitted=True, reason=reason, best=fits[0] if trend else flats[0], candidates=tuple(fits),
+                selection=selection, skipped=tuple(skipped), trend=trend, trend_reason=trend_reason,
+                flat=tuple(flats), level=drop_trend.level(table))
+
+
 def fit_group(records: Sequence[dict], forms: Sequence[Form] = FORMS) -> GroupFit:
-    """Fit every candidate form to one group's N means and pick the best (see module docstring)."""
+    """Fit every candidate form and the flat forms to one group's N means; pick the winner (see the
+    module docstring). ``forms`` chooses the trend candidates; the flat forms are always fitted."""
     points = [r for r in records if usable(r)]
     key = group_key(records[0]) if records else (None, None, None, None)
-    ns, means, counts, sets, cells = _n_means(points)
+    ns, means, counts, sets, cells, zero_out = _n_means_fitted(points)
     totals = [int(r["units_total"]) for r in records if r.get("units_total") is not None]
     total = max(totals) if totals else None
     fractions, source = _fractions(records, points, key[1], total)
     base = dict(model=key[0], order=key[1], weight_bits=key[2], method=key[3], n_points=len(points),
                 n_values=tuple(int(v) for v in ns), fractions=fractions, units_total=total,
                 noise=seedstats.noise_model(cells), sampling_var=_sampling_table(points),
-                fraction_source=source, seeds=len({s for _, s in cells}))
+                fraction_source=source, seeds=len({s for _, s in cells}), zero_by_construction=zero_out)
     positive = int(np.sum(ns > 0))
     if positive < MIN_DISTINCT_N:
         reason = f"not enough N to fit: {positive} distinct N > 0, need {MIN_DISTINCT_N}"
         return GroupFit(fitted=False, reason=reason, best=None, candidates=(), selection="", **base)
-    fits, skipped = _fit_candidates(forms, ns, means, counts, sets, fractions)
-    if not fits:
-        return GroupFit(fitted=False, reason="no form could be fitted: " + "; ".join(skipped), best=None,
-                        candidates=(), selection="", skipped=tuple(skipped), **base)
-    fits.sort(key=lambda f: (f.aicc, f.aic))
-    if math.isfinite(fits[0].aicc):
-        selection, reason = "aicc", f"best of {len(fits)} forms by AICc"
-    else:  # every fitted form has the same parameter count and m = k + 2 points: AICc undefined
-        selection, reason = "rss", f"AICc undefined with {len(ns)} N means: lowest residual of {len(fits)} forms"
-    return GroupFit(fitted=True, reason=reason, best=fits[0], candidates=tuple(fits), selection=selection,
-                    skipped=tuple(skipped), **base)
+    return GroupFit(**base, **_choose(forms, ns, means, counts, sets, cells, fractions))
 
 
 def fit_records(records: Iterable[dict], orders: Optional[Sequence[str]] = ("last", "first")) -> tuple:
@@ -266,7 +313,7 @@ def predict(group: GroupFit, n: int, *, form: Optional[str] = None, fraction: Op
     """
     if not group.fitted:
         return None
-    pool = [c for c in group.candidates if form is None or c.form == form]
+    pool = [c for c in (group.best,) + group.candidates + group.flat if form is None or c.form == form]
     if not pool:
         raise ValueError(f"form {form!r} was not fitted for this group")
     chosen, notes = pool[0], []

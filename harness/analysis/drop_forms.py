@@ -4,7 +4,9 @@ Works on arrays (x = N or param fraction, y = drops, optional weights); ``harnes
 records into those arrays, picks the best form per group and documents the prediction band.
 
 Forms: linear a*N (N = 0 quantizes nothing), affine a + b*N, fraction a*f (f = param_fraction,
-the quantized share of weights), power a*N^b, saturating a*(1 - exp(-b*N)). Forms linear in their
+the quantized share of weights), power a*N^b, saturating a*(1 - exp(-b*N)); and the flat ones, zero
+(drop = 0) and constant (drop = c at every fitted N), the null models a trend must beat
+(``harness.analysis.drop_trend``). Forms linear in their
 parameters are solved in closed form; the others by ``curve_fit`` from a profile-likelihood start
 (a is linear given b; b scanned on a log grid), which leave-one-N-out refits use directly.
 Parameter intervals are 95% Wald intervals, estimate +- t(0.975, m-k) * sqrt(diag(cov)), with
@@ -42,7 +44,7 @@ class Form:
     design: Optional[Callable] = None  # x -> design matrix, for forms linear in their parameters
 
 
-FORMS = (
+TREND_FORMS = (
     Form("linear", "n", ("a",), lambda x, a: a * x, "drop_pp ≈ {} × N", design=lambda x: x[:, None]),
     Form("affine", "n", ("a", "b"), lambda x, a, b: a + b * x, "drop_pp ≈ {} + {} × N",
          design=lambda x: np.column_stack([np.ones_like(x), x])),
@@ -53,7 +55,19 @@ FORMS = (
     Form("saturating", "n", ("a", "b"), lambda x, a, b: -a * np.expm1(-b * x), "drop_pp ≈ {} × (1 − e^(−{} × N))",
          ((-np.inf, 1e-4), (np.inf, 50.0))),
 )
+# Without these a flat group had to be described by some line: "best of 5" picked between two lines
+# through the origin for data whose seed means did not move with N (issue 31).
+FLAT_FORMS = (
+    Form("zero", "n", (), lambda x: np.zeros_like(np.asarray(x, float)), "drop_pp ≈ 0",
+         design=lambda x: np.zeros((len(x), 0))),
+    Form("constant", "n", ("c",), lambda x, c: c + np.zeros_like(np.asarray(x, float)), "drop_pp ≈ {} at every N",
+         design=lambda x: np.ones((len(x), 1))),
+)
+FLAT = tuple(form.name for form in FLAT_FORMS)
+FORMS = TREND_FORMS + FLAT_FORMS
 FORMS_BY_NAME = {form.name: form for form in FORMS}
+# The parameter whose sign says "the drop moves with N": its seed-level interval must exclude 0.
+TREND_PARAM = {"linear": "a", "affine": "b", "fraction": "a", "power": "a", "saturating": "a"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,13 @@ class FormFit:
     formula: str
     at_bound: str = ""  # e.g. "b = 3 at its upper bound 3"; "" when every parameter is inside
     seed_response: tuple = ()  # per seed: d params / d (that seed's shift), for the seed-shift variance
+    # Seed-level 95% intervals (drop_trend.seed_level): per-seed fits, t over seeds, so they hold the
+    # shift a seed shares across all N; () with fewer than 2 seeds. ci_low/ci_high above are Wald
+    # intervals on the N means, which treat that shared shift as independent noise.
+    seed_low: tuple = ()
+    seed_high: tuple = ()
+    seed_count: int = 0
+    loso_rmse: float = math.nan  # leave-one-seed-out RMSE of one run's drops at N > 0 (drop_trend)
 
 
 def _weighted_lstsq(form: Form, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -102,9 +123,12 @@ def _profile_start(form: Form, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> l
     return [rss_and_a(log_b)[1], math.exp(log_b)]
 
 
-def _quick_params(form: Form, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Closed form or profile optimum: good enough for leave-one-out refits."""
+def quick_params(form: Form, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Closed form or profile optimum: good enough for leave-one-out refits and per-seed fits."""
     return _weighted_lstsq(form, x, y, w) if form.design else np.array(_profile_start(form, x, y, w))
+
+
+_quick_params = quick_params
 
 
 def _solve(form: Form, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> Optional[np.ndarray]:
@@ -229,7 +253,7 @@ def _variance_parts(fit: FormFit, x: float, interval: str, noise, sampling_var: 
     """(((name, variance pp²), ...), [(variance, dof), ...] independent pieces for the dof)."""
     form = FORMS_BY_NAME[fit.form]
     grad = _gradient(form, float(x), np.array(fit.params, float))
-    curve = float(grad @ np.array(fit.cov, float) @ grad)
+    curve = float(grad @ np.array(fit.cov, float).reshape(grad.size, grad.size) @ grad)  # zero form: 0 x 0
     parts, terms = [("curve", curve)], [(curve, fit.dof)]
     gain = float(sum((grad @ np.array(v)) ** 2 for v in fit.seed_response)) if noise is not None else 0.0
     if noise is not None and noise.seed_shift > 0 and gain > 0:

@@ -22,7 +22,7 @@ points of that seed that bracket them, never by extrapolation (outside its last-
 no matched last-N point). ``sensitivity`` is matched with last-N at its own bit width; ``mixed`` with
 last-N at every bit width measured, each a comparison of its own ("vs last-N W8", "vs last-N W4")
 where it brackets. Points at N = 0 or N = units_total quantize the same units as last-N and are left
-out of the tests. ``first`` is plotted but not tested here: last vs first is ``order_test``'s, and
+out of the tests; so is a seed's run with exactly last-N's units and bytes (frontier_match, counted). ``first`` is plotted but not tested here: last vs first is ``order_test``'s, and
 leaving it out keeps the Holm family to the two selections the frontier is about.
 
 Test (as ``order_test``: seeds are the unit of replication): per (model, method, selection, bit width,
@@ -45,6 +45,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from harness.analysis.frontier_match import interpolate, same_as_last, unit_sets  # noqa: F401 (interpolate: API)
 from harness.results import seedstats
 
 SELECTIONS = ("last", "first", "sensitivity", "mixed")
@@ -128,6 +129,7 @@ class Matched:
     point: Point
     last_bits: int
     pairs: tuple  # ((seed, drop of the point, interpolated last-N drop), ...) for seeds that bracket
+    identical: int = 0  # seeds left out: their run quantized exactly last-N's units (frontier_match)
 
     @property
     def diffs(self) -> list:
@@ -178,6 +180,8 @@ class Comparison:
                 f"(per-seed mean over {self.n_points} matched points, "
                 f"{self.pairs} pairs; sign-flip p = {self.p_value:.3g}, Holm-adjusted {self.p_holm:.3g}): "
                 f"{self.verdict}")
+        if self.identical:
+            text += f"; {self.identical} points compared identical unit sets, excluded"
         if self.verdict.startswith(TOO_FEW):
             text += (f", since even the same sign in all {self.pairs} seeds gives at best {self.best_p_holm:.3g} "
                      f"after Holm over {self.tests_in_family} tests, not < {self.alpha:g}")
@@ -186,6 +190,11 @@ class Comparison:
     @property
     def n_points(self) -> int:
         return sum(1 for m in self.matched if m.pairs)
+
+    @property
+    def identical(self) -> int:
+        """Matched points (seed x point) left out for comparing identical unit sets."""
+        return sum(m.identical for m in self.matched)
 
 
 @dataclass(frozen=True)
@@ -210,19 +219,6 @@ def for_report(records: Iterable[dict], alpha: float = 0.05) -> tuple:
     records = list(records)
     models = {r.get("model") for r in records if r.get("order") in ("sensitivity", "mixed")}
     return analyse([r for r in records if r.get("model") in models], alpha) if models else ()
-
-
-def interpolate(xs, ys, x: float) -> Optional[float]:
-    """y at x on the piecewise-linear curve through (xs, ys) (any order; equal xs averaged); None
-    outside [min xs, max xs]: never extrapolated."""
-    if len(xs) == 0:
-        return None
-    unique, inverse = np.unique(np.asarray(xs, float), return_inverse=True)
-    sums = np.bincount(inverse, weights=np.asarray(ys, float))
-    means = sums / np.bincount(inverse)
-    if not unique[0] <= x <= unique[-1]:
-        return None
-    return float(np.interp(x, unique, means))
 
 
 def _point_key(record: dict) -> Optional[tuple]:
@@ -300,17 +296,21 @@ def _last_curves(points: list) -> dict:
     return curves
 
 
-def match(point: Point, curve: dict, last_bits: int) -> Matched:
+def match(point: Point, curve: dict, last_bits: int, units: Optional[dict] = None) -> Matched:
     """Pair each seed of ``point`` with that seed's last-N drop interpolated at that seed's own bytes
-    (``Point.bytes_of``)."""
-    pairs = []
+    (``Point.bytes_of``); a seed whose run has last-N's very units (``units``: frontier_match.unit_sets)
+    is left out and counted, its difference being 0 by construction."""
+    pairs, identical = [], 0
     for seed, drop in point.seed_drops:
+        if units and same_as_last(units, point, seed, last_bits):
+            identical += 1
+            continue
         size = point.bytes_of(seed)
         if seed in curve and size is not None:
             last = interpolate(*curve[seed], size)
             if last is not None:
                 pairs.append((seed, drop, last))
-    return Matched(point, last_bits, tuple(pairs))
+    return Matched(point, last_bits, tuple(pairs), identical)
 
 
 def _raw_comparison(key: tuple, matched: list) -> Comparison:
@@ -325,7 +325,7 @@ def _raw_comparison(key: tuple, matched: list) -> Comparison:
     return Comparison(model, method, selection, bits, last_bits, tuple(matched), values, mean, low, high, p)
 
 
-def _comparisons_of(points: list) -> list:
+def _comparisons_of(points: list, units: Optional[dict] = None) -> list:
     curves = _last_curves(points)
     groups = defaultdict(list)
     for p in points:
@@ -335,7 +335,7 @@ def _comparisons_of(points: list) -> list:
         for last_bits in (widths if p.selection == "mixed" else [p.bits]):
             curve = curves.get((p.model, p.method, last_bits))
             if curve is not None:
-                groups[(p.model, p.method, p.selection, p.bits, last_bits)].append(match(p, curve, last_bits))
+                groups[(p.model, p.method, p.selection, p.bits, last_bits)].append(match(p, curve, last_bits, units))
     return [_raw_comparison(key, matched) for key, matched in groups.items()]
 
 
@@ -363,8 +363,9 @@ def analyse(records: Iterable[dict], alpha: float = 0.05) -> tuple:
     """One Frontier per (model, method) that has points; Holm over every comparison of the run."""
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    records = list(records)
     points = frontier_points(records)
-    raw = _comparisons_of(points)
+    raw = _comparisons_of(points, unit_sets(records))
     adjusted = seedstats.holm([c.p_value for c in raw])
     family = sum(not math.isnan(c.p_value) for c in raw)
     tested = [_verdict(c, p, family, alpha) for c, p in zip(raw, adjusted)]

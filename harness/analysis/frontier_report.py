@@ -119,6 +119,9 @@ def section(frontiers: Sequence, out_dir: Path, plots_dir: str, save: Callable) 
         plots.append(path)
         lines += [f"![{path.stem}]({plots_dir}/{path.name})", ""]
         lines += verdict_table(frontiers, model) + [""]
+        same = sum(c.identical for f in frontiers if f.model == model for c in f.comparisons)
+        lines += [f"- {same} matched points compared identical unit sets (that seed's run quantized exactly "
+                  f"last-N's units at the same bytes: a difference of 0 by construction), excluded", ""] if same else []
         table = points_table(frontiers, model)
         lines += (table + [""]) if table else []
         mine = [f for f in frontiers if f.model == model]

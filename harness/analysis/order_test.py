@@ -12,10 +12,14 @@ anti-conservative. Per (model, weight_bits, method), two per-seed summaries of d
   drop_first(f) - drop_last(f) is averaged. No anchor (f = 0, drop = 0) is added: the drop at N = 0
   is itself a measurement (fine-tuning noise), so it is used only where it was measured.
 
-Each summary gets an exact two-sided sign-flip test over seeds; Holm's adjustment runs over every
-group and both matchings at once. Verdict per matching: FINAL_CHEAPER / FIRST_CHEAPER when the
-Holm-adjusted p < alpha, TOO_FEW when even the same sign in every seed could not reach alpha after
-Holm (e.g. 3 seeds: p >= 0.25), else NO_DIFFERENCE. The N-matched verdict is the group's verdict.
+Each summary gets an exact two-sided sign-flip test over seeds. One pre-registered family
+(``harness.design.family``): each comparison declares its one matching before the data are seen;
+that test is the group's, the other matching is reported as description only (NOT_TESTED). Holm's
+adjustment runs over the declared tests whose seeds can reach significance at all: with k pairs the
+smallest two-sided p is 2/2^k, and a test with 2/2^k >= alpha is reported (TOO_FEW) but not counted,
+since it would only dilute the others. Verdict of a counted test: FINAL_CHEAPER / FIRST_CHEAPER when
+the Holm-adjusted p < alpha, TOO_FEW when even the same sign in every seed could not reach alpha
+after Holm over the family, else NO_DIFFERENCE.
 """
 
 from __future__ import annotations
@@ -29,12 +33,15 @@ import numpy as np
 
 from harness.results import seedstats
 from harness.analysis.drop_fit import as_number
+from harness.design.family import LAST_VS_FIRST, Family
 
 FINAL_CHEAPER = "final layers cost less"
 FIRST_CHEAPER = "first layers cost less"
 NO_DIFFERENCE = "no significant difference"
 TOO_FEW = "too few pairs"
+NOT_TESTED = "not tested (not the declared matching: description only)"
 MATCHINGS = ("n", "fraction")
+FAMILY_MATCHING = {"n": "n", "share": "fraction"}  # harness.design.family's names -> these
 MATCHING_TEXT = {"n": "matched on N", "fraction": "matched on the share of weights quantized"}
 
 
@@ -47,6 +54,8 @@ class MatchedTest:
     p_holm: float
     best_p_holm: float  # the smallest Holm-adjusted p these seeds could reach at all
     verdict: str
+    counted: bool = False  # in the Holm family (declared matching, and its seeds can reach alpha)
+    declared: bool = False  # the comparison's declared matching (else description only)
 
     @property
     def n_seeds(self) -> int:
@@ -63,41 +72,56 @@ class OrderComparison:
     weight_bits: int
     method: str
     alpha: float
-    tests_in_family: int  # p-values Holm adjusted over (all groups x matchings)
+    tests_in_family: int  # p-values Holm adjusted over: the counted declared tests of the run
     by_n: MatchedTest
     by_fraction: MatchedTest
     pairs: tuple  # ((n, seed, drop_first, drop_last), ...): the N-matched points behind by_n
+    primary: str = "n"  # the declared matching ("n" or "fraction"); "" when none is declared
+    registered: bool = False  # the family names this comparison (else the default for an unnamed model)
+
+    @property
+    def test(self) -> MatchedTest:
+        """The group's test: the declared matching (N when none is declared)."""
+        return self.by_fraction if self.primary == "fraction" else self.by_n
 
     @property
     def verdict(self) -> str:
-        return self.by_n.verdict
+        return self.test.verdict
 
     @property
     def p_value(self) -> float:
-        return self.by_n.p_value
+        return self.test.p_value
 
     @property
     def n_seeds(self) -> int:
-        return self.by_n.n_seeds
+        return self.test.n_seeds
 
     @property
     def n_pairs(self) -> int:
         return len(self.pairs)
 
     def sentences(self) -> tuple:
-        return tuple(self.sentence(t) for t in (self.by_n, self.by_fraction))
+        """The group's declared test first, then the other matching (description only)."""
+        other = self.by_n if self.test is self.by_fraction else self.by_fraction
+        return self.sentence(self.test), self.sentence(other)
 
     def sentence(self, test: MatchedTest) -> str:
         head = f"{self.model} w{self.weight_bits} {self.method}"
         if not test.n_seeds:
-            return f"{head}, {MATCHING_TEXT[test.matching]}: no seed has comparable points in both orders: {TOO_FEW}"
+            return (f"{head}, {MATCHING_TEXT[test.matching]}: no seed has comparable points in both orders: "
+                    f"{TOO_FEW if test.declared else NOT_TESTED}")
         diff = test.mean_diff_pp
         direction = "less" if diff >= 0 else "more"
         seeds = f"{test.n_seeds} seed" + ("s" if test.n_seeds != 1 else "")
+        holm = (f"Holm-adjusted {test.p_holm:.3g}" if test.counted else
+                "not counted in the family" if test.declared else "descriptive")
         text = (f"{head}: quantizing the last N costs {abs(diff):.2f} pp {direction} than the first N "
                 f"(per-seed mean, {seeds}, {MATCHING_TEXT[test.matching]}; sign-flip p = {test.p_value:.3g}, "
-                f"Holm-adjusted {test.p_holm:.3g}): {test.verdict}")
-        if test.verdict == TOO_FEW:
+                f"{holm}): {test.verdict}")
+        if test.verdict == TOO_FEW and not test.counted:
+            text += (f", since even the same sign in all {seeds} gives p = {seedstats.min_sign_flip_p(test.n_seeds):.3g} "
+                     f"at best, not < {self.alpha:g}: reported, not counted in Holm")
+        elif test.verdict == TOO_FEW:
             text += (f", since even the same sign in all {seeds} gives at best {test.best_p_holm:.3g} "
                      f"after Holm over {self.tests_in_family} tests, not < {self.alpha:g}")
         return text
@@ -189,6 +213,7 @@ def _raw_test(matching: str, seed_values: list) -> MatchedTest:
 
 
 def _verdict(test: MatchedTest, p_holm: float, family: int, alpha: float) -> MatchedTest:
+    """A counted test's verdict after Holm over ``family`` tests."""
     best = seedstats.best_holm_p(test.n_seeds, family) if test.n_seeds else 1.0
     if not test.n_seeds or best >= alpha:
         verdict = TOO_FEW
@@ -196,23 +221,63 @@ def _verdict(test: MatchedTest, p_holm: float, family: int, alpha: float) -> Mat
         verdict = FINAL_CHEAPER if test.mean_diff_pp > 0 else FIRST_CHEAPER
     else:
         verdict = NO_DIFFERENCE
-    return replace(test, p_holm=p_holm, best_p_holm=best, verdict=verdict)
+    return replace(test, p_holm=p_holm, best_p_holm=best, verdict=verdict, counted=True, declared=True)
 
 
-def compare_orders(records: Iterable[dict], alpha: float = 0.05) -> tuple:
-    """One OrderComparison per (model, weight_bits, method) with both orders; Holm over all tests."""
+def reachable(test: MatchedTest, alpha: float) -> bool:
+    """Can these seeds reach p < alpha at all (before any adjustment)? 2/2^k < alpha."""
+    return test.n_seeds > 0 and seedstats.min_sign_flip_p(test.n_seeds) < alpha
+
+
+def _primaries(raw: dict, family: Family) -> dict:
+    """{group: (declared matching or "", registered)} per ``family`` (see harness.design.family)."""
+    out = {}
+    for key in raw:
+        comparison, registered = family.for_group(*key)
+        out[key] = ("" if comparison is None else FAMILY_MATCHING[comparison.matching], registered)
+    return out
+
+
+def compare_orders(records: Iterable[dict], alpha: float = 0.05, family: Family = LAST_VS_FIRST) -> tuple:
+    """One OrderComparison per (model, weight_bits, method) with both orders; Holm over the family's
+    declared tests that can reach significance (module docstring)."""
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     groups, totals = _orders_by_seed(records)
-    raw = {key: (_raw_test("n", by_n), _raw_test("fraction", by_f), pairs)
+    raw = {key: {"n": _raw_test("n", by_n), "fraction": _raw_test("fraction", by_f), "pairs": pairs}
            for key, (by_n, by_f, pairs) in _seed_values(groups, totals).items()}
-    tests = [t for key in raw for t in raw[key][:2]]
-    adjusted = iter(seedstats.holm([t.p_value for t in tests]))
-    family = sum(not math.isnan(t.p_value) for t in tests)
+    primary = _primaries(raw, family)
+    counted = [key for key in raw if primary[key][0] and reachable(raw[key][primary[key][0]], alpha)]
+    adjusted = dict(zip(counted, seedstats.holm([raw[key][primary[key][0]].p_value for key in counted])))
     out = []
-    for (model, bits, method), (by_n, by_f, pairs) in raw.items():
-        by_n, by_f = (_verdict(t, next(adjusted), family, alpha) for t in (by_n, by_f))
-        out.append(OrderComparison(model=model, weight_bits=bits, method=method, alpha=alpha,
-                                   tests_in_family=family, by_n=by_n, by_fraction=by_f,
-                                   pairs=tuple(sorted(pairs, key=lambda p: (p[0], str(p[1]))))))
+    for key, tests in raw.items():
+        matching, registered = primary[key]
+        for name in MATCHINGS:
+            if name != matching:
+                tests[name] = replace(tests[name], verdict=NOT_TESTED)
+            elif key in adjusted:
+                tests[name] = _verdict(tests[name], adjusted[key], len(counted), alpha)
+            else:  # declared, but these seeds cannot reach alpha: reported, not counted
+                tests[name] = replace(tests[name], verdict=TOO_FEW, declared=True)
+        out.append(OrderComparison(model=key[0], weight_bits=key[1], method=key[2], alpha=alpha,
+                                   tests_in_family=len(counted), by_n=tests["n"], by_fraction=tests["fraction"],
+                                   pairs=tuple(sorted(tests["pairs"], key=lambda p: (p[0], str(p[1])))),
+                                   primary=matching, registered=registered))
     return tuple(out)
+
+
+def family_text(comparisons: Iterable[OrderComparison], family: Family = LAST_VS_FIRST) -> str:
+    """One sentence naming the family: the counted tests, and those reported but not counted."""
+    comparisons = list(comparisons)
+    counted = [c for c in comparisons if c.test.counted]
+    left = [c for c in comparisons if c.primary and not c.test.counted]
+    name = lambda c: f"{c.model} W{c.weight_bits} {c.method.upper()} ({'share' if c.primary == 'fraction' else 'N'})"  # noqa: E731
+    text = (f"Holm over {len(counted)} test(s) of the pre-registered family '{family.name}' "
+            f"(harness/design/family.py; one declared matching each): {', '.join(map(name, counted)) or 'none'}")
+    if left:
+        text += (f". Declared but not counted, as their seeds cannot reach p < {left[0].alpha:g} even all of one "
+                 f"sign: {', '.join(f'{name(c)}, {c.n_seeds} seeds' for c in left)}")
+    unregistered = sorted({c.model for c in comparisons if c.primary and not c.registered}, key=str)
+    if unregistered:
+        text += f". Not declared in the family, matched on N by default: {', '.join(map(str, unregistered))}"
+    return text + "."

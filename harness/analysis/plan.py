@@ -247,7 +247,7 @@ def plan_group(group: _fit.GroupFit, budget_pp: float, *, records: Sequence[dict
         elif n > measured_max:
             why.append(f"extrapolated beyond measured N<={measured_max}")
         why += [f"not recommended: {r}" for r in rejected["diverged"]] + ([pred.note] if pred.note else [])
-        best = next(c for c in group.candidates if c.form == pred.form)
+        best = next(c for c in group.candidates + group.flat if c.form == pred.form)  # flat: no trend
         return Plan(**base, n=n, predicted_drop_pp=pred.drop_pp, upper95_pp=pred.upper95, predicted_bytes=size,
                     form=pred.form, formula=best.formula, reason="; ".join(why),
                     predicted_fraction=_fit.fraction_at(group.fractions, n),

@@ -34,6 +34,8 @@ from harness.analysis import order_test as _compare  # noqa: E402
 from harness.analysis import drop_fit as _fit  # noqa: E402
 from harness.analysis import frontier as _frontier  # noqa: E402
 from harness.analysis import frontier_report  # noqa: E402
+from harness.analysis import fit_text  # noqa: E402
+from harness.analysis.fit_text import fit_lines, model_verdict  # noqa: E402,F401 (the report's API)
 from harness.analysis import latency_report  # noqa: E402
 from harness.analysis import sensitivity_check  # noqa: E402
 from harness.case import paired  # noqa: E402
@@ -192,8 +194,16 @@ def _median(group: Sequence[dict], field: str) -> Optional[float]:
     return float(np.median(values)) if values else None
 
 
+def by_construction(group: Sequence[dict]) -> bool:
+    """N = 0 of a unit-count order with every drop exactly 0: nothing was quantized, no interval to give."""
+    return all(r.get("n") == 0 and r.get("order") in ("last", "first", "sensitivity")
+               and r.get("accuracy_drop_pp") == 0 for r in group)
+
+
 def drop_cells(group: Sequence[dict]) -> tuple:
     """(seed-mean cell, per-run cell) of one (order, bits, method, N) row."""
+    if group and by_construction(group):
+        return f"0 (by construction, {len(group)} runs)", "—"
     per_seed = seedstats.cell_means(group, key=lambda r: 0)
     mean, low, high = seedstats.mean_interval(list(per_seed.values()))
     if len(per_seed) >= 2:
@@ -226,35 +236,6 @@ def results_table(records: Sequence[dict]) -> list:
     return lines
 
 
-def _noise_text(gfit: _fit.GroupFit) -> str:
-    if gfit.noise is None:
-        return f"{gfit.seeds} seed(s), no N with two seeds: seed-to-seed spread not estimated"
-    text = f"{gfit.seeds} seeds, run-to-run SD {gfit.noise.within ** 0.5:.3g} pp (~{gfit.noise.within_dof:.0f} dof)"
-    return text + (f", of which a shift shared by all N of a seed SD {gfit.noise.seed_shift ** 0.5:.3g} pp"
-                   if gfit.noise.seed_shift > 0 else "")
-
-
-def fit_lines(gfit: _fit.GroupFit) -> list:
-    head = f"- **{gfit.order} · w{gfit.weight_bits} · {gfit.method}**"
-    skipped = [f"  - not fitted: {'; '.join(gfit.skipped)}"] if gfit.skipped else []
-    if not gfit.fitted:
-        return [f"{head}: no fit — {gfit.reason}"]
-    b = gfit.best
-    params = ", ".join(f"{name} = {p:.3g} [{lo:.3g}, {hi:.3g}]"
-                       for name, p, lo, hi in zip(b.param_names, b.params, b.ci_low, b.ci_high))
-    others = ", ".join(f"{c.form} {c.aicc if gfit.selection == 'aicc' else c.rss:.3g}"
-                       + (" (at bound)" if c.at_bound else "") for c in gfit.candidates[1:])
-    criterion = "AICc" if gfit.selection == "aicc" else "residual"
-    lines = [f"{head}: `{b.formula}` — 95% CI {params}; R² = {_fmt(b.r2, '.3f')}, "
-             f"leave-one-N-out RMSE = {_fmt(b.loo_rmse)} pp, fitted to the seed means at N = {list(gfit.n_values)} "
-             f"({gfit.n_points} runs; {_noise_text(gfit)})",
-             f"  - {gfit.reason}; others ({criterion}): {others or 'none'}"] + skipped
-    if b.at_bound:
-        lines.append(f"  - **at bound**: {b.at_bound} — the form is capped there; the data may rise faster "
-                     f"than it can follow, read the formula as a bound, not a trend")
-    return lines
-
-
 def _status_line(records: Sequence[dict]) -> str:
     counts = Counter(str(r.get("status")) for r in records)
     parts = [f"{counts[s]} {s}" for s in STATUSES if counts[s]]
@@ -274,33 +255,6 @@ def analyse(records: Sequence[dict], budget_pp: Optional[float] = None, size_bud
         plans = tuple(_plan.plan_group(by_key.get(k) or _fit.fit_group(g), budget_pp, records=g, size_budget=size_budget)
                       for k, g in groups.items())
     return fits, comparisons, plans, _plan.size_check(good)
-
-
-def model_verdict(model: str, comparisons: Sequence, fits: Sequence) -> str:
-    """One sentence per model: does quantizing the last N cost less than the first N at a matched share
-    of weights (the N-matched test where no seed has comparable shares), per bit width and method, with
-    each test's p-value, then the fitted formula of the last-N drop with its leave-one-N-out error."""
-    tests = [(c, c.by_fraction if c.by_fraction.n_seeds else c.by_n) for c in comparisons if c.model == model]
-    if not tests:
-        return ""
-    too_few = all(t.verdict == _compare.TOO_FEW for _, t in tests)
-    parts = []
-    for c, t in tests:
-        way = "less" if t.mean_diff_pp >= 0 else "more"
-        verdict = "" if too_few else f": {t.verdict}"
-        parts.append(f"W{c.weight_bits} {c.method.upper()} {abs(t.mean_diff_pp):.2f} pp {way} "
-                     f"({_compare.MATCHING_TEXT[t.matching]}, {t.n_seeds} seeds, sign-flip p = {t.p_value:.2g}, "
-                     f"Holm-adjusted {t.p_holm:.2g}{verdict})")
-    if too_few:
-        best = min(t.best_p_holm for _, t in tests)
-        lead = (f"too few pairs to tell whether the last N cost less than the first N (with these seeds the "
-                f"smallest Holm-adjusted p any test can reach is {best:.2g}); measured, the last N cost ")
-    else:
-        lead = "quantizing the last N instead of the first N costs "
-    last = [f for f in fits if f.model == model and f.order == "last" and f.fitted and f.method == "qat"]
-    formulas = [f"W{f.weight_bits} `{f.best.formula}` (leave-one-N-out RMSE {_fmt(f.best.loo_rmse)} pp)" for f in last]
-    formula = ("; drop of the last N: " + ", ".join(formulas)) if formulas else "; no drop formula could be fitted"
-    return f"**{model}**: " + lead + ", ".join(parts) + formula + "."
 
 
 def spearman_section(records: Sequence[dict]) -> list:
@@ -360,7 +314,8 @@ def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float]
     lines += frontier_lines + spearman_section(records)
     plots += frontier_plots
     lines += ["## Last vs first layers (per-seed sign-flip test of drop_first − drop_last, Holm-adjusted)", ""]
-    lines += [f"- {sentence}" for c in comparisons for sentence in c.sentences()] or \
+    lines += ([f"- {_compare.family_text(comparisons)}"] if comparisons else []) + \
+        [f"- {sentence}" for c in comparisons for sentence in c.sentences()] or \
         ["- no (model, bits, method) with both 'last' and 'first' records"]
     lines.append("")
     if budget_pp is not None:
@@ -385,17 +340,12 @@ def terminal_summary(records: Sequence[dict], *, budget_pp: Optional[float] = No
     lines = [f"qatbench: {_status_line(records)}"]
     for f in fits:
         tag = f"{f.model} {f.order} w{f.weight_bits} {f.method}"
-        if f.fitted:
-            flag = f"; AT BOUND: {f.best.at_bound}" if f.best.at_bound else ""
-            lines.append(f"  {tag}: {f.best.formula} (R²={_fmt(f.best.r2, '.2f')}, LOO RMSE {_fmt(f.best.loo_rmse)} pp{flag})")
-        else:
-            lines.append(f"  {tag}: {f.reason}")
+        lines.append(f"  {tag}: {fit_text.short(f)}")
     errors = [c.max_rel_error for c in checks if c.max_rel_error is not None]
     if errors:
         bad = sum(not c.ok for c in checks)
         lines.append(f"  size formula: max relative error {max(errors):.2%}" + (f", {bad} group(s) over tolerance" if bad else ""))
-    lines += [f"  last vs first: {c.sentence(c.by_n)}; matched on weight share: {c.by_fraction.verdict}"
-              for c in comparisons]
+    lines += [f"  last vs first: {c.sentence(c.test)}" for c in comparisons]
     for p in plans:
         answer = f"N={p.n}" if p.n is not None else "none"
         lines.append(f"  plan {p.model} w{p.weight_bits} {p.method} ≤{p.budget_pp:g} pp: {answer} ({p.reason})")

@@ -17,11 +17,18 @@ takes only 4 values); TOO_FEW_SEEDS with fewer than ``MIN_SEEDS`` complete seeds
 given from ``INTERVAL_SEEDS`` on, but k seeds allow only C(2k-1, k) distinct resamples (2: 3, 3: 10,
 4: 35, 5: 126), so below 5 its 2.5% tail is one or two resamples and excluding 0 proves nothing;
 UNDEFINED when the scores or the mean drops are all equal; else AGREES / DISAGREES when the interval
-excludes 0, UNCLEAR when it does not.
+excludes 0 AND the permutation test over units rejects a random ranking, UNCLEAR otherwise.
+
+The bootstrap over seeds says how much the seeds disagree, not whether the ranking beats chance: with 5
+units a random ranking reaches rho >= 0.7 with probability 0.12. ``permutation_p`` is the exact one-sided
+p of rho over units, in the direction observed: the share of the n! orderings of the mean drops whose rho
+is at least as extreme (all of them for n <= ``EXACT_UNITS``, else a fixed-seed Monte Carlo).
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -31,7 +38,7 @@ import numpy as np
 
 AGREES = "score ranks units like the measured drops"
 DISAGREES = "score ranks units against the measured drops"
-UNCLEAR = "no clear rank correlation (interval contains 0)"
+UNCLEAR = "no clear rank correlation (the interval contains 0, or a random ranking does as well)"
 TOO_FEW_UNITS = "too few units"
 TOO_FEW_SEEDS = "too few seeds"
 UNDEFINED = "undefined (scores or drops all equal)"
@@ -39,6 +46,9 @@ MIN_UNITS = 4
 MIN_SEEDS = 5  # for a verdict (see above)
 INTERVAL_SEEDS = 2  # for an interval, reported as a range of the seeds' disagreement, not a test
 MEASURED = ("passed", "failed")  # a failed case (threshold broken) still measured its drop
+EXACT_UNITS = 8  # 8! = 40,320 orderings: exact; beyond, Monte Carlo
+PERMUTATION_DRAWS = 20_000
+ALPHA = 0.05
 
 
 def ranks(values) -> np.ndarray:
@@ -83,6 +93,7 @@ class SpearmanResult:
     per_seed: dict  # seed -> rho of that seed's drops (seeds with at least MIN_UNITS units)
     interval: Optional[tuple]  # (low, high): 95% percentile bootstrap over complete seeds
     verdict: str
+    permutation_p: Optional[float] = None  # one-sided, in the direction of rho, over orderings of the units
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -141,16 +152,43 @@ def _bootstrap(scores: np.ndarray, table: np.ndarray, resamples: int, seed: int)
     return float(low), float(high)
 
 
-def _verdict(units: int, seeds: int, rho, interval) -> str:
+@functools.lru_cache(maxsize=EXACT_UNITS)
+def _orderings(n: int) -> np.ndarray:
+    """Every permutation of range(n), once per n (8!: 40,320 x 8)."""
+    return np.array(list(itertools.permutations(range(n))), dtype=np.int8)
+
+
+def permutation_p(x, y, draws: int = PERMUTATION_DRAWS, seed: int = 0) -> Optional[float]:
+    """One-sided p of Spearman's rho(x, y) in its observed direction over orderings of y: exact for
+    n <= EXACT_UNITS (every ordering; the observed one is among them), else (1 + hits) / (1 + draws)."""
+    rho = spearman(x, y)
+    if rho is None:
+        return None
+    rx, ry = ranks(x), ranks(y)
+    rx = rx - rx.mean()
+    n = len(rx)
+    if n <= EXACT_UNITS:
+        orderings, offset = ry[_orderings(n)], 0
+    else:
+        orderings, offset = np.random.default_rng(seed).permuted(np.tile(ry, (draws, 1)), axis=1), 1
+    centred = orderings - ry.mean()
+    rhos = centred @ rx / math.sqrt(float(rx @ rx) * float(centred[0] @ centred[0]))
+    tolerance = 1e-9
+    hits = np.sum(rhos >= rho - tolerance) if rho >= 0 else np.sum(rhos <= rho + tolerance)
+    return float((hits + offset) / (len(rhos) + offset))
+
+
+def _verdict(units: int, seeds: int, rho, interval, perm_p=None) -> str:
     if units < MIN_UNITS:
         return TOO_FEW_UNITS
     if rho is None:
         return UNDEFINED
     if seeds < MIN_SEEDS or interval is None:
         return TOO_FEW_SEEDS
-    if interval[0] > 0:
+    beats_chance = perm_p is not None and perm_p < ALPHA
+    if interval[0] > 0 and beats_chance:
         return AGREES
-    if interval[1] < 0:
+    if interval[1] < 0 and beats_chance:
         return DISAGREES
     return UNCLEAR
 
@@ -174,8 +212,9 @@ def _check_group(key: tuple, by_seed: Mapping, own: Mapping, resamples: int, see
     if len(units) >= MIN_UNITS and len(complete) >= INTERVAL_SEEDS and rho is not None:
         table = np.array([[by_seed[s][u] for u in units] for s in complete])
         interval = _bootstrap(unit_scores, table, resamples, seed)
+    perm = permutation_p(unit_scores, mean_drop) if rho is not None else None
     return SpearmanResult(model, bits, method, len(units), tuple(complete), rho, per_seed, interval,
-                          _verdict(len(units), len(complete), rho, interval))
+                          _verdict(len(units), len(complete), rho, interval, perm), perm)
 
 
 def spearman_check(records: Iterable[dict], scores: Mapping, resamples: int = 2000, seed: int = 0) -> list:
@@ -203,6 +242,8 @@ def describe(results: Iterable[SpearmanResult]) -> list:
         rho = "n/a" if r.rho is None else f"{r.rho:+.2f}"
         interval = "" if r.interval is None else f" [{r.interval[0]:+.2f}, {r.interval[1]:+.2f}]"
         seeds = ", ".join(f"s{s} {'n/a' if v is None else f'{v:+.2f}'}" for s, v in r.per_seed.items())
-        lines.append(f"{r.model} W{r.bits} {r.method}: Spearman rho {rho}{interval} over {r.units} units, "
+        kind = f"exact over {math.factorial(r.units):,} orderings" if r.units <= EXACT_UNITS else "Monte Carlo"
+        perm = "" if r.permutation_p is None else f", permutation p = {r.permutation_p:.3g} (one-sided, {kind} of the units)"
+        lines.append(f"{r.model} W{r.bits} {r.method}: Spearman rho {rho}{interval} over {r.units} units{perm}, "
                      f"{len(r.seeds)} seeds (per seed: {seeds or 'none'}): {r.verdict}")
     return lines
