@@ -1,0 +1,122 @@
+"""docs/results.md's measured numbers, regenerated from the committed files, never typed. Pure.
+
+Each block of the document between ``<!-- generated: NAME ... -->`` and ``<!-- end generated: NAME -->``
+is rewritten from its source:
+
+- ``noise``: the seed-to-seed SD of the drop per model and width from results/baselines/smoke.json
+  (its ``noise``: pooled SD, the shift a seed gives every configuration alike, the per-case rest, dof);
+- ``reference``: from results/reference's records, the last-N drop of each (model, width, method) as the
+  report states it (a trend, or "no trend detectable" with its seed-level mean drop), and the
+  pre-registered last-vs-first family with each declared test's Holm-adjusted p and verdict;
+- ``frontier``: results/reference's matched-bytes comparisons against last-N, with the matched points
+  left out for comparing identical unit sets.
+
+``python -m harness.analysis.docs_numbers`` rewrites docs/results.md; ``--check`` exits 1 when a block
+differs from what the committed files give (tests/test_docs_numbers.py runs that check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+from harness.analysis import drop_fit, fit_text, frontier, order_test
+from harness.results import records as _records
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "results.md"
+BASELINE = ROOT / "results" / "baselines" / "smoke.json"
+REFERENCE = ROOT / "results" / "reference"
+COMMAND = "python -m harness.analysis.docs_numbers"
+
+
+def _pp(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+def noise_block(baseline: Path = BASELINE) -> list:
+    """The smoke baseline's noise per model and width (pp)."""
+    noise = json.loads(Path(baseline).read_text())["noise"]
+    lines = ["| model / bits | SD | seed shift | per case | dof |", "|---|---|---|---|---|"]
+    for key in sorted(noise, key=lambda k: (k.split("/")[0], -int(k.split("/w")[1]))):
+        entry = noise[key]
+        model, bits = key.split("/w")
+        lines.append(f"| {model} / W{bits} | {_pp(entry.get('sd_pp'))} | {_pp(entry.get('seed_sd_pp'))} "
+                     f"| {_pp(entry.get('case_sd_pp'))} | {entry.get('df')} |")
+    return lines
+
+
+def reference_block(run_dir: Path = REFERENCE) -> list:
+    """The reference run's last-N drops and its last-vs-first family."""
+    records, _ = _records.read_case_records(Path(run_dir))
+    measured = [r for r in records if r.get("status") in drop_fit.MEASURED and drop_fit.usable(r)]
+    lines = ["Last-N drop (QAT and PTQ), as the report states it:", ""]
+    for fit in drop_fit.fit_records(measured, ("last",)):
+        lines.append(f"- {fit.model} W{fit.weight_bits} {fit.method.upper()}: {fit_text.short(fit)}")
+    comparisons = order_test.compare_orders(measured)
+    lines += ["", order_test.family_text(comparisons), ""]
+    for c in comparisons:
+        t = c.test
+        if not c.primary:
+            continue
+        holm = f"Holm {t.p_holm:.3g}" if t.counted else "not counted"
+        lines.append(f"- {c.model} W{c.weight_bits} {c.method.upper()}: the last N cost {t.mean_diff_pp:+.2f} pp less "
+                     f"({order_test.MATCHING_TEXT[t.matching]}, {t.n_seeds} seeds, sign-flip p = {t.p_value:.3g}, "
+                     f"{holm}): {t.verdict}")
+    return lines
+
+
+def frontier_block(run_dir: Path = REFERENCE) -> list:
+    """The reference run's matched-bytes comparisons against last-N."""
+    records, _ = _records.read_case_records(Path(run_dir))
+    lines = ["| model | method | comparison | pairs | drop − last-N drop, pp [95% t] | Holm p | verdict | identical, excluded |",
+             "|---|---|---|---|---|---|---|---|"]
+    for f in frontier.for_report(records):
+        for c in f.comparisons:
+            holm = "–" if math.isnan(c.p_holm) else f"{c.p_holm:.3g}"
+            lines.append(f"| {f.model} | {f.method} | {c.name} | {c.pairs} | "
+                         f"{frontier.interval_text(c.mean_diff, c.low, c.high)} | {holm} | {c.verdict} | {c.identical} |")
+    return lines
+
+
+BLOCKS = {"noise": (noise_block, "results/baselines/smoke.json"), "reference": (reference_block, "results/reference"),
+          "frontier": (frontier_block, "results/reference")}
+
+
+def render(text: str, blocks: dict) -> str:
+    """``text`` with every generated block replaced by ``blocks[name]`` (lines); a missing block is an error."""
+    for name, lines in blocks.items():
+        pattern = re.compile(rf"(<!-- generated: {name} [^\n]*-->\n)(.*?)(<!-- end generated: {name} -->)", re.S)
+        if not pattern.search(text):
+            raise ValueError(f"docs block {name!r} not found (<!-- generated: {name} ... --> ... <!-- end generated: {name} -->)")
+        text = pattern.sub(lambda m: m.group(1) + "\n".join(lines) + "\n" + m.group(3), text)
+    return text
+
+
+def generated() -> dict:
+    return {name: make() for name, (make, _) in BLOCKS.items()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when docs/results.md differs, write nothing")
+    args = parser.parse_args(argv)
+    old = DOC.read_text()
+    new = render(old, generated())
+    if args.check:
+        if new != old:
+            print(f"{DOC}: generated numbers are out of date; run {COMMAND}", file=sys.stderr)
+            return 1
+        return 0
+    if new != old:
+        _records.write_text_atomic(DOC, new)
+    print(f"{DOC}: {'rewritten' if new != old else 'up to date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
