@@ -11,6 +11,7 @@ status 2 and a one-line message on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -44,7 +45,10 @@ def load_run(results: str) -> list:
             records = _records.load_jsonl(merged, problems)
     except (OSError, ValueError) as exc:
         raise BadInput(f"cannot read {merged}: {one_line(exc)}")
-    for problem in problems:  # malformed or unknown-schema records: skipped, one line each
+    from harness.results import versions  # scipy, through the baseline key: not for every command
+
+    records, _left_out, mixed = versions.one_version(records)  # never one mean over two code versions
+    for problem in problems + mixed:  # malformed or unknown-schema records: skipped, one line each
         print(f"note: {problem}", file=sys.stderr)
     if not records:
         raise BadInput(f"no records in {run_dir} (expected records.jsonl or cases/*.json)")
@@ -200,15 +204,32 @@ def _check_perf(args) -> tuple:
     return models, bits, out_dir
 
 
+def _check_k_expression(expr: str) -> None:
+    """A malformed -k expression is one line now, not a sweep of nothing after the whole measurement."""
+    try:
+        from _pytest.mark.expression import Expression  # pytest's own parser (private: checked again below)
+    except ImportError:
+        return
+    try:
+        Expression.compile(expr)
+    except Exception as exc:  # noqa: BLE001 - pytest 9 raises SyntaxError, pytest 8 its own ParseError
+        why = getattr(exc, "msg", None) or getattr(exc, "message", None) or str(exc)
+        raise BadInput(f"--sweep {expr!r}: not a pytest -k expression ({one_line(why)})") from None
+
+
 def sweep_cases(expr: str) -> int:
     """How many benchmark cases ``pytest -k expr`` selects (collection only: no TensorFlow)."""
     import subprocess
     import tempfile
 
+    _check_k_expression(expr)
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "--collect-only", "-q", "-p",
                            "no:cacheprovider", "-k", expr, "--qat-results", tempfile.gettempdir()],
                           cwd=root, capture_output=True, text=True, timeout=300)
+    if done.returncode not in (0, 5):  # pytest lists every case before it rejects -k: its rc, not the list, decides
+        last = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}").splitlines()[-1]
+        raise BadInput(f"--sweep {expr!r}: pytest refuses it: {last[:300]}")
     return sum(1 for line in done.stdout.splitlines() if "::" in line)
 
 
@@ -310,7 +331,7 @@ def _run_merge(args) -> int:
     end = finish_run(run_dir, EndOptions(baseline=_baseline(args.baseline), strict_baseline=args.strict_baseline))
     if not end.merged:
         raise BadInput(f"no records in {run_dir / _records.CASES_DIR}")
-    print(f"merged {len(end.merged)} records: {run_dir / 'records.jsonl'}")
+    print(f"merged {len(end.merged) + len(end.left_out)} records: {run_dir / 'records.jsonl'}")
     print(f"report: {end.report_path}")
     for verdict in end.verdicts:
         if verdict.status != "ok":
@@ -355,10 +376,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command][1](args)
+        status = COMMANDS[args.command][1](args)
+        sys.stdout.flush()  # a reader gone away shows here, inside the handler, not in the interpreter's exit
+        return status
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """The reader went away (``| head -1``): quiet, as the Python docs advise: stdout goes to devnull so the
+    interpreter's final flush cannot raise again. Whatever was written to files is written."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141  # 128 + SIGPIPE, what a shell reports for a writer killed by a closed pipe
 
 
 if __name__ == "__main__":

@@ -299,6 +299,18 @@ def _env_path(name: str, kind: str, extra: tuple = ()):
     return check
 
 
+def _cifar10_path(raw: str) -> None:
+    """The release's .tar.gz or its folder, whose batch files harness/models/data.py reads whole: a FIFO,
+    device or folder there (or as the variable itself) would hang or fail mid-case, so it is refused now."""
+    _env_path("QATBENCH_CIFAR10", "file or folder")(raw)
+    path = Path(raw)
+    batches = sorted(path.rglob("*_batch*")) if path.is_dir() else [path]  # the names the loader reads
+    special = next((p for p in batches if not p.is_file()), None)
+    if special is not None:
+        raise Bad(f"QATBENCH_CIFAR10={raw!r}: {special} is not a regular file (a FIFO, device or folder is "
+                  "never read)")
+
+
 def _env_flag(name: str, allowed: tuple = ("0", "1")):
     def check(raw: str) -> None:
         if raw not in allowed:
@@ -310,7 +322,7 @@ ENVIRONMENT = {
     "QATBENCH_WORKER_TIMEOUT": lambda raw: _seconds("QATBENCH_WORKER_TIMEOUT", raw),
     "QATBENCH_LOCK_TIMEOUT": lambda raw: _seconds("QATBENCH_LOCK_TIMEOUT", raw),
     CACHE_ENV: lambda raw: _prefixed(CACHE_ENV, parse_cache_dir, raw),
-    "QATBENCH_CIFAR10": _env_path("QATBENCH_CIFAR10", "file or folder"),
+    "QATBENCH_CIFAR10": _cifar10_path,
     "QATBENCH_FASHION_MNIST": _env_path("QATBENCH_FASHION_MNIST", "folder"),
     "QATBENCH_RESNET50_WEIGHTS": _env_path("QATBENCH_RESNET50_WEIGHTS", "file", ("imagenet",)),
     "QATBENCH_BERT_MINI_WEIGHTS": _env_path("QATBENCH_BERT_MINI_WEIGHTS", "file"),

@@ -189,6 +189,14 @@ class _CaseWatch:
         if MARKER in report.keywords and _built(self.config) is None:
             session_of(self.config)
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session):
+        """Before xdist's own session end, which waits for its workers to exit: a SIGTERM there used to be a
+        KeyboardInterrupt out of execnet, and no records.jsonl or report. From here on it waits for them."""
+        qat = _built(self.config)
+        if qat is not None and not qat.is_worker:
+            qat.finishing = True
+
 
 @pytest.fixture
 def qat_session(request):

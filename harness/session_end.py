@@ -14,7 +14,7 @@ from typing import Optional
 
 from harness.design import registry
 from harness.errors import describe
-from harness.results import gates, records, rescue
+from harness.results import gates, records, rescue, versions
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class EndOptions:
 class RunEnd:
     """What the end of a run found: the merged records and every verdict, for the terminal or the CLI."""
 
-    merged: list = field(default_factory=list)
+    merged: list = field(default_factory=list)  # what every later step uses: one code version per configuration
+    left_out: list = field(default_factory=list)  # records of an older code version (still in records.jsonl)
     merge_problems: list = field(default_factory=list)
     verdicts: tuple = ()
     inconclusive: list = field(default_factory=list)
@@ -58,7 +59,10 @@ def finish_run(run_dir: Path, opts: EndOptions, unwritten=()) -> RunEnd:
 
 
 def _merge(run_dir: Path, opts: EndOptions, end: RunEnd, unwritten) -> list:
-    end.merged, end.merge_problems = rescue.merge_run(run_dir, unwritten)
+    merged, end.merge_problems = rescue.merge_run(run_dir, unwritten)
+    # records.jsonl keeps them all; the baseline, gate, targets and report never average two code versions
+    end.merged, end.left_out, mixed = versions.one_version(merged)
+    end.merge_problems += mixed
     return end.merge_problems
 
 

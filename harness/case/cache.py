@@ -5,8 +5,9 @@ $QATBENCH_LOCK_TIMEOUT is an error naming the lock and its holder); files are wr
 file and renamed, so a killed process never leaves a half-written cache entry behind. Every entry
 is keyed by everything that shapes it (spec, tier, seed, builder/loader source, the contents of
 user weights and dataset files named by environment variables, library versions) and its
-meta.json stores that key material and a sha256 of each file: an entry whose checksum fails is
-rebuilt, with one warning line naming the file.
+meta.json stores that key material, a sha256 of each file and one of its own content (meta_sha256):
+an entry whose checksum fails, or whose accuracies are not accuracies, is rebuilt, with one warning
+line naming the file.
 """
 
 from __future__ import annotations
@@ -209,9 +210,20 @@ def _holder(owner: Path) -> str:
         return "another process"
 
 
-def _checked(folder: Path, names: tuple) -> tuple:
-    """(meta, None) if the entry is complete and every file matches its stored sha256; (None, reason)
-    if it is absent (reason None) or damaged (reason: one line naming the file)."""
+def _meta_digest(meta: dict) -> str:
+    """sha256 of meta.json's other fields as canonical JSON: an accuracy edited by hand no longer matches."""
+    other = {key: value for key, value in meta.items() if key != "meta_sha256"}
+    return hashlib.sha256(json.dumps(other, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def _bad_accuracy(meta: dict, names: tuple) -> Optional[str]:
+    bad = [n for n in names if type(meta.get(n)) not in (int, float) or not 0.0 <= meta[n] <= 1.0]  # NaN fails too
+    return f"{bad[0]} {meta.get(bad[0])!r} is not an accuracy in 0..1" if bad else None
+
+
+def _checked(folder: Path, names: tuple, accuracies: tuple = ()) -> tuple:
+    """(meta, None) if the entry is complete, meta.json matches its own sha256, its ``accuracies`` are
+    accuracies and every file its sha256; (None, reason) if absent (None) or damaged (one line naming the file)."""
     meta_path = folder / "meta.json"
     present = [n for n in names + ("meta.json",) if (folder / n).exists()]
     if not present:
@@ -219,8 +231,12 @@ def _checked(folder: Path, names: tuple) -> tuple:
     try:
         meta = json.loads(meta_path.read_text())
         stored = meta["files"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        wrong = "" if meta.get("meta_sha256") == _meta_digest(meta) else "its own sha256 (meta_sha256) does not match"
+        wrong = wrong or _bad_accuracy(meta, accuracies)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return None, f"{meta_path} is missing, unreadable or has no checksums ({type(exc).__name__})"
+    if wrong:
+        return None, f"{meta_path} failed its check: {wrong}"
     for name in names:
         found = file_digest(folder / name)
         if not isinstance(stored, dict) or stored.get(name) != found:
@@ -241,7 +257,8 @@ def _write_entry(folder: Path, files: dict, meta: dict) -> None:
     """Write each file atomically, then meta.json (last: the entry's commit) with their checksums."""
     for name, write in files.items():
         _write_atomic(folder / name, write)
-    meta = {**meta, "files": {name: file_digest(folder / name) for name in files}}
+    meta = json.loads(json.dumps({**meta, "files": {name: file_digest(folder / name) for name in files}}, default=str))
+    meta["meta_sha256"] = _meta_digest(meta)  # over the values as they will be read back
     _write_atomic(folder / "meta.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=1, default=str)))
 
 
@@ -255,7 +272,7 @@ def pretrained(spec: ModelSpec, tier: str, seed: int, data: Dataset, cache_dir: 
     folder.mkdir(parents=True, exist_ok=True)
     names, rebuilt = ("weights.h5",), None
     with locked(folder):
-        meta, damage = _checked(folder, names)
+        meta, damage = _checked(folder, names, ("accuracy",))
         if meta is not None:
             try:
                 model = build(spec, data)
@@ -358,7 +375,7 @@ def _load_or_produce(key: str, base: Pretrained, produce, rebuild, cache_dir: Pa
     folder.mkdir(parents=True, exist_ok=True)
     names = ("weights.h5", "control.tflite")
     with locked(folder):
-        meta, damage = _checked(folder, names)
+        meta, damage = _checked(folder, names, ("keras_accuracy", "tflite_accuracy"))
         if meta is not None:
             try:
                 model = rebuild()

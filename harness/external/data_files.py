@@ -85,7 +85,13 @@ def _checked(path: Path, split: str, x, y, input_shape: tuple, num_classes: int)
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise BadData(f"--qat-data {path}: x_{split} has dtype {x.dtype}; expected numbers")
     dtype = "int32" if np.issubdtype(x.dtype, np.integer) and x.dtype.itemsize <= 4 and x.ndim == 2 else "float32"
-    return x.astype(dtype), _labels(path, split, y, num_classes)
+    with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below with the file's name
+        x = x.astype(dtype)
+    if dtype == "float32" and not np.all(np.isfinite(x)):  # after the cast: 1e300 in float64 is inf in float32
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+        raise BadData(f"--qat-data {path}: x_{split} holds NaN or infinite values (first at index {where}, "
+                      f"{np.count_nonzero(~np.isfinite(x))} in all); training on them would only collapse")
+    return x, _labels(path, split, y, num_classes)
 
 
 def _image_folder(path: Path, input_shape: tuple) -> tuple:
