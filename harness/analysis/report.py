@@ -267,6 +267,17 @@ def spearman_section(records: Sequence[dict]) -> list:
             + [f"- {line}" for line in sensitivity_check.describe(results)] + [""])
 
 
+def argmax_warning(records) -> list:
+    """Records from before tie-aware accuracy (schema 6) scored argmax, which breaks INT8 logit ties
+    toward the lowest class index: an effect of quantizing the final (logits) layers may be that."""
+    old = [r for r in records if "control_ties" not in r or r.get("control_ties") is None]
+    if not old:
+        return []
+    return [f"**Argmax accuracy.** {len(old)} of {len(records)} records predate tie-aware accuracy: their "
+            "accuracies break tied top scores toward the lowest class index, so a verdict that quantizing the "
+            "final (logits) layers costs less or more may be tie-breaking, not quantization (docs/results.md).", ""]
+
+
 def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float] = None,
                  size_budget: Optional[float] = None, problems: Sequence[str] = (),
                  title: str = "qatbench report") -> Report:
@@ -288,6 +299,7 @@ def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float]
     verdicts += [_frontier.verdict(frontiers, model) for model in sorted({f.model for f in frontiers}, key=str)]
     if any(verdicts):
         lines += ["## Verdicts", ""] + [f"- {v}" for v in verdicts if v] + [""]
+    lines += argmax_warning(good)
     for model, rows in _by(good, "model").items():
         lines += [f"## {model}", ""] + results_table(rows) + ["", "### Accuracy-drop formulas", ""]
         model_fits = [f for f in fits if f.model == model]
