@@ -267,6 +267,12 @@ def spearman_section(records: Sequence[dict]) -> list:
             + [f"- {line}" for line in sensitivity_check.describe(results)] + [""])
 
 
+def verdict_lines(good, comparisons, fits, frontiers) -> list:
+    verdicts = [model_verdict(model, comparisons, fits) for model in _by(good, "model")]
+    verdicts += [_frontier.verdict(frontiers, model) for model in sorted({f.model for f in frontiers}, key=str)]
+    return ["## Verdicts", ""] + [f"- {v}" for v in verdicts if v] + [""] if any(verdicts) else []
+
+
 def argmax_warning(records) -> list:
     """Records from before tie-aware accuracy (schema 6) scored argmax, which breaks INT8 logit ties
     toward the lowest class index: an effect of quantizing the final (logits) layers may be that."""
@@ -294,12 +300,8 @@ def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float]
     plots = []
     if not good:
         lines += ["**No measured records** (none passed or failed with an accuracy drop): nothing to fit or plot.", ""]
-    verdicts = [model_verdict(model, comparisons, fits) for model in _by(good, "model")]
     frontiers = _frontier.for_report(records)
-    verdicts += [_frontier.verdict(frontiers, model) for model in sorted({f.model for f in frontiers}, key=str)]
-    if any(verdicts):
-        lines += ["## Verdicts", ""] + [f"- {v}" for v in verdicts if v] + [""]
-    lines += argmax_warning(good)
+    lines += verdict_lines(good, comparisons, fits, frontiers) + argmax_warning(good)
     for model, rows in _by(good, "model").items():
         lines += [f"## {model}", ""] + results_table(rows) + ["", "### Accuracy-drop formulas", ""]
         model_fits = [f for f in fits if f.model == model]
