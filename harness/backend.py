@@ -23,6 +23,8 @@ import tf_keras as keras  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 from tensorflow.lite.python import schema_py_generated as tflite_schema  # noqa: E402
 from tensorflow_model_optimization.python.core.quantization.keras import quant_ops  # noqa: E402
+from tensorflow_model_optimization.python.core.quantization.keras.quantize_aware_activation import (  # noqa: E402
+    QuantizeAwareActivation)
 from tensorflow.python.ops import control_flow_util  # noqa: E402  (how tf.function knows it is under XLA)
 # While it is on, tf_keras refuses to unmarshal a Lambda's Python bytecode from a model file (.h5,
 # SavedModel; load_model's safe_mode argument covers only .keras): harness/external/model_file.py
@@ -39,8 +41,8 @@ keras.backend.experimental.enable_tf_random_generator()
 
 quantize = tfmot.quantization.keras
 
-__all__ = ["tf", "keras", "tfmot", "quantize", "quant_ops", "control_flow_util", "tflite_schema", "versions",
-           "numerics", "set_threads", "devices", "safe_mode_scope"]
+__all__ = ["tf", "keras", "tfmot", "quantize", "quant_ops", "QuantizeAwareActivation", "control_flow_util",
+           "tflite_schema", "versions", "numerics", "set_threads", "devices", "safe_mode_scope"]
 
 
 def versions() -> dict:

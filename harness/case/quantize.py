@@ -6,13 +6,21 @@ import dataclasses
 from typing import Sequence
 
 from harness.case import fakequant  # noqa: F401  (installs the cheaper per-channel training gradient)
-from harness.backend import keras, quantize
+from harness.backend import QuantizeAwareActivation, keras, quantize
 from harness.design.config import QuantConfig
 from harness.design.mixed import UNIFORM_KINDS
 from harness.design.units import LayerInfo, Unit, group_units
 from harness.models.quantizable import CUSTOM_OBJECTS, DenseWeightConfig, KeepFloatOutputConfig, UnsupportedQuantization
 
 KIND_OF_CLASS = {"Dense": "dense", "Conv2D": "conv", "DepthwiseConv2D": "conv", "SeparableConv2D": "conv"}
+
+# A weight layer with a fused swish (EfficientNet's *_se_reduce: Conv2D(activation="swish")): TFLite
+# fuses no swish into CONV_2D, so the conv's own output must be quantized for an integer conv, but
+# tfmot fake-quantizes swish only after the activation, and the converter kept such a conv FLOAT32 even
+# in a whole-model QAT file (EfficientNetB0 last-5: 4 of 5 kernels INT8). Quantizing before the swish
+# too, as tfmot does for sigmoid and tanh, makes every such kernel INT8 (tests/test_boundary.py).
+# Models without a fused swish (every zoo model) are unchanged.
+QuantizeAwareActivation._PRE_QUANT_ACTIVATIONS = QuantizeAwareActivation._PRE_QUANT_ACTIVATIONS | {"swish"}
 
 
 def layer_infos(model: "keras.Model") -> tuple:
