@@ -36,6 +36,14 @@ def test_the_whole_model_compression_target_is_the_qat_deployments(record):
     assert violations(record(tflite_bytes=110, method="ptq"), T) == []
 
 
+def test_the_interpreter_comparison_is_argmax_against_argmax(record):
+    """The tie-aware accuracy moves with ties (0.7955 here); the file's argmax accuracy is what the Keras
+    model's argmax accuracy is compared with (both break ties toward the lowest class index)."""
+    close = dict(quant_accuracy=0.7955, quant_accuracy_deployed=0.795, quant_accuracy_keras=0.8)
+    assert violations(record(**close), T) == []  # 0.5 pp: within the tolerance
+    assert "0.7900" in violations(record(**{**close, "quant_accuracy_deployed": 0.79}), T)[0]
+
+
 def test_simulated_bits_skip_the_interpreter_comparison(record):
     assert violations(record(deployment="simulated", weight_bits=3, quant_accuracy=0.5), T) == []
 

@@ -181,7 +181,8 @@ def _accuracy_fields(case: Case, control: cache.Control, qat, qat_tflite: bytes,
     return {
         **fields,
         "control_accuracy_keras": control.keras_accuracy,
-        "quant_accuracy_keras": None if keras_top is None else float(np.mean(keras_top.score)),
+        # argmax, like the file's deployed accuracy it is checked against (harness/results/gates.py)
+        "quant_accuracy_keras": None if keras_top is None else float(np.mean(keras_top.right)),
         "accuracy_source": "keras (simulated bit width)" if simulated else "tflite interpreter",
         "tflite_runtime": runtime or control_runtime,
         "ptq_samples": PTQ_SAMPLES if qat is None else None,
