@@ -7,8 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
-
 from harness import options
 from harness.design.config import RunOptions
 from harness.external import register
@@ -127,7 +125,21 @@ def run_options(config) -> RunOptions:
 
 def default_run_options() -> RunOptions:
     """The options of a run that gave no --qat-* option: what tells whether a run asked for qatbench."""
-    parser = pytest.Parser()
-    addoption(parser)
-    values = parser.parse([])
-    return run_options(SimpleNamespace(getoption=lambda name: getattr(values, name)))
+    defaults = _Defaults()
+    addoption(defaults)
+    return run_options(SimpleNamespace(getoption=defaults.values.__getitem__))
+
+
+class _Defaults:
+    """Records each option's default as pytest would (dest from the long name), without pytest's
+    private Parser class."""
+
+    def __init__(self):
+        self.values: dict = {}
+
+    def getgroup(self, *args, **kwargs):
+        return self
+
+    def addoption(self, *names, **kwargs):
+        dest = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
+        self.values[dest] = kwargs.get("default", False if kwargs.get("action") == "store_true" else None)
