@@ -225,28 +225,12 @@ def read_predictions(run_dir: Path, record: dict) -> dict:
                 **{name: data[name] for name in TIE_ARRAYS if name in data.files}}
 
 
-# Field types every reader (merge, resume, plan, report) relies on; a record breaking them is skipped.
-_TEXT_FIELDS = ("status", "model", "order", "kind", "method", "deployment", "tier", "strategy", "config_hash",
-                "created", "error", "run_id")
-_NUMBER_FIELDS = ("n", "weight_bits", "seed", "units_total", "param_fraction", "control_accuracy",
-                  "quant_accuracy", "quant_accuracy_keras", "accuracy_drop_pp", "tflite_bytes",
-                  "control_tflite_bytes", "gzip_bytes", "weight_bytes", "predicted_weight_bytes",
-                  "ideal_packed_bytes", "size_error_rel", "quantized_kernels", "selected_kernels", "qat_step_ms",
-                  "float_step_ms", "step_ratio", "wall_s", "n_test", "mcnemar_p")
-
-
 def usable(record) -> dict:
-    """``upgrade(record)``, then the field types readers rely on; RecordError names the first bad one."""
+    """``upgrade(record)``, then the field types and ranges of the one declared schema that readers rely
+    on; RecordError names the first bad one."""
     record = upgrade(record)
     if record.get("status") not in STATUSES:
         raise RecordError(f"status {record.get('status')!r} unknown")
-    for name in _TEXT_FIELDS:
-        if record.get(name) is not None and not isinstance(record[name], str):
-            raise RecordError(f"{name} is a {type(record[name]).__name__}, not text")
-    for name in _NUMBER_FIELDS:
-        value = record.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise RecordError(f"{name} is a {type(value).__name__}, not a number")
     problem = schema.value_problem(record)  # declared types, ranges, NaN/inf anywhere (harness/results/schema.py)
     if problem:
         raise RecordError(problem)
