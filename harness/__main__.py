@@ -1,8 +1,9 @@
 """The command line, ``qatbench COMMAND`` (or ``python -m harness COMMAND``), on finished run folders:
 ``plan`` (the largest N within an accuracy, size or latency budget, or the best mixed float/INT8/INT4 plan
 within a weight-bytes budget), ``baseline`` (save a regression baseline), ``rerun`` (how far each case
-moved between two runs), ``report`` (write the report again), ``merge`` (the end of a session on a
-sharded folder: harness/session_end.py) and ``perf`` (the suite measured against itself).
+moved between two runs), ``spread`` (each model's cross-machine spread, for the gate), ``report`` (write
+the report again), ``merge`` (the end of a session on a sharded folder: harness/session_end.py) and
+``perf`` (the suite measured against itself).
 
 Subcommands are registered in ``COMMANDS`` (name -> (add_arguments, run, help)). Bad input exits with
 status 2 and a one-line message on stderr.
@@ -261,27 +262,36 @@ def _run_baseline(args) -> int:
     except OSError as exc:
         raise BadInput(f"cannot write {args.save}: {exc.strerror or exc}") from None
     print(f"baseline {args.save}: {len(saved.entries)} entries from {len(records)} records (tier {tiers[0]})")
+    from harness.analysis.gate_power import noise_lines
+
     for line in noise_lines(saved):
         print(line)
     return 0
 
 
-def noise_lines(saved) -> list:
-    """Per (model, bits): the measured noise, and the regression the gate catches with 80% power."""
-    from harness.results.baseline_gate import detectable_effects
+def _add_spread(sub) -> None:
+    sub.add_argument("sources", nargs="+", help="baseline files or run folders of the same cases on different machines")
+    sub.add_argument("--save", required=True, help="spread JSON to write, e.g. results/baselines/machine-spread.json")
 
-    def pp(value):
-        return "-" if value is None else f"{value:.2f}"
 
-    lines = [f"  {'model/bits':<14} {'keys':>4} {'seeds':>5} {'SD':>6} {'seed SD':>8} {'case SD':>8} "
-             f"{'detectable: one key':>20} {'whole group':>12}"]
-    effects = {d.group: d for d in detectable_effects(saved)}
-    for name, noise in sorted(saved.noise.items()):
-        d = effects.get(name)
-        lines.append(f"  {name:<14} {d.keys if d else '-':>4} {d.seeds if d else '-':>5} {pp(noise.sd_pp):>6} "
-                     f"{pp(noise.seed_sd_pp):>8} {pp(noise.case_sd_pp):>8} {pp(d.key_pp if d else None):>20} "
-                     f"{pp(d.group_pp if d else None):>12}")
-    return lines
+def _run_spread(args) -> int:
+    from harness.results import baseline, machines
+
+    sources = []
+    for source in args.sources:
+        if Path(source).is_dir():
+            recs = load_run(source)
+            machine = next((r["env"]["machine"] for r in recs if (r.get("env") or {}).get("machine")), {})
+            sources.append((source, baseline.entries_from_records(recs), machine, machines.versions_of(recs)))
+        else:
+            saved = _baseline(source)
+            sources.append((source, saved.entries, saved.machine, saved.versions))
+    models = machines.spread(sources)
+    machines.save_spread(models, args.save, list(args.sources))
+    for model, item in sorted(models.items()):
+        print(f"{model}: spread {item['spread_pp']:.2f} pp ({item['pairs']} pairs; {' vs '.join(item['between'])})")
+    print(f"wrote {args.save}" + ("" if models else " (no two sources on different machines share a configuration)"))
+    return 0
 
 
 def _add_rerun(sub) -> None:
@@ -358,6 +368,7 @@ COMMANDS = {
     "plan": (_add_plan, _run_plan, "largest N within an accuracy (and size) budget, or the best mixed "
                                     "float/INT8/INT4 plan within a weight-bytes budget"),
     "baseline": (_add_baseline, _run_baseline, "save a regression baseline from a finished run"),
+    "spread": (_add_spread, _run_spread, "the cross-machine spread of each model's drops, for the regression gate"),
     "rerun": (_add_rerun, _run_rerun, "how far each case's drop moved between two runs of the same cases"),
     "report": (_add_report, _run_report, "write a run folder's report.md and plots again"),
     "merge": (_add_merge, _run_merge, "merge the per-case records of a (sharded) run folder, write the report, gate"),

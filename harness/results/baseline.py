@@ -26,6 +26,7 @@ from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
+from harness.results import machines
 from harness.results.records import MEASURED, now_iso, read_bounded, write_atomic
 from harness.results.seedstats import as_number
 
@@ -90,6 +91,11 @@ class Baseline:
     machine: Mapping = field(default_factory=dict)
     schema_version: int = BASELINE_SCHEMA_VERSION
     migrated_from: Optional[int] = None
+    # optional (absent in files saved before them): the library versions of the saved run ({}: the gate
+    # compares machines on the CPU kind and Python alone), and {model: cross-machine spread}
+    # (harness/results/machines.py; {}: a shift on another machine is reported, not failed)
+    versions: Mapping = field(default_factory=dict)
+    machine_spread: Mapping = field(default_factory=dict)
 
 
 def baseline_key(record: dict) -> str:
@@ -194,16 +200,18 @@ def save_baseline(records: Iterable[dict], path, *, tier: Optional[str] = None, 
     entries = entries_from_records(records)
     noise = pooled_noise(entries.values())
     created = now_iso()
+    versions = machines.versions_of(records)
     payload = {
         "format": BASELINE_FORMAT, "schema_version": BASELINE_SCHEMA_VERSION, "created": created,
-        "tier": tier, "machine": machine or {},
+        "tier": tier, "machine": machine or {}, "versions": versions,
         "noise": {name: vars(n) for name, n in sorted(noise.items())},
         "entries": {key: {"model": e.model, "weight_bits": e.weight_bits, "n": e.n,
                           "seeds": {str(seed): vars(value) for seed, value in e.seeds.items()}}
                     for key, e in entries.items()},
     }
     write_atomic(Path(path), payload)
-    return Baseline(path=str(path), created=created, entries=entries, noise=noise, tier=tier, machine=machine or {})
+    return Baseline(path=str(path), created=created, entries=entries, noise=noise, tier=tier, machine=machine or {},
+                    versions=versions, machine_spread=_spread_beside(Path(path), {}))
 
 
 def _optional_number(value, where: str) -> Optional[float]:
@@ -330,6 +338,22 @@ def load_baseline(path) -> Baseline:
         if isinstance(df, bool) or not isinstance(df, int) or df < 0 or any((v or 0) < 0 for v in numbers.values()):
             raise BaselineError(f"{where} noise {name!r}: df must be an integer >= 0 and the SDs >= 0, got {item!r}"[:300])
         noise[name] = Noise(df=df, **numbers)
+    versions = data.get("versions") or {}
+    if not isinstance(versions, dict) or not all(isinstance(v, str) for v in versions.values()):
+        raise BaselineError(f"{where}: 'versions' must be an object of version strings")
     return Baseline(path=str(path), created=str(data.get("created")), entries=entries, noise=noise,
                     tier=data.get("tier"), machine=data.get("machine") or {},
-                    migrated_from=1 if version == 1 else None)
+                    migrated_from=1 if version == 1 else None, versions=versions,
+                    machine_spread=_spread_beside(path, data))
+
+
+def _spread_beside(path: Path, data: dict) -> dict:
+    """The baseline's own "machine_spread" (an optional object in the spread file's format), else the
+    spread file in the baseline's folder, else {}."""
+    where = f"baseline {path}"
+    try:
+        if data.get("machine_spread") is not None:
+            return machines.check_spread(data["machine_spread"], where)
+        return machines.load_spread(path.parent / machines.SPREAD_FILE)
+    except (OSError, ValueError) as exc:
+        raise BaselineError(f"{where}: machine spread unusable: {exc}") from None

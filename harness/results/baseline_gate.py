@@ -1,17 +1,19 @@
-"""The regression gate: a run against a saved baseline, seed-level and calibrated on measured noise. Pure.
+"""The regression gate: a run against a saved baseline, seed-level, each configuration against its own noise. Pure.
 
-The rule (README): a key (a case without its seed) regresses when the mean of its per-seed drops,
-over the seeds both runs measured, exceeds the baseline's by at least the model's minimum effect,
-AND the increase is beyond the noise: either the key's own contrast against the other keys of its
-(model, bit width), or the shift of that whole group, is significant in a one-sided t-test with
-Holm's correction, each family at 2.5% (so at most 5% of no-change runs fail anywhere).
+The rule (docs/results.md, "The regression gate"; the statistics in harness/results/gate_stats.py):
 
-Why two tests: a seed moves every drop of a model alike (the float control is shared by every N
-of a seed), so drops of one seed are correlated across keys. The per-key contrast removes that
-shared shift and is judged against the per-case noise (key-by-seed residuals of both runs); a
-regression of the whole group is judged against the variance of the seed means. Testing each
-key's mean against the pooled within-key SD instead ignores the correlation and, in simulation,
-fails more no-change runs than the nominal rate.
+- a **configuration** (a key: a case without its seed) regresses when its rise relative to its peers
+  (the other configurations of its group, else of its model: the shift a seed gives them alike removed) is at least the
+  model's minimum effect and significant against the configuration's own seed-to-seed noise (with a
+  prior from its model x width x method group), one-sided t, Holm over every configuration of the run
+  at 2.5%;
+- a **shift shared by a whole model** (its configurations' mean rise) is reported on its own line
+  ("MODEL (shared shift)"): on the baseline's machine it regresses when at least the minimum effect and
+  significant against the seed noise of the model's mean drop; on another machine (CPU kind or library
+  versions, harness/results/machines.py) it is tested against the model's measured cross-machine spread
+  instead: within it, or with no spread measured, it is noted with its size; beyond it, it regresses.
+  Holm over the models at 2.5%: at most 5% of no-change runs fail anywhere.
+- when the machines differ, one "(machine)" line names both.
 
 Besides: a .tflite that grew by more than the spec's tolerance regresses (bytes are exact); a
 case the baseline measured and this run did not (error, nan, timeout) regresses; a baseline case
@@ -25,18 +27,20 @@ import dataclasses
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Mapping, Optional
 
 import numpy as np
 from scipy import stats
 
-from harness.results.baseline import (MEASURED, Baseline, BaselineEntry, baseline_key, complete_table, entries_from_records,
-                       noise_group, two_way)
-from harness.results import latency_gate
+from harness.results.baseline import MEASURED, Baseline, BaselineEntry, baseline_key, entries_from_records
+from harness.results import gate_stats, latency_gate, machines
 from harness.results.seedstats import holm
 
 FAMILY_ALPHA = 0.05  # family-wise false-regression rate of one whole run
 FAILING = ("regressed", "missing")  # stale fails too, under strict mode
+NOTED = latency_gate.NOTED  # reported, never failing
+SHIFT_SUFFIX = " (shared shift)"  # the key of a model's shift verdict: "mlp (shared shift)"
+MACHINE_KEY = "(machine)"
 
 
 @dataclass(frozen=True)
@@ -47,9 +51,9 @@ class KeyVerdict:
     seeds: tuple = ()  # seeds compared
     mean_drop_pp: Optional[float] = None
     baseline_mean_drop_pp: Optional[float] = None
-    noise_sd_pp: Optional[float] = None  # per-case SD (key-by-seed residual) of the group
+    noise_sd_pp: Optional[float] = None  # SD of one seed's contrast (the configuration's own, with its prior)
     key_p_holm: Optional[float] = None  # the key's contrast, one-sided, Holm-adjusted
-    shift_p_holm: Optional[float] = None  # its model+width group's shift, one-sided, Holm-adjusted
+    shift_p_holm: Optional[float] = None  # its model's shared shift, one-sided, Holm-adjusted
 
     def fails(self, strict: bool) -> bool:
         return self.status in FAILING or (strict and self.status == "stale")
@@ -77,47 +81,24 @@ def context_for(thresholds_of: Callable, drop_tolerance: Optional[float] = None,
                        size_growth_rel=lambda model: thresholds_of(model).baseline_size_growth_rel, **run)
 
 
-def _group_tests(group: list, base: Baseline, run: dict) -> dict:
-    """Tests of one (model, bits) group over the seeds both runs measured for all its keys.
-
-    D[key, seed] = run drop - baseline drop. A seed shifts every drop of its model alike (the
-    float control is shared by every N of a seed), so D is split into a shift common to the group
-    and per-key contrasts. Contrasts: t-test on D[key] - mean(D), with the per-case variance from
-    both runs' key-by-seed residuals. Shift: t-test on mean(D), with the variance of seed means
-    in both runs (shift + per-case noise / keys). Residuals are orthogonal to the means they
-    test, so the estimates are independent of the statistics."""
-    usable = [k for k in group if base.entries[k].n != 0]
-    seeds = tuple(sorted(set.intersection(*[{s for s, v in base.entries[k].seeds.items() if v.drop_pp is not None}
-                                            & {s for s, v in run[k].seeds.items() if v.drop_pp is not None}
-                                            for k in usable]))) if usable else ()
-    if not seeds:
-        return {}
-    old = np.array([[base.entries[k].seeds[s].drop_pp for s in seeds] for k in usable], float)
+def _table(keys: list, base: dict, run: dict) -> tuple:
+    """(keys that are not the float control, seeds both runs measured for all of them, baseline table, run table)."""
+    usable = [k for k in keys if not gate_stats.is_control(k, base[k].n)]
+    measured = [{s for s, v in base[k].seeds.items() if v.drop_pp is not None}
+                & {s for s, v in run[k].seeds.items() if v.drop_pp is not None} for k in usable]
+    seeds = tuple(sorted(set.intersection(*measured))) if usable else ()
+    old = np.array([[base[k].seeds[s].drop_pp for s in seeds] for k in usable], float)
     new = np.array([[run[k].seeds[s].drop_pp for s in seeds] for k in usable], float)
-    diff = new - old
-    keys, count = diff.shape
-    ss_b, df_b, col_b, cdf_b = two_way(old)
-    ss_r, df_r, col_r, cdf_r = two_way(new)
-    out = {"seeds": seeds, "keys": usable, "diff": dict(zip(usable, diff.mean(axis=1))),
-           "old": dict(zip(usable, old.mean(axis=1))), "new": dict(zip(usable, new.mean(axis=1)))}
-    if cdf_b + cdf_r > 0:
-        seed_var = (col_b + col_r) / (cdf_b + cdf_r)  # variance of one seed's mean over the keys
-        se = math.sqrt(2.0 * seed_var / count)
-        out["shift_p"] = _one_sided(diff.mean(), se, cdf_b + cdf_r)
-        out["shift_sd"] = math.sqrt(seed_var)
-    if keys > 1 and df_b + df_r > 0:
-        case_var = (ss_b + ss_r) / (df_b + df_r)
-        se = math.sqrt(2.0 * case_var * (1 - 1 / keys) / count)
-        contrasts = diff.mean(axis=1) - diff.mean()
-        out["key_p"] = {k: _one_sided(c, se, df_b + df_r) for k, c in zip(usable, contrasts)}
-        out["case_sd"] = math.sqrt(case_var)
-    return out
+    return usable, seeds, old, new
 
 
-def _one_sided(effect: float, se: float, df: int) -> float:
-    if se > 0:
-        return float(stats.t.sf(effect / se, df))
-    return 0.0 if effect > 0 else 1.0
+def model_tests(keys: list, base: dict, run: dict) -> Optional[gate_stats.ModelTests]:
+    """One model's tests (harness/results/gate_stats.py) over its comparable keys; None without a common seed."""
+    usable, seeds, old, new = _table(keys, base, run)
+    if not seeds:
+        return None
+    groups = [gate_stats.prior_group(base[k].model, base[k].weight_bits, k) for k in usable]
+    return gate_stats.model_tests(old, new, usable, groups, seeds)
 
 
 def _grown(base: BaselineEntry, run: BaselineEntry, tolerance: float) -> list:
@@ -171,7 +152,8 @@ def _verdict_without_test(key, base, run, run_records, ctx) -> Optional[KeyVerdi
 
 
 def gate(records: Iterable[dict], baseline: Baseline, ctx: GateContext) -> tuple:
-    """One KeyVerdict per key of the baseline or the run, in key order."""
+    """One KeyVerdict per key of the baseline or the run, one per model whose shared shift is not plainly
+    ok, and one naming both machines when they differ; in key order."""
     records = [r for r in records if r.get("case_id")]
     run_entries = entries_from_records(records)
     by_key = defaultdict(list)
@@ -184,22 +166,46 @@ def gate(records: Iterable[dict], baseline: Baseline, ctx: GateContext) -> tuple
         if verdict is not None:
             verdicts[key] = verdict
         else:
-            comparable[noise_group(base.model, base.weight_bits)].append(key)
-    tests = {group: _group_tests(keys, baseline, run_entries) for group, keys in comparable.items()}
-    key_holm, shift_holm = _adjusted(tests)
-    for group, keys in comparable.items():
-        for key in keys:
-            verdicts[key] = _judge(key, tests[group], key_holm.get((group, key)), shift_holm.get(group), ctx,
-                                   baseline.entries[key].model)
+            comparable[str(base.model)].append(key)
+    same, line = machines.compare(baseline.machine, baseline.versions, records)
+    verdicts.update(judge(baseline.entries, run_entries, comparable, ctx, same, baseline.machine_spread))
+    if line:
+        verdicts[MACHINE_KEY] = KeyVerdict(MACHINE_KEY, NOTED, line)
     _gate_latency(verdicts, comparable, baseline, run_entries, records, ctx)
     return tuple(verdicts[key] for key in sorted(verdicts))
 
 
-def _adjusted(tests: dict) -> tuple:
-    """Two families, alpha/2 each: per-key contrasts and per-group shifts (Bonferroni between them).
-    ({(group, key): Holm p}, {group: Holm p})."""
-    key_p = {(g, k): p for g, t in tests.items() for k, p in t.get("key_p", {}).items()}
-    shift_p = {g: t["shift_p"] for g, t in tests.items() if "shift_p" in t}
+def judge(base: dict, run: dict, comparable: dict, ctx: GateContext, same_machine: bool,
+          spread: Mapping) -> dict:
+    """{key: KeyVerdict} of the comparable keys ({model: [keys]}) and of the models' shared shifts.
+    ``spread``: {model: {"spread_pp": ...}}, the allowance for a shift on another machine."""
+    tests = {model: model_tests(keys, base, run) for model, keys in comparable.items()}
+    allowance = {m: 0.0 if same_machine else (spread.get(m) or {}).get("spread_pp") for m in tests}
+    key_holm, shift_holm = _adjusted(tests, allowance)
+    out = {}
+    for model, keys in comparable.items():
+        test = tests[model]
+        for key in keys:
+            if gate_stats.is_control(key, base[key].n):
+                out[key] = KeyVerdict(key, "ok", f"{key}: N = 0 is the float control itself; gated on measurement "
+                                      "and size only")
+                continue
+            out[key] = _judge_key(key, test, key_holm.get(key), shift_holm.get(model), ctx.min_effect_pp(model),
+                                  ctx.alpha)
+        shift = _judge_shift(model, test, shift_holm.get(model), allowance[model], same_machine, ctx)
+        if shift is not None:
+            out[shift.key] = shift
+    return out
+
+
+def _adjusted(tests: dict, allowance: Optional[dict] = None) -> tuple:
+    """Two families, alpha/2 each: every configuration's contrast, and every model's shift tested against
+    its allowance (models on another machine without a measured spread are not tested).
+    ({key: Holm p}, {model: Holm p})."""
+    allowance = allowance or {}
+    key_p = {k: p for t in tests.values() if t for k, p in t.key_p.items()}
+    shift_p = {m: t.shift_p(allowance.get(m, 0.0)) for m, t in tests.items()
+               if t and t.shift_se is not None and (m not in allowance or allowance[m] is not None)}
     key_holm = dict(zip(key_p, holm(list(key_p.values())))) if key_p else {}
     shift_holm = dict(zip(shift_p, holm(list(shift_p.values())))) if shift_p else {}
     return key_holm, shift_holm
@@ -209,16 +215,15 @@ def _gate_latency(verdicts: dict, comparable: dict, baseline: Baseline, run_entr
                   ctx: GateContext) -> None:
     """The latency gate (harness/results/latency_gate.py): the same tests on log latency ratios; a
     rise is added to the key's verdict (regressed on the baseline's machine kind, noted elsewhere)."""
-    base_view = dataclasses.replace(baseline, entries=latency_gate.view(baseline.entries))
-    run_view = latency_gate.view(run_entries)
-    tests = {group: _group_tests(keys, base_view, run_view) for group, keys in comparable.items()}
+    base_view, run_view = latency_gate.view(baseline.entries), latency_gate.view(run_entries)
+    tests = {model: model_tests(keys, base_view, run_view) for model, keys in comparable.items()}
     key_holm, shift_holm = _adjusted(tests)
     machine = latency_gate.same_machine(baseline.machine, records)
-    for group, keys in comparable.items():
+    for model, keys in comparable.items():
+        test = vars(tests[model]) if tests[model] else {}
         for key in keys:
-            found = latency_gate.judge(key, tests[group], key_holm.get((group, key)), shift_holm.get(group),
-                                       ctx.alpha, ctx.latency_min_rise, machine,
-                                       (baseline.entries[key], run_entries[key]))
+            found = latency_gate.judge(key, test, key_holm.get(key), shift_holm.get(model), ctx.alpha,
+                                       ctx.latency_min_rise, machine, (baseline.entries[key], run_entries[key]))
             if found:
                 status, message = found
                 old = verdicts[key]
@@ -226,29 +231,54 @@ def _gate_latency(verdicts: dict, comparable: dict, baseline: Baseline, run_entr
                                                     message=f"{old.message}; {message}")
 
 
-def _judge(key: str, test: dict, key_holm: Optional[float], shift_holm: Optional[float], ctx: GateContext,
-           model) -> KeyVerdict:
-    if key not in test.get("diff", {}):
-        why = "N = 0 is the float control itself" if test and key not in test["keys"] else "no seed measured by both runs"
-        return KeyVerdict(key, "ok", f"{key}: {why}; gated on measurement and size only")
-    diff, seeds = float(test["diff"][key]), test["seeds"]
-    min_effect = ctx.min_effect_pp(model)
-    half = ctx.alpha / 2
-    tested = [p for p in (key_holm, shift_holm) if p is not None]
-    if tested:
-        significant = (key_holm is not None and key_holm < half) or (shift_holm is not None and shift_holm < half)
-        parts = [f"key p(Holm)={key_holm:.2g}" if key_holm is not None else "one key: no contrast",
-                 f"model+width shift {np.mean(list(test['diff'].values())):+.2f} pp p(Holm)={shift_holm:.2g}"
-                 if shift_holm is not None else "no shift test"]
-    else:  # no replication in either run: the minimum effect alone judges, and the verdict says so
-        significant, parts = True, ["no noise estimate (one seed)"]
-    status = "regressed" if significant and diff >= min_effect else "ok"
-    message = (f"{key}: mean drop {test['new'][key]:.2f} pp vs baseline {test['old'][key]:.2f} over "
-               f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({diff:+.2f} pp; {'; '.join(parts)}; "
-               f"minimum effect {min_effect:g} pp)")
-    return KeyVerdict(key, status, message, seeds=seeds, mean_drop_pp=float(test["new"][key]),
-                      baseline_mean_drop_pp=float(test["old"][key]), noise_sd_pp=test.get("case_sd"),
+def _p(p: Optional[float]) -> str:
+    return "no noise estimate (one seed)" if p is None else f"p(Holm)={p:.2g}"
+
+
+def _judge_key(key: str, test, key_holm: Optional[float], shift_holm: Optional[float], min_effect: float,
+               alpha: float) -> KeyVerdict:
+    if test is None or key not in test.diff:
+        return KeyVerdict(key, "ok", f"{key}: no seed measured by both runs; gated on measurement and size only")
+    diff, seeds = float(test.diff[key]), test.seeds
+    shared = f"model shift {test.shift:+.2f} pp"
+    if key in test.contrast:
+        contrast, sd = float(test.contrast[key]), test.contrast_sd.get(key)
+        # one seed: no noise estimate, the minimum effect alone judges, and the verdict says so
+        significant = key_holm is None or key_holm < alpha / 2
+        status = "regressed" if significant and contrast >= min_effect else "ok"
+        noise = f", own noise SD {sd:.2f} pp (df {test.contrast_df[key]})" if sd is not None else ""
+        parts = f"vs its peers {contrast:+.2f} pp{noise}, {_p(key_holm)}; {shared}"
+    else:
+        status, parts = "ok", f"the model's only configuration: judged by its {shared}"
+    message = (f"{key}: mean drop {test.new[key]:.2f} pp vs baseline {test.old[key]:.2f} over {len(seeds)} "
+               f"seed{'s' if len(seeds) != 1 else ''} ({diff:+.2f} pp; {parts}; minimum effect {min_effect:g} pp)")
+    return KeyVerdict(key, status, message, seeds=seeds, mean_drop_pp=float(test.new[key]),
+                      baseline_mean_drop_pp=float(test.old[key]), noise_sd_pp=test.contrast_sd.get(key),
                       key_p_holm=key_holm, shift_p_holm=shift_holm)
+
+
+def _judge_shift(model: str, test, shift_holm: Optional[float], allowance: Optional[float], same_machine: bool,
+                 ctx: GateContext) -> Optional[KeyVerdict]:
+    """The model's shared shift: regressed, noted (another machine) or None (ok on the baseline's machine)."""
+    if test is None or not test.keys:
+        return None
+    min_effect, key = ctx.min_effect_pp(model), model + SHIFT_SUFFIX
+    noise = f", seed SD {test.seed_sd:.2f} pp" if test.seed_sd is not None else ""
+    size = (f"{model}: shift shared by its {len(test.keys)} configuration{'s' if len(test.keys) != 1 else ''} {test.shift:+.2f} pp over "
+            f"{len(test.seeds)} seed{'s' if len(test.seeds) != 1 else ''}{noise}")
+    if allowance is None:  # another machine, no spread measured for this model
+        return KeyVerdict(key, NOTED, f"{size}; no cross-machine spread measured for {model}: another machine's "
+                          f"shift is reported, not failed")
+    tested = test.shift_se is None or shift_holm < ctx.alpha / 2
+    where = "on the baseline's machine" if same_machine else f"beyond the cross-machine spread {allowance:.2f} pp"
+    if tested and test.shift >= min_effect and test.shift > allowance:
+        return KeyVerdict(key, "regressed", f"{size}; {where}: {_p(shift_holm)}; minimum effect {min_effect:g} pp",
+                          shift_p_holm=shift_holm)
+    if same_machine:
+        return None
+    return KeyVerdict(key, NOTED, f"{size}; another machine, within its cross-machine spread {allowance:.2f} pp "
+                      f"or not beyond it significantly ({_p(shift_holm)}): reported, not failed",
+                      shift_p_holm=shift_holm)
 
 
 def failures(verdicts: Iterable[KeyVerdict], strict: bool) -> list:
@@ -270,57 +300,3 @@ def record_verdicts(records: Iterable[dict], verdicts: Iterable[KeyVerdict]) -> 
         verdict = by_key.get(baseline_key(record))
         if verdict is not None:
             record["baseline"] = {"status": verdict.status, "message": verdict.message}
-
-
-
-@dataclass(frozen=True)
-class Detectable:
-    """The smallest increase of the mean drop that the gate catches with 80% power, when a rerun has
-    the baseline's noise and replication: one key worse (its contrast test) or every key of the
-    (model, bits) group worse (the shift test). Holm's strictest level is assumed (the first test
-    to be judged), so these are upper bounds; the minimum effect applies on top."""
-
-    group: str
-    keys: int
-    seeds: int
-    key_pp: Optional[float]
-    group_pp: Optional[float]
-
-
-def detectable_effects(baseline: Baseline, power: float = 0.80, alpha: float = FAMILY_ALPHA) -> tuple:
-    groups = defaultdict(list)
-    for entry in baseline.entries.values():
-        groups[noise_group(entry.model, entry.weight_bits)].append(entry)
-    tables = {name: complete_table(entries) for name, entries in sorted(groups.items())}
-    key_tests = sum(len(keys) for keys, seeds, _ in tables.values() if len(keys) > 1 and len(seeds) > 1)
-    shift_tests = sum(1 for keys, seeds, _ in tables.values() if keys and len(seeds) > 1)
-    out = []
-    for name, (keys, seeds, table) in tables.items():
-        if not keys or len(seeds) < 2:
-            out.append(Detectable(name, len(keys), len(seeds), None, None))
-            continue
-        residual, df, seed_means, seed_df = two_way(table)
-        case_var = residual / df if df else None
-        out.append(Detectable(name, len(keys), len(seeds),
-                              *detectable_for(case_var, seed_means / seed_df, len(keys), len(seeds),
-                                              key_tests, shift_tests, power, alpha)))
-    return tuple(out)
-
-
-def detectable_for(case_var: Optional[float], seed_mean_var: float, keys: int, seeds: int, key_tests: int,
-                   shift_tests: int, power: float = 0.80, alpha: float = FAMILY_ALPHA) -> tuple:
-    """(one key, whole group) detectable increases for a group of ``keys`` x ``seeds`` whose per-case
-    variance is ``case_var`` and whose seed means vary by ``seed_mean_var`` (pp²), with the families'
-    sizes; a rerun estimates both with the same degrees of freedom again."""
-    key_pp = None
-    if keys > 1 and case_var is not None:
-        df = (keys - 1) * (seeds - 1)
-        se = math.sqrt(2.0 * case_var * (1 - 1 / keys) / seeds)
-        key_pp = _needed(se, 2 * df, alpha / 2 / max(key_tests, 1), power) / (1 - 1 / keys)
-    se = math.sqrt(2.0 * seed_mean_var / seeds)
-    return key_pp, _needed(se, 2 * (seeds - 1), alpha / 2 / max(shift_tests, 1), power)
-
-
-def _needed(se: float, df: int, level: float, power: float) -> float:
-    """The effect a one-sided t-test at ``level`` detects with ``power`` (normal-shift approximation)."""
-    return float((stats.t.ppf(1 - level, df) + stats.t.ppf(power, df)) * se)

@@ -2,10 +2,10 @@
 
 What is compared is the side-by-side ratio each case measures, quantized/control at batch 1 in LiteRT
 (harness/case/latency.py), never an absolute time: the control runs in the same rounds, so a busier
-machine slows both. harness/results/baseline_gate.py runs its own tests (the per-key contrast and the
-model+width shift, one-sided t-tests with Holm's correction) on log ratios instead of drops: a log
-makes "rose by 10%" the same distance at every ratio, and the seed-to-seed spread of log ratios is
-the noise. A key regresses when its geometric-mean ratio over the seeds both runs timed rose by at
+machine slows both. harness/results/baseline_gate.py runs its own tests (each configuration's
+contrast against its own noise and the model's shift, one-sided t-tests with Holm's correction) on
+log ratios instead of drops: a log makes "rose by 10%" the same distance at every ratio, and the
+seed-to-seed spread of log ratios is the noise. A key regresses when its geometric-mean ratio over the seeds both runs timed rose by at
 least MIN_RISE and the rise is beyond that noise, and only when this run and the baseline ran on the
 same machine kind (CPU model and int8-relevant ISA flags, records.cpu()): int8 kernels differ between
 kinds (VNNI or not), so on another kind the rise is reported (status NOTED) and the run does not fail.
@@ -21,6 +21,7 @@ import math
 from typing import Iterable, Mapping, Optional
 
 from harness.results.baseline import BaselineEntry
+from harness.results.machines import describe_kind, machine_kind
 
 MIN_RISE = 0.10  # the smallest rise of the ratio that counts: below it, noise between sessions on one machine
 NOTED = "noted"  # a verdict status: reported, never failing (latency rose on another machine kind)
@@ -35,18 +36,6 @@ def view(entries: Mapping) -> dict:
 
     return {key: dataclasses.replace(entry, seeds={s: log_ratio(v) for s, v in entry.seeds.items()})
             for key, entry in entries.items()}
-
-
-def machine_kind(machine) -> Optional[tuple]:
-    """(CPU model, ISA flags) of a records.machine() dict; None when it does not say."""
-    cpu = (machine or {}).get("cpu") if isinstance(machine, dict) else None
-    if not isinstance(cpu, dict) or not cpu.get("model"):
-        return None
-    return str(cpu["model"]), tuple(sorted(str(f) for f in cpu.get("flags") or ()))
-
-
-def describe_kind(kind: Optional[tuple]) -> str:
-    return "an unknown CPU" if kind is None else f"{kind[0]} [{' '.join(kind[1]) or 'no int8 ISA flags'}]"
 
 
 def same_machine(baseline_machine, records: Iterable[dict]) -> tuple:
@@ -79,7 +68,7 @@ def judge(key: str, test: dict, key_holm: Optional[float], shift_holm: Optional[
         significant, why = _intervals_apart(*entries, test["seeds"]), "one seed: per-case 95% intervals apart"
     else:
         significant = any(p is not None and p < alpha / 2 for p in (key_holm, shift_holm))
-        why = "; ".join(f"{name} p(Holm)={p:.2g}" for name, p in (("key", key_holm), ("model+width shift", shift_holm))
+        why = "; ".join(f"{name} p(Holm)={p:.2g}" for name, p in (("key", key_holm), ("model shift", shift_holm))
                         if p is not None)
     if not significant:
         return None
