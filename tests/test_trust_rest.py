@@ -10,18 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.results import records, rescue
+from harness.results import records
+from test_trust import run  # noqa: F401 - the run-folder fixture, shared
 from tests.factories import make_record
 
 OLD, NEW = "spec-a-code-old", "spec-a-code-new"
 
 
-@pytest.fixture
-def run(tmp_path, monkeypatch):
-    monkeypatch.setenv(rescue.RESCUE_ENV, str(tmp_path / "rescue"))
-    folder = tmp_path / "results" / "run1"
-    (folder / records.CASES_DIR).mkdir(parents=True)
-    return folder
 
 
 def write(run_dir: Path, **fields) -> dict:
