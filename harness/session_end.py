@@ -42,6 +42,7 @@ class RunEnd:
     verdicts: tuple = ()
     inconclusive: list = field(default_factory=list)
     report_path: Optional[Path] = None
+    report: object = None  # the written harness.analysis.report.Report (its analysis serves the summary too)
     notes: list = field(default_factory=list)
     problems: list = field(default_factory=list)
 
@@ -98,8 +99,9 @@ def _report(run_dir: Path, opts: EndOptions, end: RunEnd, unwritten) -> list:
     from harness.analysis import report
 
     def write(folder):
-        return report.write_report(end.merged, folder, budget_pp=opts.budget, size_budget=opts.size_budget,
-                                   problems=end.merge_problems).path
+        end.report = report.write_report(end.merged, folder, budget_pp=opts.budget, size_budget=opts.size_budget,
+                                         problems=end.merge_problems)
+        return end.report.path
 
     end.report_path, trouble = rescue.elsewhere(run_dir, rescue.rescue_dir(run_dir), write, "report")
     return trouble

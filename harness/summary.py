@@ -41,7 +41,7 @@ def session_lines(end, baseline, options, run_dir) -> list:
     lines = case_lines(end.merged) + gate_lines(end.verdicts, baseline)
     lines += end.inconclusive
     lines += report.terminal_summary(end.merged, budget_pp=options.budget, size_budget=options.size_budget,
-                                     report_path=end.report_path)
+                                     report_path=end.report_path, written=end.report)
     lines += [f"note: {note} (file metadata, not weights)" for note in end.notes]
     lines.append(f"records: {run_dir / 'records.jsonl'}")
     return lines

@@ -62,3 +62,22 @@ def test_merge_and_a_session_end_give_the_same_verdicts_and_problems(tmp_path, c
     lines = [json.loads(line) for line in (single / "records.jsonl").read_text().splitlines()]
     again = [json.loads(line) for line in (sharded / "records.jsonl").read_text().splitlines()]
     assert [r.get("baseline") for r in lines] == [r.get("baseline") for r in again]
+
+
+def test_the_summary_reuses_the_reports_analysis(tmp_path, monkeypatch):
+    """The terminal summary reads the written report's fits and comparisons: the same lines as
+    analysing the records again, without the second analysis."""
+    from harness.analysis import report
+    from harness.session import QatSession
+
+    monkeypatch.setenv("QATBENCH_RESCUE", str(tmp_path / "rescue"))
+    session = QatSession(StubConfig(qat_results=tmp_path / "results", qat_run_id="r", qat_cache=tmp_path / "cache"))
+    write_run(session.run_dir)
+    session.finish()
+    assert session.end.report is not None
+    calls = []
+    monkeypatch.setattr(report, "analyse", lambda *a: calls.append(a) or (_ for _ in ()).throw(AssertionError))
+    reused = session.summary_lines()
+    monkeypatch.undo()
+    again = report.terminal_summary(session.end.merged, report_path=session.end.report_path)
+    assert not calls and [line for line in reused if line in again] == again

@@ -347,10 +347,14 @@ def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float]
 
 
 def terminal_summary(records: Sequence[dict], *, budget_pp: Optional[float] = None,
-                     size_budget: Optional[float] = None, report_path=None) -> list:
-    """A few lines for pytest's terminal summary."""
+                     size_budget: Optional[float] = None, report_path=None, written: Optional[Report] = None) -> list:
+    """A few lines for pytest's terminal summary; ``written``: the report of the same records, whose
+    analysis is reused rather than computed again."""
     records = list(records)
-    fits, comparisons, plans, checks = analyse(records, budget_pp, size_budget)
+    if written is not None:
+        fits, comparisons, plans, checks = written.fits, written.comparisons, written.plans, written.size_checks
+    else:
+        fits, comparisons, plans, checks = analyse(records, budget_pp, size_budget)
     lines = [f"qatbench: {_status_line(records)}"]
     for f in fits:
         tag = f"{f.model} {f.order} w{f.weight_bits} {f.method}"
