@@ -250,7 +250,7 @@ import os
 from os import getcwd as imported_function
 
 
-class Doubled:
+class TrustProbeClass:  # a name no other test's model uses: custom_objects registers it for the process
     pass
 
 
@@ -284,7 +284,7 @@ def test_custom_objects_call_nothing_but_a_function_of_the_named_module(tmp_path
         model_file.custom_objects(target)
     assert str(caught.value).startswith(f"--qat-custom-objects {target}: ") and says in str(caught.value)
     assert "\n" not in str(caught.value) and not list(tmp_path.glob("path*"))
-    assert model_file.custom_objects("userlayers_t29:Doubled")["Doubled"].__name__ == "Doubled"
+    assert model_file.custom_objects("userlayers_t29:TrustProbeClass")["TrustProbeClass"].__name__ == "TrustProbeClass"
 
 
 def test_the_trust_option_needs_a_model_file():

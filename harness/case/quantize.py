@@ -142,7 +142,7 @@ def boundary_fixes(model: "keras.Model", chosen: Sequence[Unit], quant: QuantCon
     registry = scheme_for(quant).get_quantize_registry()
     found = {}
     for layer in model.layers:
-        inbound = _inbound_layers(layer) if layer.name in unit_of else []
+        inbound = _inbound_layers(layer) if layer.name in unit_of and _reaches_weight_layer(layer, unit_of) else []
         if len(inbound) != 1 or inbound[0].name in unit_of or inbound[0].name in found:
             continue
         producer = inbound[0]
@@ -166,6 +166,20 @@ def with_boundary_fixes(model: "keras.Model", chosen: Sequence[Unit], quant: Qua
 def fixed_producers(chosen: Sequence[Unit]) -> list:
     """Names of the producers the boundary fixes of ``chosen`` quantize (the record's boundary_fixes)."""
     return [name for unit in chosen for name, _, _ in unit.input_fixes]
+
+
+def _reaches_weight_layer(layer, unit_of: dict, depth: int = 4) -> bool:
+    """Whether ``layer`` is a weight layer of its unit or feeds one through single-input layers of the
+    same unit (a ZeroPadding2D or Dropout in front of a conv). Only such an input must be quantized: a
+    fix in front of anything else (ResNet-20's strided shortcut, MaxPooling -> pad -> Add, where the Add
+    quantizes) made the converter quantize the unselected conv that reads the same tensor."""
+    if type(layer).__name__ in KIND_OF_CLASS or hasattr(layer, "qat_unit"):
+        return True
+    if depth == 0:
+        return False
+    consumers = [node.outbound_layer for node in layer._outbound_nodes]
+    return any(unit_of.get(c.name) == unit_of[layer.name] and len(_inbound_layers(c)) == 1
+               and _reaches_weight_layer(c, unit_of, depth - 1) for c in consumers)
 
 
 def _inbound_layers(layer) -> list:
