@@ -168,9 +168,7 @@ class QatSession:
         if content is None or not self.options.keep_tflite:
             return
         try:
-            path = records.inside(self.run_dir / records.CASES_DIR, f"{records.check_case_id(record['case_id'])}.tflite")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            records.write_bytes_atomic(path, content)
+            path = records.write_case_file(self.run_dir, record["case_id"], ".tflite", content)
             record["tflite_file"] = path.name
         except (OSError, ValueError) as exc:
             record["tflite_error"] = describe(exc)

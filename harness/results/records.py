@@ -182,9 +182,18 @@ def inside(folder: Path, name: str) -> Path:
     return path
 
 
-def case_path(run_dir: Path, case_id: str) -> Path:
-    """RUN/cases/<case_id>.json; ValueError if the case id is not plain or the path leaves the folder."""
-    return inside(Path(run_dir) / CASES_DIR, f"{check_case_id(case_id)}.json")
+def case_path(run_dir: Path, case_id: str, suffix: str = ".json") -> Path:
+    """RUN/cases/<case_id><suffix> (the record, its predictions, its .tflite); ValueError if the case id
+    is not plain or the path leaves the folder."""
+    return inside(Path(run_dir) / CASES_DIR, f"{check_case_id(case_id)}{suffix}")
+
+
+def write_case_file(run_dir: Path, case_id: str, suffix: str, content: bytes) -> Path:
+    """A file beside a case's record, written atomically (cases/ made if needed)."""
+    path = case_path(run_dir, case_id, suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, content)
+    return path
 
 
 PREDICTIONS_SUFFIX = ".predictions.npz"
@@ -204,9 +213,7 @@ def write_predictions(run_dir: Path, case_id: str, predictions: dict) -> dict:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     content = buffer.getvalue()
-    path = inside(Path(run_dir) / CASES_DIR, f"{check_case_id(case_id)}{PREDICTIONS_SUFFIX}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, content)
+    path = write_case_file(run_dir, case_id, PREDICTIONS_SUFFIX, content)
     return {"predictions_file": path.name, "predictions_sha256": hashlib.sha256(content).hexdigest()}
 
 
