@@ -19,6 +19,7 @@ from pathlib import Path
 from harness.errors import one_line
 from harness.results import records as _records
 from harness.design.config import METHODS, ORDERS
+from harness.tools import pretrain_speed
 
 EXIT_BAD_INPUT = 2
 
@@ -364,6 +365,15 @@ def _baseline(path):
         raise BadInput(str(exc)) from None
 
 
+def _run_pretrain_speed(args) -> int:
+    try:
+        models, seeds, epochs, sizes = pretrain_speed.checked(args)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    pretrain_speed.run(models, args.tier, seeds, epochs, Path(args.out), *sizes)
+    return 0
+
+
 COMMANDS = {
     "plan": (_add_plan, _run_plan, "largest N within an accuracy (and size) budget, or the best mixed "
                                     "float/INT8/INT4 plan within a weight-bytes budget"),
@@ -373,6 +383,8 @@ COMMANDS = {
     "report": (_add_report, _run_report, "write a run folder's report.md and plots again"),
     "merge": (_add_merge, _run_merge, "merge the per-case records of a (sharded) run folder, write the report, gate"),
     "perf": (_add_perf, _run_perf, "QAT vs float step time, TFLite latency, memory, sweep throughput"),
+    "pretrain-speed": (pretrain_speed.add_arguments, _run_pretrain_speed,
+                       "a tier's pre-training recipe against the original loop: images/s and accuracy, side by side"),
 }
 
 

@@ -10,7 +10,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def test_version_and_migration_come_from_the_schema():
-    assert records.SCHEMA_VERSION == schema.VERSION == 6
+    assert records.SCHEMA_VERSION == schema.VERSION == 7
     assert set(records.ADDED_IN[2]) == {"n_test", "discordant", "paired_drop_pp", "drop_ci95_pp", "mcnemar_p",
                                         "drop_within_noise", "predictions_file", "predictions_sha256", "unit_table"}
     assert "tflite_runtime" in records.ADDED_IN[3]
@@ -18,10 +18,11 @@ def test_version_and_migration_come_from_the_schema():
     assert records.ADDED_IN[5] == ("train_step",)
     assert {"tflite_sha256", "tflite_file", "tflite_error"} <= set(records.ADDED_IN[6])
     assert {f.name for f in schema.GROUPS["latency"]} <= set(records.ADDED_IN[6])
+    assert "pretrain_recipe" in records.ADDED_IN[7]
 
 
 def test_a_version_five_record_has_no_latency(make_record):
-    old = {k: v for k, v in make_record().items() if k not in records.ADDED_IN[6]}
+    old = {k: v for k, v in make_record().items() if k not in records.ADDED_IN[6] + records.ADDED_IN[7]}
     old["schema_version"] = 5
     new = records.upgrade(old)
     assert new["migrated_from"] == 5 and new["latency_ratio"] is None and new["quantize_ops"] is None

@@ -91,7 +91,7 @@ def machine() -> dict:
 
 # The ISA features that decide which int8/float kernels oneDNN and XNNPACK pick (accuracies and
 # speed ratios differ between CPU kinds, so every record says which one produced it).
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8")
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 
 
 def cpu(cpuinfo: str = "/proc/cpuinfo") -> dict:

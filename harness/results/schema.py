@@ -59,7 +59,8 @@ GROUPS = {
              + _fields(NUMBER, "size_error_rel") + _fields("dict", "audit", "control_audit")
              + _fields("str", "tflite_sha256", "tflite_file", "tflite_error", since=6)),
     "training": (_fields("int", "finetune_steps", "ptq_samples") + _fields("bool", "pretrained_cached", "control_cached")
-                 + _fields("str", "control_key") + _fields("str", "train_step", since=5)),
+                 + _fields("str", "control_key") + _fields("str", "train_step", since=5)
+                 + _fields("str", "pretrain_recipe", since=7)),  # harness/case/pretrain.py Resolved.text
     "timing": (_fields(NUMBER, "qat_step_ms", "float_step_ms", "step_ratio", "qat_fit_step_ms", "float_fit_step_ms",
                        "qat_fit_s", "float_fit_s", "convert_s", "wall_s", "pretrain_s")
                + _fields("dict", "phase_s")),

@@ -1,0 +1,126 @@
+"""`python -m harness pretrain-speed`: a tier's pre-training recipe against the original loop, side by side.
+
+Both recipes pre-train the same model from the same seed on the same data in one process, an epoch of
+one, then an epoch of the other (the order alternating), so machine noise hits both alike. Reported per
+model and seed: images/s of each (epoch 1, which traces the graph, left out), their ratio per epoch pair
+(median and range), and the test accuracy each reaches: a faster recipe counts only at the same accuracy.
+Each epoch reshuffles with its own seed (the suite's one-fit loop draws one shuffle stream instead).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from harness.design import registry
+from harness.design.config import PretrainRecipe
+from harness.results import records
+
+ORIGINAL = PretrainRecipe()
+
+
+def _runs(spec, config, seed: int, data, epochs: int) -> dict:
+    from harness.case import cache, pretrain
+
+    build = lambda: cache.build(spec, data)  # noqa: E731
+    flags = cache.cpu_flags()
+    recipes = {"original": replace(config, pretrain=ORIGINAL), "recipe": config}
+    return {name: pretrain.Pretraining(build, pretrain.resolve(tier, flags), seed, data, epochs, tier.train_step_xla)
+            for name, tier in recipes.items()}
+
+
+def compare(model: str, tier: str, seed: int, epochs: int, train_size=None, test_size=None) -> dict:
+    """One model and seed: both recipes for ``epochs`` epochs, interleaved."""
+    from harness.case import train
+
+    spec = registry.get(model)
+    config = spec.tier(tier)
+    data = spec.dataset.load()(train_size if train_size is not None else config.train_size,
+                               test_size if test_size is not None else config.test_size)
+    runs = _runs(spec, config, seed, data, epochs)
+    seconds = {name: [] for name in runs}
+    for epoch in range(epochs):
+        order = list(runs) if epoch % 2 == 0 else list(reversed(runs))
+        for name in order:
+            seconds[name].append(runs[name].fit(runs[name].per_epoch, shuffle_seed=seed * 1000 + epoch))
+    out = {"model": model, "tier": tier, "seed": seed, "epochs": epochs, "train_examples": int(len(data.y_train)),
+           "test_examples": int(len(data.y_test)), "recipes": {}}
+    for name, run in runs.items():
+        images = run.per_epoch * run.resolved.batch_size
+        model_ = run.float_model()
+        out["recipes"][name] = {
+            "recipe": run.resolved.text, "epoch_s": seconds[name],
+            "images_per_s": images * max(1, epochs - 1) / sum(seconds[name][1:] or seconds[name]),
+            "test_accuracy": train.keras_accuracy(model_, data.x_test, data.y_test)}
+    pairs = [o / r for o, r in zip(seconds["original"][1:], seconds["recipe"][1:])]
+    pairs = pairs or [seconds["original"][0] / seconds["recipe"][0]]
+    # time per image of the original over the recipe's, per epoch pair: how many times faster the recipe is
+    scale = (runs["original"].per_epoch * runs["original"].resolved.batch_size) / (
+        runs["recipe"].per_epoch * runs["recipe"].resolved.batch_size)
+    ratios = [p / scale for p in pairs]
+    out["speedup"] = {"median": float(np.median(ratios)), "min": float(min(ratios)), "max": float(max(ratios))}
+    out["accuracy_gain_pp"] = 100.0 * (out["recipes"]["recipe"]["test_accuracy"]
+                                       - out["recipes"]["original"]["test_accuracy"])
+    return out
+
+
+def lines(result: dict) -> list:
+    head = (f"{result['model']} {result['tier']} seed {result['seed']}: {result['epochs']} epochs of "
+            f"{result['train_examples']} images, test {result['test_examples']}")
+    rows = [head]
+    for name, r in result["recipes"].items():
+        rows.append(f"  {name:9s} {r['images_per_s']:8.0f} images/s  accuracy {r['test_accuracy']:.4f}  ({r['recipe']})")
+    s = result["speedup"]
+    rows.append(f"  recipe/original: {s['median']:.2f}x images/s per epoch pair [{s['min']:.2f}, {s['max']:.2f}], "
+                f"accuracy {result['accuracy_gain_pp']:+.2f} pp")
+    return rows
+
+
+def run(models, tier: str, seeds, epochs: int, out_dir: Path, train_size=None, test_size=None) -> dict:
+    report = {"env": {"cpu": records.cpu(), "commit": records.git_commit()}, "results": []}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for model in models:
+        for seed in seeds:
+            result = compare(model, tier, seed, epochs, train_size, test_size)
+            report["results"].append(result)
+            print("\n".join(lines(result)), flush=True)
+            records.write_text_atomic(out_dir / "pretrain-speed.json", json.dumps(report, indent=1))
+    return report
+
+
+def add_arguments(sub) -> None:
+    sub.add_argument("--models", default="cnn,resnet20", help="comma-separated models (default cnn,resnet20)")
+    sub.add_argument("--tier", default="reference", help="the tier whose recipe is compared (default reference)")
+    sub.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    sub.add_argument("--epochs", default="10", help="epochs each recipe trains (default 10; the tier's own count "
+                                                    "is what the suite runs)")
+    sub.add_argument("--train-size", default=None, help="train examples (default: the tier's)")
+    sub.add_argument("--test-size", default=None, help="test examples (default: the tier's)")
+    sub.add_argument("--out", default="results/pretrain-speed", help="folder for pretrain-speed.json")
+
+
+def _integers(text: str, what: str, low: int, high: int) -> tuple:
+    try:
+        values = tuple(int(part) for part in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values or any(not low <= v <= high for v in values):
+        raise ValueError(f"{what} must be in {low}..{high}, got {text!r}")
+    return values
+
+
+def checked(args) -> tuple:
+    """Every argument checked before anything trains (ValueError, one line): (models, seeds, epochs, sizes)."""
+    models = tuple(name for name in str(args.models).split(",") if name)
+    for name in models or ("",):
+        spec = registry.get(name)
+        if args.tier not in spec.tiers:
+            raise ValueError(f"model {name!r} has no tier {args.tier!r} (it has {', '.join(spec.tiers)})")
+    seeds = _integers(args.seeds, "--seeds", 0, 2 ** 31 - 1)
+    (epochs,) = _integers(args.epochs, "--epochs", 1, 1000)
+    sizes = [None if v is None else _integers(v, flag, 1, 10 ** 8)[0]
+             for v, flag in ((args.train_size, "--train-size"), (args.test_size, "--test-size"))]
+    return models, seeds, epochs, sizes
