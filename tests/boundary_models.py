@@ -27,11 +27,14 @@ def like_trained(model, seed: int = 0):
 
 
 def tiny(producer: str):
-    """conv -> [producer pattern] -> conv -> BN -> GAP -> Dense; the cut under test is in front of c2."""
+    """conv -> [producer pattern] -> conv -> BN -> GAP -> Dense; the cut under test is in front of c2,
+    and the layer right in front of c2's unit is named "p"."""
     from harness.backend import keras
 
     layers = keras.layers
     inp = layers.Input(SHAPE, name="image")
+    if producer in OTHER_TINY:
+        return like_trained(keras.Model(inp, OTHER_TINY[producer](layers, inp)))
     if producer == "dw-bn":
         x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="c1")(inp)
     else:
@@ -50,7 +53,53 @@ def tiny(producer: str):
     return like_trained(keras.Model(inp, layers.Dense(CLASSES, name="logits")(x)))
 
 
-TINY = ("bn", "bn-relu", "add", "bn-pad", "bn-dropout", "dw-bn")
+def _head(layers, x):
+    return layers.Dense(CLASSES, name="logits")(layers.GlobalAveragePooling2D(name="gap")(x))
+
+
+def _sigmoid(layers, inp, pad=False):
+    """A plain sigmoid in front of c2 (behind it, c2 and the head are one unit: units.py)."""
+    x = layers.BatchNormalization(name="bn1")(layers.Conv2D(8, 3, padding="same", use_bias=False, name="c1")(inp))
+    x = layers.Activation("sigmoid", name="p")(x)
+    if pad:
+        x = layers.ZeroPadding2D(1, name="pad")(x)
+    return _head(layers, layers.BatchNormalization(name="bn2")(layers.Conv2D(16, 3, use_bias=False, name="c2")(x)))
+
+
+def _tanh_conv(layers, inp):
+    """tanh -> c2 -> ReLU -> c3: c2 reads a fixed-range activation, so it shares c3's unit; the cut
+    behind c3 is an ordinary one."""
+    x = layers.Activation("tanh", name="p")(layers.Conv2D(8, 3, padding="same", name="c1")(inp))
+    x = layers.ReLU(name="r2")(layers.Conv2D(16, 3, name="c2")(x))
+    return _head(layers, layers.ReLU(name="r3")(layers.Conv2D(16, 1, name="c3")(x)))
+
+
+def _squeeze_excite(layers, inp):
+    """EfficientNet's gate in small: c2 reads Multiply(features, sigmoid(se_expand(...)))."""
+    x = layers.BatchNormalization(name="bn1")(layers.Conv2D(8, 3, padding="same", use_bias=False, name="c1")(inp))
+    x = layers.Activation("swish", name="act")(x)
+    s = layers.Reshape((1, 1, 8), name="se_reshape")(layers.GlobalAveragePooling2D(name="se_squeeze")(x))
+    s = layers.Conv2D(4, 1, activation="swish", name="se_reduce")(s)
+    s = layers.Conv2D(8, 1, activation="sigmoid", name="se_expand")(s)
+    x = layers.Multiply(name="p")([x, s])
+    return _head(layers, layers.BatchNormalization(name="bn2")(layers.Conv2D(16, 1, use_bias=False, name="c2")(x)))
+
+
+def _no_bias(layers, inp, depthwise=False):
+    """Bias-free weight layers without a BN: the converter gives each conv a zero bias."""
+    if depthwise:
+        x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="c1")(inp)
+        x = layers.Conv2D(16, 3, use_bias=False, name="c2")(layers.ReLU(name="p")(x))
+    else:
+        x = layers.Conv2D(8, 3, padding="same", use_bias=False, name="c1")(inp)
+        x = layers.SeparableConv2D(16, 3, use_bias=False, name="c2")(layers.ReLU(name="p")(x))
+    return _head(layers, layers.ReLU(name="r2")(x))
+
+
+OTHER_TINY = {"sigmoid": _sigmoid, "sigmoid-pad": lambda layers, inp: _sigmoid(layers, inp, pad=True),
+              "tanh-conv": _tanh_conv, "se": _squeeze_excite, "no-bias": _no_bias,
+              "dw-no-bias": lambda layers, inp: _no_bias(layers, inp, depthwise=True)}
+TINY = ("bn", "bn-relu", "add", "bn-pad", "bn-dropout", "dw-bn") + tuple(OTHER_TINY)
 
 MOBILE = {  # keras.applications' inverted-residual / MBConv families that build offline (weights=None)
     "efficientnetb0": lambda keras: keras.applications.EfficientNetB0(

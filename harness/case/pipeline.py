@@ -20,7 +20,7 @@ from harness.case import audit, cache, export, latency, mixed_case, native_kerne
 from harness.results import records
 from harness.design import size
 from harness.backend import devices, numerics, versions
-from harness.design.config import Case
+from harness.design.config import PLAN_ORDERS, Case
 from harness.models.data import Dataset
 from harness.case.evaluate import tflite_accuracy, tflite_predict
 from harness.design.registry import ModelSpec
@@ -69,7 +69,7 @@ def describe_case(case: Case, spec: ModelSpec) -> dict:
         "kind": case.selection.kind, "weight_bits": case.quant.weight_bits,
         "activation_bits": case.quant.activation_bits, "per_channel": case.quant.per_channel,
         "method": case.quant.method, "tier": case.tier,
-        "deployment": "int8+int4" if case.selection.order == "mixed" else case.quant.deployment,
+        "deployment": "int8+int4" if case.selection.order in PLAN_ORDERS else case.quant.deployment,
         "seed": case.seed, "strategy": case.strategy, "workers": case.workers,
         "devices": 1 if case.strategy == "default" else case.workers,  # the strategy records the real count
         "spec_fingerprint": spec_fingerprint(spec, case.tier),
@@ -133,10 +133,11 @@ _CONTROL_TOP: dict = {}
 
 
 def _selected(case: Case, base, units, data: Dataset) -> tuple:
-    """(selected units, {unit index: bits} of a mixed plan or None, sensitivity field, mixed_plan field,
-    mixed SizePrediction or None). Only the sensitivity and mixed orders compute scores."""
-    if case.selection.order == "mixed":
-        plan, bits_of, field = mixed_case.plan(case, base, units, data)
+    """(selected units, {unit index: bits} of a mixed or ends8 plan or None, sensitivity field, mixed_plan
+    field, the plan's SizePrediction or None). Only the sensitivity and mixed orders compute scores."""
+    if case.selection.order in ("mixed", "ends8"):
+        plan, bits_of, field = (mixed_case.plan(case, base, units, data) if case.selection.order == "mixed"
+                                else mixed_case.ends(units))
         chosen = tuple(u for u in units if u.index in bits_of)
         return chosen, bits_of, None, field, mixed_case.size_prediction(units, plan)
     costs, sensitivity = (mixed_case.sensitivity_field(case, base, units, data)
@@ -219,7 +220,7 @@ def _selection_fields(spec: ModelSpec, units, chosen, base) -> dict:
     return {
         "units_total": len(units),
         "units_selected": [u.index for u in chosen],
-        "selected_layers": [u.weight_layer for u in chosen],
+        "selected_layers": [name for u in chosen for name in u.weight_layers],
         "param_fraction": sum(u.params for u in chosen) / sum(u.params for u in units),
         "unit_table": [dataclasses.asdict(unit) for unit in units],
         "pretrained_accuracy": base.accuracy,

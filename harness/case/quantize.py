@@ -10,7 +10,8 @@ from harness.backend import QuantizeAwareActivation, keras, quantize
 from harness.design.config import QuantConfig
 from harness.design.mixed import UNIFORM_KINDS
 from harness.design.units import LayerInfo, Unit, group_units
-from harness.models.quantizable import CUSTOM_OBJECTS, DenseWeightConfig, KeepFloatOutputConfig, UnsupportedQuantization
+from harness.models.quantizable import (CUSTOM_OBJECTS, ConvWeightConfig, DenseWeightConfig, KeepFloatOutputConfig,
+                                        NoOpQuantizeConfig, UnsupportedQuantization)
 
 KIND_OF_CLASS = {"Dense": "dense", "Conv2D": "conv", "DepthwiseConv2D": "conv", "SeparableConv2D": "conv"}
 
@@ -46,10 +47,36 @@ def layer_infos(model: "keras.Model") -> tuple:
         kernel_params, channels, kernels, extra_bias = _kernel_shape(layer, cls)
         bias = int(layer.bias.shape[0]) if getattr(layer, "use_bias", False) else 0
         folds_bn = any(type(c).__name__ == "BatchNormalization" for c in consumers.get(layer.name, ()))
-        if folds_bn and not bias:
-            bias = channels  # the converter folds BN into a new per-channel bias
-        infos.append(LayerInfo(layer.name, cls, kind, kernel_params, bias + extra_bias, channels, inputs, kernels))
+        if not bias and (folds_bn or kind == "conv"):
+            # the converter folds a BN into a new per-channel bias, and gives every CONV_2D and
+            # DEPTHWISE_CONV_2D a (zero) bias anyway: a bias-free conv without BN was 4 B per channel
+            # over the formula (a bias-free Dense without BN stays without one)
+            bias = channels
+        infos.append(LayerInfo(layer.name, cls, kind, kernel_params, bias + extra_bias, channels, inputs, kernels,
+                               _reads_fixed_range(layer)))
     return tuple(infos)
+
+
+# Activations whose output scale TFLite fixes (LOGISTIC, TANH, SOFTMAX): the converter quantizes their
+# output without a fake-quant, so the weight layer reading them is INT8 whenever its own output is
+# quantized (harness/design/units.py ties it to the unit reading that output).
+FIXED_RANGE_ACTIVATIONS = frozenset({"sigmoid", "tanh", "softmax"})
+SAME_SCALE_CLASSES = frozenset({"ZeroPadding2D", "Dropout"})
+
+
+def _reads_fixed_range(layer) -> bool:
+    """Whether ``layer``'s input is a fixed-range activation's output, directly or through a
+    ZeroPadding2D or Dropout (layers that keep its scale; tests/test_boundary.py's sigmoid-pad)."""
+    inbound = _inbound_layers(layer)
+    while len(inbound) == 1 and type(inbound[0]).__name__ in SAME_SCALE_CLASSES:
+        inbound = _inbound_layers(inbound[0])
+    if len(inbound) != 1:
+        return False
+    producer = inbound[0]
+    activation = "softmax" if type(producer).__name__ == "Softmax" else getattr(producer, "activation", None)
+    return getattr(activation, "__name__", activation) in FIXED_RANGE_ACTIVATIONS
+
+
 
 
 def _kernel_shape(layer, cls: str) -> tuple:
@@ -227,11 +254,14 @@ def _config_for(layer, quant: QuantConfig):
     return DenseWeightConfig(quant.weight_bits, bool(quant.per_channel))
 
 
-def _unit_config(layer, quant: QuantConfig, scheme_bits: int):
+def _unit_config(layer, quant: QuantConfig, scheme_bits: int, own: dict):
     """The QuantizeConfig of ``layer`` at ``quant``'s width under a scheme of ``scheme_bits`` weights: a
-    weight layer whose width differs from the scheme's needs a config of its own (mixed plans)."""
+    weight layer whose width differs from the scheme's needs a config of its own (mixed plans); ``own``:
+    the configs of Conv2D layers at a width of their own and of the BN behind them (_own_width_convs)."""
     config = _config_for(layer, quant)
-    if config is not None or quant.weight_bits == scheme_bits:
+    if layer.name in own:
+        return own[layer.name]
+    if config is not None or quant.weight_bits == scheme_bits and layer.name not in own:
         return config
     cls = type(layer).__name__
     if cls == "Dense":
@@ -240,15 +270,46 @@ def _unit_config(layer, quant: QuantConfig, scheme_bits: int):
         raise UnsupportedQuantization(
             f"{cls} {layer.name!r} at {quant.weight_bits} bits beside {scheme_bits}-bit units: it would need a "
             "QuantizeConfig of its own, and tfmot skips its Conv+BN folding for such a layer (the kernel would "
-            "stay float); mixed widths work for Dense units and QatBlocks")
+            "stay float); mixed widths work for Dense and Conv2D units and QatBlocks")
     return None  # a layer without weights (Dropout, an activation): the scheme's default
+RELU_CLASSES = ("ReLU",)  # tfmot's Conv+BN+ReLU transforms: a ReLU layer, or an Activation("relu")
+
+
+def _follows_with_relu(layer) -> bool:
+    consumers = [node.outbound_layer for node in layer._outbound_nodes]
+    if len(consumers) != 1:
+        return False
+    cls = type(consumers[0]).__name__
+    return cls in RELU_CLASSES or (cls == "Activation" and consumers[0].get_config().get("activation") == "relu")
+
+
+def _own_width_convs(model: "keras.Model", width: dict, scheme_bits: int) -> dict:
+    """{layer name: QuantizeConfig} for each plain Conv2D at a width other than the scheme's, and for the
+    BatchNormalization right behind it, doing by hand what tfmot's Conv+BN(+ReLU) transforms do for a
+    conv at the scheme's width (they skip a layer with a config of its own): the conv's output is not
+    fake-quantized, so the converter folds the BN into it; the BN quantizes its output unless a ReLU
+    follows (then the ReLU does, with the scheme's config). Other conv classes keep _unit_config's error."""
+    own = {}
+    for layer in model.layers:
+        if type(layer).__name__ != "Conv2D" or layer.name not in width or width[layer.name] == scheme_bits:
+            continue
+        consumers = [node.outbound_layer for node in layer._outbound_nodes]
+        bn = consumers[0] if len(consumers) == 1 and type(consumers[0]).__name__ == "BatchNormalization" else None
+        folds = bn is not None and layer.get_config().get("activation") == "linear" and bn.name in width
+        own[layer.name] = ConvWeightConfig(width[layer.name], quantize_output=not folds)
+        if folds:
+            own[bn.name] = NoOpQuantizeConfig() if _follows_with_relu(bn) else KeepFloatOutputConfig()
+    return own
+
+
 
 
 def _scheme_bits(model: "keras.Model", width: dict, default: int) -> int:
     """The scheme's weight width for {layer name: bits}: that of the weight layers that cannot take a
     width of their own (Conv2D and kin: UNIFORM_KINDS), so that none needs its own config; with
-    none of them, the narrowest. Conv layers at several widths: the narrowest, and _unit_config refuses
-    the others (a plan that did not tie them, harness.design.mixed.mixed_plan(tied_kinds=...))."""
+    none of them, the narrowest. Conv layers at several widths: the narrowest; a plain Conv2D at another
+    width gets a config of its own (_own_width_convs: the ``ends8`` plan's first conv), other conv classes
+    are refused (_unit_config)."""
     tied = [width[layer.name] for layer in model.layers
             if layer.name in width and KIND_OF_CLASS.get(type(layer).__name__) in UNIFORM_KINDS
             and not hasattr(layer, "qat_quantize_config")]
@@ -264,6 +325,7 @@ def annotate(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig, b
     # a producer tfmot would leave unquantized: computed in float, its output fake-quantized
     kept_float = ({name for unit in chosen for name in unit.float_members}
                   | {name for _, name in boundary_fixes(model, chosen, quant)})
+    own = _own_width_convs(model, width, scheme_bits)
     width = {name: (bits_of or {}).get(unit.index, quant.weight_bits) for unit in chosen for name in unit.members}
     scheme_bits = _scheme_bits(model, width, quant.weight_bits)
     wrapped = names | kept_float
@@ -277,7 +339,7 @@ def annotate(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig, b
         if layer.name in kept_float:
             config = KeepFloatOutputConfig()
         else:
-            config = _unit_config(layer, dataclasses.replace(quant, weight_bits=width[layer.name]), scheme_bits)
+            config = _unit_config(layer, dataclasses.replace(quant, weight_bits=width[layer.name]), scheme_bits, own)
         return quantize.quantize_annotate_layer(fresh, quantize_config=config)
 
     with quantize.quantize_scope(CUSTOM_OBJECTS):

@@ -154,13 +154,14 @@ class UnitScore:
 
 def unit_kernels(model, unit: Unit) -> list:
     """The kernel tensors quantization touches in ``unit`` (biases excluded), checked against unit.kernels."""
-    layer = model.get_layer(unit.weight_layer)
-    if type(layer).__name__ == "DepthwiseConv2D":
-        kernels = [layer.depthwise_kernel]
-    elif hasattr(layer, "kernel") and not hasattr(layer, "qat_unit"):
-        kernels = [layer.kernel]
-    else:  # a custom block (QatBlock): its matrices, i.e. every weight of rank >= 2
-        kernels = [w for w in layer.trainable_weights if w.shape.rank >= 2]
+    kernels = []
+    for layer in map(model.get_layer, unit.weight_layers):  # several when one reads a sigmoid (units.py)
+        if type(layer).__name__ == "DepthwiseConv2D":
+            kernels.append(layer.depthwise_kernel)
+        elif hasattr(layer, "kernel") and not hasattr(layer, "qat_unit"):
+            kernels.append(layer.kernel)
+        else:  # a custom block (QatBlock): its matrices, i.e. every weight of rank >= 2
+            kernels += [w for w in layer.trainable_weights if w.shape.rank >= 2]
     if len(kernels) != unit.kernels:
         raise ValueError(f"unit {unit.index} ({unit.weight_layer}): found {len(kernels)} kernels, "
                          f"the unit table says {unit.kernels}")

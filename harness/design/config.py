@@ -7,7 +7,15 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-ORDERS = ("last", "first", "single", "type", "sensitivity", "mixed")
+ORDERS = ("last", "first", "single", "type", "sensitivity", "mixed", "last-inner", "first-inner", "ends8")
+# last-N and first-N among the inner units only: the first and the last unit (cnn's 1-channel first conv,
+# the logits) stay float on both sides, so neither order is one special layer (issue 32, item b)
+INNER_ORDERS = ("last-inner", "first-inner")
+# Orders whose case is one bit width per unit rather than one selection at one width: ``mixed`` (a
+# planned budget) and ``ends8`` (the literature's default: first and last unit at ENDS_BITS[0], the rest at
+# ENDS_BITS[1]; one case per seed). Their QuantConfig has the narrowest width, their ids no width tag.
+PLAN_ORDERS = ("mixed", "ends8")
+ENDS_BITS = (8, 4)
 METHODS = ("qat", "ptq")
 TIERS = ("smoke", "full", "reference")
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -81,8 +89,10 @@ class QuantConfig:
 @dataclass(frozen=True)
 class Selection:
     """Which units to quantize: the last/first n, the single unit n, every unit of a kind, the n units
-    that save the most bytes per predicted cost (``sensitivity``, issue 17; needs per-unit costs), or
-    (``mixed``) the plan of float/INT8/INT4 per unit of least predicted cost within n bytes of weights."""
+    that save the most bytes per predicted cost (``sensitivity``, issue 17; needs per-unit costs),
+    (``mixed``) the plan of float/INT8/INT4 per unit of least predicted cost within n bytes of weights,
+    the last/first n of the inner units (``last-inner``/``first-inner``: the first and last unit held
+    out), or (``ends8``, n = 0) the first and last unit at 8 bits and every other unit at 4."""
 
     order: str = "last"
     n: int = 0
@@ -98,6 +108,8 @@ class Selection:
             raise ValueError(f"n must be an integer >= 0, got {self.n!r}")
         elif self.order == "mixed" and not 1 <= self.n <= MAX_BUDGET_BYTES:
             raise ValueError(f"order 'mixed' needs a weight-bytes budget n in 1..{MAX_BUDGET_BYTES}, got {self.n}")
+        elif self.order == "ends8" and self.n != 0:
+            raise ValueError(f"order 'ends8' is one plan per model (n = 0), got n = {self.n}")
 
     @property
     def id(self) -> str:
@@ -107,6 +119,10 @@ class Selection:
             return f"sens{self.n}"
         if self.order == "mixed":  # the issue's `mlp-mixed-b150k`: n is the budget in bytes
             return f"mixed-{budget_tag(self.n)}"
+        if self.order == "ends8":
+            return "ends8"
+        if self.order in INNER_ORDERS:  # cnn-lastin2-w4a8: short and one word, like sens3
+            return f"{self.order.split('-')[0]}in{self.n}"
         return f"{self.order}{self.n}"
 
 
@@ -161,7 +177,7 @@ class Case:
     @property
     def id(self) -> str:
         parts = [self.model, self.selection.id]
-        if self.selection.order != "mixed":  # a mixed plan's widths are MIXED_BITS, not one tag
+        if self.selection.order not in PLAN_ORDERS:  # a plan's widths are per unit, not one tag
             parts.append(self.quant.tag)
         if self.seed:
             parts.append(f"s{self.seed}")

@@ -10,6 +10,11 @@ A unit is one weight layer (Dense, Conv2D, an attention block, ...) together wit
   tensor is fake-quantized when either consumer is, and the converter then quantizes every weight
   layer reading it, so both consumers must be in one unit. (Grouped with the later unit instead,
   resnet20-last6 held 7 quantized kernels for 6 selected.)
+- every weight layer reading the output of a weight layer that itself reads a fixed-range activation
+  (sigmoid, tanh, softmax: ``LayerInfo.reads_fixed_range``). The converter knows such an activation's
+  output scale without a fake-quant, so the weight layer behind it became INT8 whenever its own output
+  was quantized, i.e. whenever the unit reading that output was selected (tiny tanh pattern: last-2 held
+  3 INT8 kernels for 2 selected). One unit with both weight layers never splits them.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class LayerInfo:
     channels: int = 0  # output channels: number of per-channel scales
     inputs: tuple = ()  # names of the layers feeding this one
     kernels: int = 1  # weight tensors that become quantized kernels (a self-attention block has 4)
+    reads_fixed_range: bool = False  # a weight layer whose input is a sigmoid/tanh/softmax output
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,13 @@ class Unit:
     # unselected producers of this (selected) unit's input that tfmot would leave unquantized, given an
     # output quantizer instead (issue 34): ((layer name, class name, channels), ...)
     input_fixes: tuple = ()
+    # weight layers after the first that the unit holds because the first reads a fixed-range activation
+    # (see the module docstring); their kernels are in kernel_params/bias_params/kernels
+    tied_weight_layers: tuple = ()
+
+    @property
+    def weight_layers(self) -> tuple:
+        return (self.weight_layer,) + self.tied_weight_layers
 
     @property
     def params(self) -> int:
@@ -70,19 +83,28 @@ def group_units(layers: Sequence[LayerInfo]) -> tuple:
     A BatchNorm/activation joins the unit whose weight layer (or whose BN/activation) feeds it;
     with no graph edges known (``inputs`` empty) it joins the unit right before it.
     """
-    groups: list = []  # [weight LayerInfo, members list]
+    groups: list = []  # [[weight LayerInfo, ...], members list]
     chain_of = {}  # weight layer or trailing member name -> group index
     read_by_weights = {}  # tensor (layer name) that a weight layer reads -> that weight layer's group
     member_of, tied = {}, {}  # layer -> its unit; a Concatenate's scale chain -> its unit
+    fixed_out = {}  # output of a weight layer reading a fixed-range activation (and its trailing chain) -> unit
     pending: list = []
     for layer in layers:
         if layer.class_name == "InputLayer":
             continue
         if layer.kind is not None:
-            groups.append([layer, pending + [layer.name]])
-            chain_of[layer.name] = len(groups) - 1
-            member_of.update({name: len(groups) - 1 for name in groups[-1][1]})
-            read_by_weights.update({name: len(groups) - 1 for name in layer.inputs})
+            owner = next((fixed_out[name] for other in pending + [layer] for name in other.inputs
+                          if name in fixed_out), None) if fixed_out else None
+            if owner is None:
+                groups.append([[], []])
+                owner = len(groups) - 1
+            groups[owner][0].append(layer)
+            groups[owner][1].extend([p.name for p in pending] + [layer.name])
+            chain_of[layer.name] = owner
+            member_of.update({p.name: owner for p in pending} | {layer.name: owner})
+            read_by_weights.update({name: owner for name in layer.inputs})
+            if layer.reads_fixed_range:
+                fixed_out[layer.name] = owner
             pending = []
             continue
         owner = _trailing_owner(layer, chain_of, groups, pending)
@@ -91,28 +113,26 @@ def group_units(layers: Sequence[LayerInfo]) -> tuple:
         if owner is None:
             owner = _tied_owner(layer, member_of, tied)
         if owner is None:
-            pending.append(layer.name)
-        else:
-            groups[owner][1].append(layer.name)
-            chain_of[layer.name] = owner
-            member_of[layer.name] = owner
+            pending.append(layer)
+            continue
+        groups[owner][1].append(layer.name)
+        chain_of[layer.name] = owner
+        member_of[layer.name] = owner
+        if layer.class_name in TRAILING_CLASSES and layer.inputs and layer.inputs[0] in fixed_out:
+            fixed_out[layer.name] = owner  # the BN/activation behind it: still that weight layer's output
     if not groups:
         raise ValueError("model has no quantizable weight layer")
     if pending:  # e.g. a final Softmax or Flatten behind the last weight layer
-        groups[-1][1].extend(pending)
-    return tuple(
-        Unit(
-            index=i,
-            kind=info.kind,
-            weight_layer=info.name,
-            members=tuple(members),
-            kernel_params=info.kernel_params,
-            bias_params=info.bias_params,
-            channels=info.channels,
-            kernels=info.kernels,
-        )
-        for i, (info, members) in enumerate(groups)
-    )
+        groups[-1][1].extend(p.name for p in pending)
+    return tuple(_unit(i, infos, members) for i, (infos, members) in enumerate(groups))
+
+
+def _unit(index: int, infos: list, members: list) -> Unit:
+    """The unit of one or more weight layers (the first names it and gives its kind) and their members."""
+    return Unit(index=index, kind=infos[0].kind, weight_layer=infos[0].name, members=tuple(members),
+                kernel_params=sum(i.kernel_params for i in infos), bias_params=sum(i.bias_params for i in infos),
+                channels=sum(i.channels for i in infos), kernels=sum(i.kernels for i in infos),
+                tied_weight_layers=tuple(i.name for i in infos[1:]))
 
 
 def _tied_owner(layer: LayerInfo, member_of: dict, tied: dict) -> Optional[int]:
