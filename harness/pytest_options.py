@@ -31,8 +31,10 @@ def _grid_options(add) -> None:
     add("--qat-bits", type=options.parse_bits, default=(),
         help="comma-separated weight bit widths 2..8 (default: the tier's, e.g. 8,4)")
     add("--qat-orders", type=options.parse_orders, default=(),
-        help="comma-separated selection orders: last, first, single, type, sensitivity, mixed (default: the "
-             "tier's); mixed: float/INT8/INT4 per unit within a weight-bytes budget (--qat-mixed-budgets)")
+        help="comma-separated selection orders: last, first, single, type, sensitivity, mixed, last-inner, "
+             "first-inner, ends8 (default: the tier's); mixed: float/INT8/INT4 per unit within a weight-bytes "
+             "budget (--qat-mixed-budgets); last-inner/first-inner: last/first N with the first and last unit "
+             "held out; ends8: first and last unit at W8, every other at W4 (one case per seed)")
     add("--qat-mixed-budgets", type=options.parse_mixed_budgets, default=(), metavar="BYTES,...",
         help="weight-bytes budgets of the mixed order's cases, e.g. 150000,300000 (default: the tier's); "
              "one case per budget and seed, id <model>-mixed-b150k")

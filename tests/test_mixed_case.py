@@ -11,7 +11,7 @@ import pytest
 from harness.backend import keras
 from harness.case import audit, export, mixed_case, pipeline, quantize
 from harness.models import zoo
-from harness.models.quantizable import UnsupportedQuantization
+from harness.models.quantizable import ConvWeightConfig
 from harness.results import gates, schema
 from harness.design import mixed, registry
 from harness.design.config import Case, QuantConfig, Selection
@@ -61,12 +61,19 @@ def test_int8_and_int4_kernels_in_one_file_with_exact_bytes():
     assert found.weight_bytes == mixed_case.size_prediction(units, plan).weight_bytes == plan.weight_bytes
 
 
-def test_a_conv_unit_cannot_mix_widths():
+def test_a_conv_unit_at_a_width_of_its_own_gets_its_own_weight_config():
+    """The scheme takes the narrowest conv width; a Conv2D at another width gets ConvWeightConfig and its BN
+    (a ReLU behind) none, as tfmot's Conv+BN+ReLU transform would (deployment: tests/test_ends_plan.py)."""
     model = zoo.build_cnn()
     units = quantize.units_of(model)
     conv = [u for u in units if u.kind == "conv"][:2]
-    with pytest.raises(UnsupportedQuantization, match="mixed widths work for Dense units and QatBlocks"):
-        quantize.annotate(model, conv, QuantConfig(4), {conv[0].index: 8, conv[1].index: 4})
+    qat = quantize.annotate(model, conv, QuantConfig(4), {conv[0].index: 8, conv[1].index: 4})
+    configs = {layer.name: getattr(layer, "quantize_config", None) for layer in qat.layers}
+    assert isinstance(configs["quant_c1_conv"], ConvWeightConfig) and configs["quant_c1_conv"].bits == 8
+    assert not configs["quant_c1_conv"].quantize_output
+    bn = configs["quant_c1_bn"]  # rebuilt by name: tfmot's NoOpQuantizeConfig or ours, both quantize nothing
+    assert type(bn).__name__ == "NoOpQuantizeConfig" and bn.get_output_quantizers(None) == []
+    assert not isinstance(configs["quant_c2_conv"], ConvWeightConfig)  # the scheme's 4-bit conv config
 
 
 @pytest.mark.parametrize("choices", [(8, 8, 8, 4, 4), (mixed.FLOAT, 4, 4, 8, mixed.FLOAT)])

@@ -22,7 +22,7 @@ from typing import Sequence
 
 from harness.case.sensitivity import costs_by_bits, unit_scores
 from harness.design import mixed
-from harness.design.config import MIXED_BITS, Case
+from harness.design.config import ENDS_BITS, MIXED_BITS, Case
 from harness.design.size import SizePrediction
 
 EXAMPLES = 256
@@ -85,6 +85,20 @@ def plan(case: Case, base, units, data) -> tuple:
              "predicted_cost": chosen.predicted_cost, "predicted_bytes": chosen.weight_bytes,
              "float_bytes": mixed.plan_bytes(units, [mixed.FLOAT] * len(units)),
              "units": rows, "scores": provenance(base, data, seconds, cached)}
+    return chosen, bits_of, field
+
+
+def ends(units) -> tuple:
+    """(MixedPlan, {unit index: bits}, ``mixed_plan`` record field) of an ``ends8`` case: the first and last
+    unit at ENDS_BITS[0], the rest at ENDS_BITS[1] (harness.design.mixed.ends_plan). No scores are computed;
+    the field has the mixed case's per-unit rows, so the audit checks it kernel by kernel the same way."""
+    chosen = mixed.ends_plan(units, *ENDS_BITS)
+    bits_of = {u.index: c for u, c in zip(units, chosen.choices)}
+    rows = [{"index": u.index, "weight_layer": u.weight_layer, "choice": c, "bytes": mixed.unit_bytes(u, c)}
+            for u, c in zip(units, chosen.choices)]
+    field = {"plan": "ends8", "budget_bytes": chosen.budget_bytes, "widths": list(ENDS_BITS), "tag": chosen.tag,
+             "predicted_bytes": chosen.weight_bytes,
+             "float_bytes": mixed.plan_bytes(units, [mixed.FLOAT] * len(units)), "units": rows}
     return chosen, bits_of, field
 
 

@@ -77,8 +77,6 @@ def _reads_fixed_range(layer) -> bool:
     return getattr(activation, "__name__", activation) in FIXED_RANGE_ACTIVATIONS
 
 
-
-
 def _kernel_shape(layer, cls: str) -> tuple:
     """(kernel params, output channels, kernels in the .tflite, biases the converter adds)."""
     if cls == "SeparableConv2D":  # converted to a DEPTHWISE_CONV_2D (with a zero bias) + a CONV_2D
@@ -259,10 +257,10 @@ def _unit_config(layer, quant: QuantConfig, scheme_bits: int, own: dict):
     weight layer whose width differs from the scheme's needs a config of its own (mixed plans); ``own``:
     the configs of Conv2D layers at a width of their own and of the BN behind them (_own_width_convs)."""
     config = _config_for(layer, quant)
-    if layer.name in own:
-        return own[layer.name]
     if config is not None or quant.weight_bits == scheme_bits and layer.name not in own:
         return config
+    if layer.name in own:
+        return own[layer.name]
     cls = type(layer).__name__
     if cls == "Dense":
         return DenseWeightConfig(quant.weight_bits, bool(quant.per_channel))
@@ -272,6 +270,8 @@ def _unit_config(layer, quant: QuantConfig, scheme_bits: int, own: dict):
             "QuantizeConfig of its own, and tfmot skips its Conv+BN folding for such a layer (the kernel would "
             "stay float); mixed widths work for Dense and Conv2D units and QatBlocks")
     return None  # a layer without weights (Dropout, an activation): the scheme's default
+
+
 RELU_CLASSES = ("ReLU",)  # tfmot's Conv+BN+ReLU transforms: a ReLU layer, or an Activation("relu")
 
 
@@ -302,8 +302,6 @@ def _own_width_convs(model: "keras.Model", width: dict, scheme_bits: int) -> dic
     return own
 
 
-
-
 def _scheme_bits(model: "keras.Model", width: dict, default: int) -> int:
     """The scheme's weight width for {layer name: bits}: that of the weight layers that cannot take a
     width of their own (Conv2D and kin: UNIFORM_KINDS), so that none needs its own config; with
@@ -325,9 +323,9 @@ def annotate(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig, b
     # a producer tfmot would leave unquantized: computed in float, its output fake-quantized
     kept_float = ({name for unit in chosen for name in unit.float_members}
                   | {name for _, name in boundary_fixes(model, chosen, quant)})
-    own = _own_width_convs(model, width, scheme_bits)
     width = {name: (bits_of or {}).get(unit.index, quant.weight_bits) for unit in chosen for name in unit.members}
     scheme_bits = _scheme_bits(model, width, quant.weight_bits)
+    own = _own_width_convs(model, width, scheme_bits)
     wrapped = names | kept_float
 
     def clone(layer):

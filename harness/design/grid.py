@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 from harness.design import registry
-from harness.design.config import MIXED_BITS, Case, QuantConfig, RunOptions, Selection
+from harness.design.config import (ENDS_BITS, INNER_ORDERS, MIXED_BITS, PLAN_ORDERS, Case, QuantConfig, RunOptions,
+                                   Selection)
 
 
 def cases_for(opts: RunOptions) -> list:
     """Every (model, selection, bits, seed) case of the tier, in a stable order. A ``mixed`` case plans
-    over MIXED_BITS itself: one QAT case per budget and seed (--qat-bits and PTQ do not apply)."""
+    over MIXED_BITS itself: one QAT case per budget and seed; an ``ends8`` case is one QAT case per seed
+    (for both, --qat-bits and PTQ do not apply)."""
     cases = []
     for spec in registry.REGISTRY.values():
         if opts.tier not in spec.tiers or (opts.models and spec.name not in opts.models):
             continue
         tier = spec.tier(opts.tier)
         for order in opts.orders or tier.orders:
-            mixed = order == "mixed"
+            plan = order in PLAN_ORDERS  # one width per unit: QAT only, its narrowest width
             for selection in _selections(spec, tier, order, opts.mixed_budgets):
                 for method in opts.methods or tier.methods:
-                    if mixed and method != "qat":
+                    if plan and method != "qat":
                         continue
-                    for bits in (min(MIXED_BITS),) if mixed else opts.bits or tier.bits:
+                    for bits in (_plan_bits(order),) if plan else opts.bits or tier.bits:
                         if method == "ptq" and bits != 8:
                             continue
                         for seed in opts.seeds or tier.seeds:
@@ -29,9 +31,19 @@ def cases_for(opts: RunOptions) -> list:
     return cases
 
 
+def _plan_bits(order: str) -> int:
+    return min(MIXED_BITS) if order == "mixed" else min(ENDS_BITS)
+
+
 def _selections(spec, tier, order, mixed_budgets=()) -> list:
     if order == "mixed":  # a model without budgets (on its tier or --qat-mixed-budgets) has no mixed case
         return [Selection("mixed", b) for b in mixed_budgets or tier.mixed_budgets]
+    if order == "ends8":  # one plan per model (and seed); it needs a first and a last unit
+        return [Selection("ends8")] if spec.num_units >= 2 else []
+    if order in INNER_ORDERS:  # N among the L-2 inner units; first-inner skips 0 and L-2 as first does
+        inner = spec.num_units - 2
+        low = 1 if order == "first-inner" else 0
+        return [Selection(order, n) for n in tier.n_values if low <= n <= inner and not (low and n == inner)]
     if order == "type":
         return [Selection("type", kind=kind) for kind in spec.unit_kinds]
     if order == "single":

@@ -19,6 +19,8 @@ harness/design/size.py, so a plan's bytes are exactly what ``size.predict`` says
   unit between two quantized ones); the front is then kept per chain state, and stays exact.
   ``tied_kinds`` makes every quantized unit of those kinds (conv: ``tied_kinds_of(units)``) share one
   width, solved exactly as the best of one restricted sub-problem per width.
+- ``ends_plan``: the literature's default (order ``ends8``): the first and last unit at 8 bits, every
+  other unit at 4, conv units included (harness/case/quantize.py gives a conv its own width).
 """
 
 from __future__ import annotations
@@ -252,6 +254,18 @@ def deployable_plan(units: Sequence[Unit], costs_by_bits: Mapping[int, Sequence[
     """The plan a mixed case runs and the planner predicts: deployable chains, with the widths a model's
     kinds must share (its conv units: harness/case/quantize.py) tied."""
     return mixed_plan(units, costs_by_bits, budget_bytes, chain=True, tied_kinds=tied_kinds_of(units))
+
+
+def ends_plan(units: Sequence[Unit], outer_bits: int = 8, inner_bits: int = 4) -> MixedPlan:
+    """The literature's default plan (DoReFa, PACT, LSQ keep the first and last layers at 8 bits or float):
+    the first and the last unit at ``outer_bits``, every other unit at ``inner_bits``. No scores: its
+    predicted cost is 0 and its budget its own bytes (exactly size.py's). Needs at least 2 units."""
+    if len(units) < 2:
+        raise ValueError(f"the ends plan needs a first and a last unit; this model has {len(units)}")
+    outer, inner = check_bits(outer_bits, "outer bits"), check_bits(inner_bits, "inner bits")
+    choices = tuple(outer if i in (0, len(units) - 1) else inner for i in range(len(units)))
+    size_of = plan_bytes(units, choices)
+    return MixedPlan(choices, size_of, 0.0, size_of)
 
 
 def _solve(options: list, budget_bytes: int, chain: bool):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from harness.design.config import Selection
+from harness.design.config import INNER_ORDERS, Selection
 from harness.design.mixed import sensitivity_selection
 from harness.design.units import Unit, unit_kinds
 
@@ -22,6 +22,11 @@ def select(units: Sequence[Unit], selection: Selection, costs: Optional[Sequence
     if selection.order == "mixed":
         raise ValueError("order 'mixed' is a bit width per unit, not a selection: solve it with "
                          "harness.design.mixed.mixed_plan (harness/case/mixed_case.py does)")
+    if selection.order == "ends8":
+        raise ValueError("order 'ends8' is a bit width per unit, not a selection: harness.design.mixed.ends_plan "
+                         "gives it (harness/case/mixed_case.py does)")
+    if selection.order in INNER_ORDERS:
+        return inner_selection(units, selection.order, selection.n)
     if selection.order == "type":
         kinds = unit_kinds(units)
         if selection.kind not in kinds:
@@ -43,3 +48,18 @@ def select(units: Sequence[Unit], selection: Selection, costs: Optional[Sequence
     if selection.order == "last":
         return tuple(units[total - n:]) if n else ()
     return tuple(units[:n])
+
+
+def inner_selection(units: Sequence[Unit], order: str, n: int) -> tuple:
+    """``last-inner``/``first-inner``: the last or first ``n`` of the inner units (every unit but the first
+    and the last, which stay float on both sides), in graph order. n in 0..L-2; at n = L-2 both orders
+    select every inner unit, at n = 0 none."""
+    inner = tuple(units[1:-1])
+    if not 0 <= n <= len(inner):
+        raise ValueError(f"N must be in 0..{len(inner)} for order {order!r} on a model with {len(units)} units "
+                         f"(its {len(inner)} inner units; the first and last are held out), got {n}")
+    if order == "last-inner":
+        return inner[len(inner) - n:] if n else ()
+    if order == "first-inner":
+        return inner[:n]
+    raise ValueError(f"inner order must be one of {', '.join(INNER_ORDERS)}, got {order!r}")

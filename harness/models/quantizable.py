@@ -96,3 +96,44 @@ class KeepFloatOutputConfig(NoOpQuantizeConfig):
 
 
 register_custom_object(KeepFloatOutputConfig)
+
+
+class ConvWeightConfig(quantize.QuantizeConfig):
+    """A Conv2D at a width of its own beside convs at the scheme's width (the ``ends8`` plan: the first
+    conv at 8 bits, the others at 4): per-channel symmetric narrow-range kernel at ``bits``, as tfmot's
+    conv weight quantizer. With ``quantize_output`` False (a BatchNormalization follows) the conv's
+    output is not fake-quantized, which is what tfmot's Conv+BN transforms do for a conv without a
+    config of its own (they skip any layer that has one): the converter then folds the BN into the conv
+    through its per-channel scales, and the BN's own config (harness/case/quantize.py) quantizes behind
+    it. Measured: cnn with c1 at 8 and c2/c3 at 4 bits converted to an INT8 c1 (BN folded, INT32 bias)
+    and INT4 c2, c3 (tests/test_ends_plan.py)."""
+
+    def __init__(self, bits: int = 8, quantize_output: bool = False):
+        self.bits = bits
+        self.quantize_output = quantize_output
+
+    def get_weights_and_quantizers(self, layer):
+        return [(layer.kernel, _quantizers.LastValueQuantizer(
+            num_bits=self.bits, per_axis=True, symmetric=True, narrow_range=True))]
+
+    def get_activations_and_quantizers(self, layer):
+        if not self.quantize_output:
+            return []
+        return [(layer.activation, _quantizers.MovingAverageQuantizer(
+            num_bits=8, per_axis=False, symmetric=False, narrow_range=False))]
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        layer.kernel = quantize_weights[0]
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        if quantize_activations:
+            layer.activation = quantize_activations[0]
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        return {"bits": self.bits, "quantize_output": self.quantize_output}
+
+
+register_custom_object(ConvWeightConfig)

@@ -7,6 +7,7 @@ from collections import defaultdict
 from typing import Callable, Iterable
 
 from harness.results.baseline import baseline_key
+from harness.design.config import PLAN_ORDERS
 from harness.design.thresholds import Thresholds
 from harness.results.records import MEASURED
 from harness.results.seedstats import mean_interval
@@ -102,8 +103,10 @@ def violations(record: dict, thresholds: Thresholds) -> list:
             found.append(f"whole-model W{bits} .tflite only {ratio:.2f}x smaller than float (need {min_ratio}x)")
     # Weights, not the file: a tiny unit (the cnn's 288-weight first conv) saves fewer bytes than
     # its per-channel scales and QUANTIZE op add, so its file may grow (size_not_decreasing's note).
-    # (a mixed plan's n is its budget: it quantizes the units it selected, maybe none)
-    quantizes = len(record.get("units_selected") or ()) if record["order"] == "mixed" else record["n"]
+    # (a mixed plan's n is its budget, an ends8 plan's 0: each quantizes the units it selected)
+    # (single's n is a unit index, not a count)
+    by_units = record["order"] in PLAN_ORDERS + ("single",)
+    quantizes = len(record.get("units_selected") or ()) if by_units else record["n"]
     if quantizes and record["order"] != "type" and record["weight_bytes"] >= record["control_weight_bytes"]:
         found.append(f"quantizing {quantizes} units did not shrink the weights "
                      f"({record['weight_bytes']} B vs float {record['control_weight_bytes']} B)")
