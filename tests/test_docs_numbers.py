@@ -27,3 +27,34 @@ def test_a_changed_baseline_changes_the_noise_block(tmp_path):
 def test_a_missing_block_is_an_error():
     with pytest.raises(ValueError, match="docs block 'noise' not found"):
         docs_numbers.render("no markers here", {"noise": ["x"]})
+
+
+def test_the_committed_gate_power_file_has_every_layout_rate_and_group():
+    from harness.analysis import gate_power
+
+    saved = json.loads(gate_power.SAVED.read_text())
+    assert saved["format"] == gate_power.FORMAT and saved["draws"] == gate_power.DRAWS
+    assert saved["seeds_per_run"] == gate_power.SEEDS and saved["source"] == "results/reference"
+    assert set(saved["layouts"]) == {"smoke", "full mlp+cnn grid"}
+    for layout in saved["layouts"].values():
+        assert set(layout["false_failures"]) == set(layout["false_failure_draws"]) == {"1", "0.5", "0"}
+        assert set(layout["power"]) == {"2", "1"} and layout["power_draws"] >= 50
+        assert set(layout["power"]["2"]) == set(layout["power"]["1"]) and layout["power"]["2"]
+        rates = list(layout["false_failures"].values()) + [p for e in layout["power"].values() for p in e.values()]
+        assert all(0.0 <= r <= 1.0 for r in rates)
+    assert set(saved["layouts"]["smoke"]["power"]["2"]) == {"cnn/w4/qat", "cnn/w8/qat", "mlp/w4/qat", "mlp/w8/qat"}
+
+
+def test_a_changed_gate_power_file_changes_the_docs(tmp_path):
+    from harness.analysis import gate_power
+
+    saved = json.loads(gate_power.SAVED.read_text())
+    saved["layouts"]["smoke"]["power"]["2"]["mlp/w8/qat"] = 0.5
+    path = tmp_path / "gate-power.json"
+    path.write_text(json.dumps(saved))
+    text = docs_numbers.DOC.read_text()
+    changed = docs_numbers.render(text, {"gate-power": docs_numbers.gate_power_block(path)})
+    assert changed != text and "**mlp/w8/qat 50%**" in changed  # below 80%: named in bold
+    path.write_text(json.dumps({**saved, "format": "other"}))
+    with pytest.raises(ValueError, match="not a qatbench-gate-power file"):
+        docs_numbers.gate_power_block(path)

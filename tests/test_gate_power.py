@@ -2,6 +2,8 @@
 results/reference (10 seeds of mlp and cnn) keep the correlations between configurations and the heavy tails
 that a Gaussian simulation misses. Fixed RNG seeds; about 30 s on 2 cores."""
 
+import json
+
 import pytest
 
 from harness.analysis import gate_power
@@ -39,3 +41,13 @@ def test_power_per_group_for_one_configuration_2_pp_worse(layouts):
     assert shares["mlp/w8/qat"] >= 0.8, shares
     none = gate_power.power(keys, meta, table, 40, 0.0, 1.0, rng_seed=5)
     assert max(none.values()) <= 0.05, none
+
+
+@pytest.mark.parametrize("name", ["smoke", pytest.param("full mlp+cnn grid", marks=pytest.mark.slow)])
+def test_the_committed_rates_are_what_the_seeded_simulation_gives(layouts, name):
+    """results/reference/gate-power.json (docs/results.md's gate-power table) recomputed from the records
+    with its own draws: every rate equal, so the docs' numbers cannot drift from the code or the records.
+    About 10 s for the smoke layout, a minute for the full grid."""
+    saved = json.loads(gate_power.SAVED.read_text())
+    again = gate_power.measure_layout(*layouts[name], draws=saved["draws"])
+    assert again == {k: v for k, v in saved["layouts"][name].items() if k != "text"}

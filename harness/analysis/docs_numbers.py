@@ -9,7 +9,10 @@ is rewritten from its source:
   report states it (a trend, or "no trend detectable" with its seed-level mean drop), and the
   pre-registered last-vs-first family with each declared test's Holm-adjusted p and verdict;
 - ``frontier``: results/reference's matched-bytes comparisons against last-N, with the matched points
-  left out for comparing identical unit sets.
+  left out for comparing identical unit sets;
+- ``gate-power``: the regression gate's false failures and power on resampled real seeds, from
+  results/reference/gate-power.json (written by ``python -m harness.analysis.gate_power --save``, seeded:
+  tests/test_gate_power.py recomputes it).
 
 ``python -m harness.analysis.docs_numbers`` rewrites docs/results.md; ``--check`` exits 1 when a block
 differs from what the committed files give (tests/test_docs_numbers.py runs that check).
@@ -24,7 +27,7 @@ import re
 import sys
 from pathlib import Path
 
-from harness.analysis import drop_fit, fit_text, frontier, order_test
+from harness.analysis import drop_fit, fit_text, frontier, gate_power, order_test
 from harness.results import records as _records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,8 +86,38 @@ def frontier_block(run_dir: Path = REFERENCE) -> list:
     return lines
 
 
+def _group_order(group: str) -> tuple:
+    model, width, method = group.split("/")
+    return model, -int(width.lstrip("w")), method
+
+
+def gate_power_block(path: Path = gate_power.SAVED) -> list:
+    """The gate's simulated false-failure rates and power per group, as the committed file holds them."""
+    saved = json.loads(Path(path).read_text())
+    if saved.get("format") != gate_power.FORMAT:
+        raise ValueError(f"{path}: not a {gate_power.FORMAT} file")
+    margins = sorted({m for layout in saved["layouts"].values() for m in layout["false_failures"]}, key=lambda m: -float(m))
+    lines = ["| layout | " + " | ".join(f"false failures, min. effect {m} pp" for m in margins)
+             + " | power, one configuration 2 pp worse | 1 pp worse (same order) |",
+             "|---|" + "---|" * (len(margins) + 2)]
+    for name, layout in saved["layouts"].items():
+        groups = sorted(layout["power"]["2"], key=_group_order)
+        two = ", ".join(f"**{g} {p:.0%}**" if p < 0.8 else f"{g} {p:.0%}" for g in groups
+                        for p in [layout["power"]["2"][g]])
+        one = ", ".join(f"{layout['power']['1'][g]:.0%}" for g in groups)
+        rates = " | ".join(f"{layout['false_failures'][m]:.1%}" if m in layout["false_failures"] else "–" for m in margins)
+        lines.append(f"| {name} ({layout['text']}: {layout['configurations']} configurations) | {rates} | {two} | {one} |")
+    first = next(iter(saved["layouts"].values()))
+    draws = ", ".join(f"{n:,} at {m} pp" for m, n in first["false_failure_draws"].items())
+    lines += ["", f"Draws per false-failure rate: {draws}; per group for power: {first['power_draws']:,} "
+              f"(minimum effect {saved['power_min_effect_pp']:g} pp); {saved['seeds_per_run']} vs "
+              f"{saved['seeds_per_run']} of {first['seeds']} seeds of `{saved['source']}`. Bold: below 80% at 2 pp."]
+    return lines
+
+
 BLOCKS = {"noise": (noise_block, "results/baselines/smoke.json"), "reference": (reference_block, "results/reference"),
-          "frontier": (frontier_block, "results/reference")}
+          "frontier": (frontier_block, "results/reference"),
+          "gate-power": (gate_power_block, "results/reference/gate-power.json")}
 
 
 def render(text: str, blocks: dict) -> str:

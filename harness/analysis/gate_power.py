@@ -8,12 +8,15 @@ One simulated gate draws 2 x SEEDS distinct seeds: the first SEEDS are the basel
 (baseline_gate.judge) on the baseline's machine. With no change injected, any failing verdict is a false
 failure; with one configuration's run drops raised by EFFECT pp, power is the share of draws in which
 that configuration regressed (per prior group: model x width x method, the configuration drawn at random
-within it). ``python -m harness.analysis.gate_power [RUN]`` prints the rates the docs state.
+within it). ``python -m harness.analysis.gate_power [RUN] --save results/reference/gate-power.json`` prints the
+rates and writes them where docs/results.md's ``gate-power`` block is generated from
+(harness/analysis/docs_numbers.py). Every draw comes from a fixed RNG seed: the same records give the same file.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -22,12 +25,20 @@ import numpy as np
 
 from harness.results import baseline_gate, gate_stats
 from harness.results.baseline import BaselineEntry, SeedValue, baseline_key
-from harness.results.records import MEASURED, read_case_records
+from harness.results.records import MEASURED, read_case_records, write_text_atomic
 
 SEEDS = 3  # per run, as the smoke tier and a rerun of it
 REFERENCE = Path(__file__).resolve().parents[2] / "results" / "reference"
 # the smoke tier's mlp and cnn configurations (harness/design/registry.py), found in the reference run
 SMOKE = re.compile(r"^(mlp-last[0135]|cnn-last[015])-w[48]a8$")
+SAVED = REFERENCE / "gate-power.json"  # the committed rates docs/results.md states
+FORMAT = "qatbench-gate-power"
+DRAWS = 1500  # per false-failure rate at minimum effects MIN_EFFECTS; power and minimum effect 0: DRAWS // 5
+MIN_EFFECTS = (1.0, 0.5)  # the gate's default and --qat-drop-tolerance 0.5; 0 (the tests alone) is measured too
+EFFECTS = (2.0, 1.0)  # one configuration this many pp worse (power, at the 1 pp minimum effect)
+POWER_MIN_EFFECT = 1.0
+LAYOUT_TEXT = {"smoke": "mlp N = 1, 3, 5 and cnn N = 1, 5, W4 and W8 QAT",
+               "full mlp+cnn grid": "last, first, single, sensitivity, mixed; QAT W4/W8, PTQ W8"}
 
 
 def seed_table(records) -> tuple:
@@ -164,21 +175,53 @@ def layouts(records) -> dict:
     return {"smoke": ([keys[i] for i in smoke], meta, seeds, table[smoke]), "full mlp+cnn grid": (keys, meta, seeds, table)}
 
 
+def measure_layout(keys, meta, seeds, table, draws: int = DRAWS) -> dict:
+    """One layout's false-failure rates (per minimum effect, with the draws behind each) and power per group."""
+    small = max(draws // 5, 50)
+    counts = {f"{m:g}": draws for m in MIN_EFFECTS} | {"0": small}
+    return {"configurations": len(keys), "seeds": len(seeds),
+            "false_failures": {m: false_failures(keys, meta, table, n, float(m)) for m, n in counts.items()},
+            "false_failure_draws": counts, "power_draws": small,
+            "power": {f"{e:g}": power(keys, meta, table, small, e, POWER_MIN_EFFECT) for e in EFFECTS}}
+
+
+def measure_run(run_dir: Path, draws: int = DRAWS) -> dict:
+    """Every layout of ``run_dir``'s records, as the committed file holds them (deterministic: fixed RNG seeds)."""
+    records, _ = read_case_records(Path(run_dir))
+    run = Path(run_dir).resolve()
+    root = REFERENCE.parents[1]
+    source = str(run.relative_to(root)) if run.is_relative_to(root) else str(run)
+    return {"format": FORMAT, "source": source, "seeds_per_run": SEEDS, "draws": draws,
+            "power_min_effect_pp": POWER_MIN_EFFECT,
+            "layouts": {name: {"text": LAYOUT_TEXT.get(name, name), **measure_layout(*layout, draws=draws)}
+                        for name, layout in layouts(records).items()}}
+
+
+def lines_of(saved: dict) -> list:
+    lines = []
+    for name, layout in saved["layouts"].items():
+        lines.append(f"{name}: {layout['configurations']} configurations, {layout['seeds']} seeds, "
+                     f"{saved['seeds_per_run']} vs {saved['seeds_per_run']} per draw")
+        for m, rate in layout["false_failures"].items():
+            lines.append(f"  false failures at minimum effect {m} pp: {rate:.1%} ({layout['false_failure_draws'][m]} draws)")
+        for effect, shares in layout["power"].items():
+            lines.append(f"  power, one configuration {effect} pp worse ({layout['power_draws']} draws per group): "
+                         + ", ".join(f"{g} {p:.0%}" for g, p in shares.items()))
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.analysis.gate_power", description=__doc__.split("\n")[0])
     parser.add_argument("run", nargs="?", default=str(REFERENCE), help="a run folder with >= 6 seeds per model")
-    parser.add_argument("--draws", type=int, default=1500)
+    parser.add_argument("--draws", type=int, default=DRAWS)
+    parser.add_argument("--save", metavar="JSON", help=f"write the rates as JSON (the docs' source: {SAVED.name} "
+                                                      "in results/reference)")
     args = parser.parse_args(argv)
-    records, _ = read_case_records(Path(args.run))
-    for name, (keys, meta, seeds, table) in layouts(records).items():
-        print(f"{name}: {len(keys)} configurations, {len(seeds)} seeds, {SEEDS} vs {SEEDS} per draw, {args.draws} draws")
-        for min_effect in (1.0, 0.5):
-            rate = false_failures(keys, meta, table, args.draws, min_effect)
-            print(f"  false failures at minimum effect {min_effect:g} pp: {rate:.1%}")
-        for effect in (2.0, 1.0):
-            shares = power(keys, meta, table, max(args.draws // 5, 50), effect, 1.0)
-            print(f"  power, one configuration {effect:g} pp worse: "
-                  + ", ".join(f"{g} {p:.0%}" for g, p in shares.items()))
+    saved = measure_run(Path(args.run), args.draws)
+    print("\n".join(lines_of(saved)))
+    if args.save:
+        write_text_atomic(Path(args.save), json.dumps(saved, indent=1) + "\n")
+        print(f"saved {args.save}")
     return 0
 
 
