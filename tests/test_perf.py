@@ -64,9 +64,49 @@ def assert_litert_beside_tflite(latency: dict, markdown: str):
     assert set(latency["batch1_fastest_float_over"]) == {"w8", "litert-w8"}
     for spread in latency["batch1_fastest_float_over"].values():
         assert 0 < spread["min"] <= spread["median"] <= spread["max"]
+        # timed by harness/case/latency.py in perf's rounds: the median's 95% interval as a case's latency has
+        assert spread["rounds"] == 6 and spread["ci95"][0] <= spread["median"] <= spread["ci95"][1]
+    assert latency["threads"] == 1
     # the fastest float of a round is never slower than tf.lite's float: its ratio bounds tf.lite's from below
     assert latency["batch1_fastest_float_over"]["w8"]["max"] <= latency["batch1_float_over"]["w8"]["max"]
     assert latency["runtimes"]["litert"] in markdown
+
+
+def test_perf_times_inference_with_the_cases_latency_code_against_the_fastest_float(monkeypatch):
+    """perf loads and times every file with harness/case/latency.py (load, interleaved), the batch-1 files of
+    both runtimes in the same rounds, and divides each round's fastest float (either runtime) by each time."""
+    from types import SimpleNamespace
+
+    from harness.case import evaluate, export, latency
+
+    loaded, timed = [], []
+    monkeypatch.setattr(export, "to_tflite", lambda model, quantized, quant=None: model.encode())
+    monkeypatch.setattr(evaluate, "runtime_name", lambda runtime: runtime)
+
+    def load(content, x, runtime=evaluate.LITERT, batch=1, threads=latency.THREADS):
+        loaded.append((content.decode(), runtime, batch, threads))
+        return f"{runtime}:{content.decode()}"
+
+    per_round = {f"{evaluate.TFLITE}:float": [2.0, 1.0, 3.0, 2.0, 2.0, 2.0], f"{evaluate.TFLITE}:w8": [1.0] * 6,
+                 f"{evaluate.LITERT}:float": [1.0, 2.0, 1.5, 1.0, 1.0, 1.0], f"{evaluate.LITERT}:w8": [0.5] * 6}
+
+    def interleaved(interps, rounds, invokes):
+        timed.append((sorted(interps), rounds))
+        return {name: list(per_round[value]) for name, value in interps.items()}
+
+    monkeypatch.setattr(latency, "load", load)
+    monkeypatch.setattr(latency, "interleaved", interleaved)
+    models = {"float": "float", "qat-whole-w8": "w8"}
+    out = perf.latency_ratios(models, SimpleNamespace(x_test=None), [8], repeats=6)
+    assert {(c, r, b) for c, r, b, _ in loaded} == {("float", evaluate.TFLITE, 1), ("w8", evaluate.TFLITE, 1),
+                                                   ("float", evaluate.LITERT, 1), ("w8", evaluate.LITERT, 1),
+                                                   ("float", evaluate.TFLITE, 32), ("w8", evaluate.TFLITE, 32)}
+    assert {t for *_, t in loaded} == {latency.THREADS}
+    assert timed[0] == (["float", "litert-float", "litert-w8", "w8"], 6)  # one set of rounds for both runtimes
+    over = out["batch1_fastest_float_over"]  # fastest float per round: 1, 1, 1.5, 1, 1, 1
+    assert over["litert-w8"]["median"] == 2.0 and over["w8"]["median"] == 1.0 and over["litert-w8"]["rounds"] == 6
+    assert out["batch1_fastest_float"] == "litert-float"
+    assert out["batch1_float_over"]["w8"]["median"] == 2.0  # tf.lite's own float over its W8
 
 
 def test_perf_bad_model_is_one_line(tmp_path):

@@ -5,12 +5,15 @@ small N can be slower than float and pay only past some N. What a practitioner n
 quantized/control on the runtime devices ship, not an absolute time (which belongs to one machine).
 
 How: both files are loaded in LiteRT with 1 thread at batch 1 and timed in interleaved rounds, the
-order alternating from round to round (harness/tools/steptime.py's rotation), so machine noise hits
+order rotating from round to round (as harness/tools/steptime.py's train steps), so machine noise hits
 both alike. Each round gives a median invoke time per file and one ratio; the record holds the
 median over rounds of each and of the ratio, with the order-statistic 95% interval of the ratio's
 median (harness/results/seedstats.median_interval). The time is bounded: the invokes per round are
 scaled so all rounds together take about BUDGET_MS, with ROUNDS rounds, and never fewer than the
 MIN_ROUNDS the interval needs. Nothing asserts a speed: records and reports only show it.
+
+``load`` and ``interleaved`` are the one way inference is timed here: `python -m harness perf` times its
+whole-model float, W8 and W4 files with them too (any runtime, any batch, any number of files per round).
 """
 
 from __future__ import annotations
@@ -66,17 +69,30 @@ def fields(quant: bytes, control: bytes, x: np.ndarray, on: bool = True) -> dict
     return out
 
 
-def _loaded(content: bytes, x: np.ndarray):
-    """A LiteRT interpreter of ``content`` resized to batch 1, with its input set and warmed up."""
-    interp = interpreter(content, threads=THREADS, runtime=LITERT)
+def load(content: bytes, x: np.ndarray, runtime: str = LITERT, batch: int = 1, threads: int = THREADS):
+    """An interpreter of ``content`` in ``runtime`` with ``threads`` threads, resized to the first ``batch``
+    rows of ``x``, its input set and warmed up (WARMUP invokes)."""
+    interp = interpreter(content, threads=threads, runtime=runtime)
     detail = interp.get_input_details()[0]
-    one = np.ascontiguousarray(x[:1], dtype=detail["dtype"])  # token ids stay integers
-    interp.resize_tensor_input(detail["index"], one.shape)
+    rows = np.ascontiguousarray(x[:batch], dtype=detail["dtype"])  # token ids stay integers
+    interp.resize_tensor_input(detail["index"], rows.shape)
     interp.allocate_tensors()
-    interp.set_tensor(detail["index"], one)
+    interp.set_tensor(detail["index"], rows)
     for _ in range(WARMUP):
         interp.invoke()
     return interp
+
+
+def interleaved(interps: dict, rounds: int, invokes: int) -> dict:
+    """name -> per-round median invoke ms of each interpreter: every round times every one, the order
+    shifted by one from round to round, so that none always runs right after another."""
+    names = list(interps)
+    samples: dict = {name: [] for name in names}
+    for index in range(rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(_invoke_ms(interps[name], invokes))
+    return samples
 
 
 def _invoke_ms(interp, invokes: int) -> float:
@@ -108,13 +124,9 @@ def summarise(quant_ms: list, control_ms: list) -> dict:
 
 def measure(quant: bytes, control: bytes, x: np.ndarray, budget_ms: float = BUDGET_MS, rounds: int = ROUNDS) -> dict:
     """Interleaved rounds of both files in this process; quant and control swap order every round."""
-    interps = {"quant": _loaded(quant, x), "control": _loaded(control, x)}
+    interps = {"quant": load(quant, x), "control": load(control, x)}
     once = {name: _invoke_ms(interp, 3) for name, interp in interps.items()}
     rounds, invokes = plan(once["quant"], once["control"], budget_ms, rounds)
-    samples: dict = {"quant": [], "control": []}
-    for index in range(rounds):
-        order = ("quant", "control") if index % 2 == 0 else ("control", "quant")
-        for name in order:
-            samples[name].append(_invoke_ms(interps[name], invokes))
+    samples = interleaved(interps, rounds, invokes)
     return {**summarise(samples["quant"], samples["control"]), "latency_invokes": invokes,
             "latency_threads": THREADS, "latency_runtime": runtime_name(LITERT)}

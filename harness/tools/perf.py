@@ -2,7 +2,8 @@
 
 Train-step time of float vs whole-model QAT vs last-N QAT (W8, W4), timed in alternating rounds;
 TFLite inference latency of float vs W8 vs W4 (same batch, same threads, XNNPACK on) in tf.lite, and at
-batch 1 also in LiteRT, the measuring runtime (harness/case/evaluate.py), in the same rounds; peak memory;
+batch 1 also in LiteRT, the measuring runtime (harness/case/evaluate.py), in the same rounds, loaded and
+timed by harness/case/latency.py as every case's latency is (one thread, interleaved rounds); peak memory;
 optionally sweep throughput at -n 0 vs -n 2. Ratios are reported as min/median/max over repeats.
 Models start from random weights: step time and latency do not depend on the weight values.
 """
@@ -112,48 +113,30 @@ def _trace_with_variant(model, data, variant: str) -> None:
 
 
 def _loaded(files: dict, data, batch: int, runtime: str) -> dict:
-    """name -> interpreter of each file in ``runtime``, one thread, resized to ``batch``, invoked once."""
-    from harness.case.evaluate import interpreter
+    """name -> interpreter of each file in ``runtime`` (harness/case/latency.py: one thread, warmed up)."""
+    from harness.case import latency
 
-    interps = {}
-    for name, content in files.items():
-        interp = interpreter(content, threads=1, runtime=runtime)
-        detail = interp.get_input_details()[0]
-        x = np.ascontiguousarray(data.x_test[:batch], dtype=detail["dtype"])  # token ids stay integers
-        interp.resize_tensor_input(detail["index"], x.shape)
-        interp.allocate_tensors()
-        interp.set_tensor(detail["index"], x)
-        interp.invoke()
-        interps[name] = interp
-    return interps
+    return {name: latency.load(content, data.x_test, runtime, batch) for name, content in files.items()}
 
 
-def _median_ms_rounds(interps: dict, repeats: int, invokes: int) -> dict:
-    """name -> per-round median invoke ms; every round times every interpreter, so noise hits all alike."""
-    samples = {name: [] for name in interps}
-    for _ in range(repeats):
-        for name, interp in interps.items():
-            times = []
-            for _ in range(invokes):
-                start = time.perf_counter()
-                interp.invoke()
-                times.append(time.perf_counter() - start)
-            samples[name].append(float(np.median(times)) * 1000)
-    return samples
+def _over(numerators: list, denominators: list) -> dict:
+    """Per-round numerator/denominator: min, median, max and the median's 95% interval (steptime.summary)."""
+    return steptime.summary([n / d for n, d in zip(numerators, denominators)])
 
 
 def latency_ratios(models: dict, data, bits_list, repeats: int, invokes: int = 50) -> dict:
     """Invoke latency of the float and whole-model QAT files in tf.lite at batch 1 and 32, and at batch 1
-    also in LiteRT (``litert-<config>``), timed in the same rounds. ``batch1_fastest_float_over`` divides
-    the fastest float configuration of each round (either runtime) by each configuration's time."""
-    from harness.case import export
+    also in LiteRT (``litert-<config>``), timed in the same interleaved rounds by harness/case/latency.py.
+    ``batch1_fastest_float_over`` divides the fastest float configuration of each round (either runtime)
+    by each configuration's time."""
+    from harness.case import export, latency
     from harness.design.config import QuantConfig
     from harness.case.evaluate import LITERT, TFLITE, one_line, runtime_name
 
     files = {"float": export.to_tflite(models["float"], quantized=False)}
     for bits in bits_list:
         files[f"w{bits}"] = export.to_tflite(models[f"qat-whole-w{bits}"], quantized=True, quant=QuantConfig(bits))
-    out = {"bytes": {k: len(v) for k, v in files.items()},
+    out = {"bytes": {k: len(v) for k, v in files.items()}, "threads": latency.THREADS,
            "runtimes": {TFLITE: runtime_name(TFLITE), LITERT: runtime_name(LITERT)}}
     rounds = {}
     for batch in (1, 32):
@@ -163,15 +146,13 @@ def latency_ratios(models: dict, data, bits_list, repeats: int, invokes: int = 5
                 interps.update({f"litert-{k}": v for k, v in _loaded(files, data, 1, LITERT).items()})
             except Exception as exc:  # noqa: BLE001 - a run without LiteRT still reports tf.lite, and why
                 out["litert_error"] = one_line(exc)
-        samples = rounds[batch] = _median_ms_rounds(interps, repeats, invokes)
-        out[f"batch{batch}_ms"] = {k: _spread(v) for k, v in samples.items()}
-        out[f"batch{batch}_float_over"] = {k: _spread([f / q for f, q in zip(samples["float"], samples[k])])
-                                           for k in files if k != "float"}
+        samples = rounds[batch] = latency.interleaved(interps, repeats, invokes)
+        out[f"batch{batch}_ms"] = {k: steptime.summary(v) for k, v in samples.items()}
+        out[f"batch{batch}_float_over"] = {k: _over(samples["float"], samples[k]) for k in files if k != "float"}
     floats = [k for k in rounds[1] if k.rsplit("-", 1)[-1] == "float"]  # float in either runtime
     fastest = [min(rounds[1][k][i] for k in floats) for i in range(repeats)]
     out["batch1_fastest_float"] = min(floats, key=lambda k: out["batch1_ms"][k]["median"])
-    out["batch1_fastest_float_over"] = {k: _spread([f / q for f, q in zip(fastest, v)])
-                                        for k, v in rounds[1].items() if k not in floats}
+    out["batch1_fastest_float_over"] = {k: _over(fastest, v) for k, v in rounds[1].items() if k not in floats}
     return out
 
 
@@ -341,8 +322,10 @@ def latency_line(name: str, lat: dict) -> str:
     tflite = " ".join(f"{k} {v:.3g}" for k, v in ms.items() if not k.startswith("litert-"))
     litert = " ".join(f"{k[len('litert-'):]} {v:.3g}" for k, v in ms.items() if k.startswith("litert-"))
     litert = litert or f"failed: {lat.get('litert_error')}"
+    over = ", ".join(f"{k[len('litert-'):]} {v['median']:.2f}x ({_interval_text(v.get('ci95'))})"
+                     for k, v in lat["batch1_fastest_float_over"].items() if k.startswith("litert-"))
     return (f"{name:<10} b1 ms {lat['runtimes']['tflite']}: {tflite} | {lat['runtimes']['litert']}: {litert} "
-            f"(fastest float: {lat['batch1_fastest_float']})")
+            f"(fastest float: {lat['batch1_fastest_float']})" + (f"; LiteRT fastest-float/q, 95% CI: {over}" if over else ""))
 
 
 def sweep_lines(report: dict) -> list:
