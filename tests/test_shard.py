@@ -126,7 +126,9 @@ def test_github_workflow_is_a_matrix_over_shards_with_a_merge_job():
 @pytest.mark.slow
 @pytest.mark.tf
 def test_three_shards_into_one_folder_then_merge(tmp_path):
-    args = ("-k", SELECTION, "--qat-tier", "smoke", "--qat-results", str(tmp_path), "--qat-threads", "1")
+    # its own cache: pre-trained at 1 thread, these models must never serve a later run's default cache
+    args = ("-k", SELECTION, "--qat-tier", "smoke", "--qat-results", str(tmp_path), "--qat-threads", "1",
+            "--qat-cache", str(tmp_path / "cache"))
     whole = collected(*args)
     assert len(whole) == 3
     env = {**os.environ, "PYTHONHASHSEED": "0"}

