@@ -58,3 +58,17 @@ def test_a_changed_gate_power_file_changes_the_docs(tmp_path):
     path.write_text(json.dumps({**saved, "format": "other"}))
     with pytest.raises(ValueError, match="not a qatbench-gate-power file"):
         docs_numbers.gate_power_block(path)
+
+
+def test_a_changed_baseline_changes_the_baseline_power_block(tmp_path):
+    """The power per group is recomputed from the baseline's seeds (seeded draws): noisier seeds of one
+    configuration lower its group's power."""
+    saved = json.loads(docs_numbers.BASELINE.read_text())
+    entry = saved["entries"]["mlp-last3-w8a8"]
+    for seed, value in entry["seeds"].items():
+        value["drop_pp"] += 3.0 * (int(seed) - 1)  # a 3 pp spread over the seeds
+    path = tmp_path / "smoke.json"
+    path.write_text(json.dumps(saved))
+    assert docs_numbers.baseline_power_block(path) == docs_numbers.baseline_power_block(path)  # deterministic
+    row = next(line for line in docs_numbers.baseline_power_block(path) if line.startswith("| mlp/w8/qat "))
+    assert "**" in row, row  # below 80% at 2 pp

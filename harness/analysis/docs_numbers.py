@@ -12,7 +12,9 @@ is rewritten from its source:
   left out for comparing identical unit sets;
 - ``gate-power``: the regression gate's false failures and power on resampled real seeds, from
   results/reference/gate-power.json (written by ``python -m harness.analysis.gate_power --save``, seeded:
-  tests/test_gate_power.py recomputes it).
+  tests/test_gate_power.py recomputes it);
+- ``baseline-power``: the power per group that ``python -m harness baseline`` prints for
+  results/baselines/smoke.json (a rerun with its seeds and noise; seeded Gaussian draws, about a second).
 
 ``python -m harness.analysis.docs_numbers`` rewrites docs/results.md; ``--check`` exits 1 when a block
 differs from what the committed files give (tests/test_docs_numbers.py runs that check).
@@ -115,9 +117,22 @@ def gate_power_block(path: Path = gate_power.SAVED) -> list:
     return lines
 
 
+def baseline_power_block(baseline: Path = BASELINE) -> list:
+    """The power per group of a rerun of the smoke baseline, as `python -m harness baseline` prints it."""
+    from harness.results.baseline import load_baseline
+
+    lines = ["| group | configurations | seeds | own SD, pp | power, one configuration 2 pp worse | 1 pp worse |",
+             "|---|---|---|---|---|---|"]
+    for group, configs, seeds, sd, shares in gate_power.baseline_power(load_baseline(Path(baseline))):
+        two = f"**{shares[2.0]:.0%}**" if shares[2.0] < 0.8 else f"{shares[2.0]:.0%}"
+        lines.append(f"| {group} | {configs} | {seeds} | {_pp(sd)} | {two} | {shares[1.0]:.0%} |")
+    return lines
+
+
 BLOCKS = {"noise": (noise_block, "results/baselines/smoke.json"), "reference": (reference_block, "results/reference"),
           "frontier": (frontier_block, "results/reference"),
-          "gate-power": (gate_power_block, "results/reference/gate-power.json")}
+          "gate-power": (gate_power_block, "results/reference/gate-power.json"),
+          "baseline-power": (baseline_power_block, "results/baselines/smoke.json")}
 
 
 def render(text: str, blocks: dict) -> str:
