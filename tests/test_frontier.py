@@ -239,7 +239,7 @@ def test_first_n_is_plotted_but_not_in_the_holm_family():
     records = simulate(np.random.default_rng(13), seeds=3, delta=-5.0, run_sd=0.0)
     with_first = records + [dict(r, order="first", case_id=r["case_id"].replace("last", "first"))
                             for r in records if r["order"] == "last" and r["n"]]
-    assert frontier.COMPARED == ("sensitivity", "mixed")
+    assert frontier.COMPARED == ("sensitivity", "mixed", "ends8")
     (f,) = frontier.analyse(with_first)
     assert {p.selection for p in f.points} == {"last", "first", "sensitivity"}
     assert [c.selection for c in f.comparisons] == ["sensitivity", "sensitivity"]

@@ -100,9 +100,21 @@ def model_verdict(model: str, comparisons, fits) -> str:
     """One sentence per model: does quantizing the last N cost less than the first N, per bit width and
     method, by the declared test of the pre-registered family (harness/design/family.py), then the
     last-N drop: its trend, or "no trend detectable"."""
-    tests = [(c, c.test) for c in comparisons if c.model == model and c.primary]
-    if not tests:
+    tests = [(c, c.test) for c in comparisons if c.model == model and c.primary and not c.inner]
+    inner = [(c, c.test) for c in comparisons if c.model == model and c.primary and c.inner]
+    if not tests and not inner:
         return ""
+    last = [f for f in fits if f.model == model and f.order == "last" and f.fitted and f.method == "qat"]
+    drops = [f"W{f.weight_bits} {short(f)}" for f in last]
+    tail = ("; drop of the last N: " + ", ".join(drops)) if drops else "; no drop formula could be fitted"
+    text = f"**{model}**: " + (_order_clause(tests, "") + tail + "." if tests else "")
+    if inner:
+        text += (" " if tests else "") + "With the first and last unit held out of both: " + _order_clause(inner, " inner units") + "."
+    return text
+
+
+def _order_clause(tests, units: str) -> str:
+    """"quantizing the last N instead of the first N costs W8 QAT 0.10 pp less (...), ..." for one pair."""
     too_few = all(t.verdict == _compare.TOO_FEW for _, t in tests)
     parts = []
     for c, t in tests:
@@ -113,10 +125,8 @@ def model_verdict(model: str, comparisons, fits) -> str:
                      f"({_compare.MATCHING_TEXT[t.matching]}, {t.n_seeds} seeds, sign-flip p = {t.p_value:.2g}, "
                      f"{holm}{verdict})")
     if too_few:
-        lead = "too few pairs to tell whether the last N cost less than the first N; measured, the last N cost "
+        lead = (f"too few pairs to tell whether the last N{units} cost less than the first N{units}; measured, the "
+                f"last N{units} cost ")
     else:
-        lead = "quantizing the last N instead of the first N costs "
-    last = [f for f in fits if f.model == model and f.order == "last" and f.fitted and f.method == "qat"]
-    drops = [f"W{f.weight_bits} {short(f)}" for f in last]
-    tail = ("; drop of the last N: " + ", ".join(drops)) if drops else "; no drop formula could be fitted"
-    return f"**{model}**: " + lead + ", ".join(parts) + tail + "."
+        lead = f"quantizing the last N{units} instead of the first N{units} costs "
+    return lead + ", ".join(parts)

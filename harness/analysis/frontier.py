@@ -1,7 +1,9 @@
 """The bytes-vs-drop frontier per model, and last-N against the other selections at matched bytes. Pure.
 
 Issue 17, item 4: does a sensitivity-guided selection (order ``sensitivity``) or a mixed INT8/INT4 plan
-(order ``mixed``) buy a smaller drop than quantizing the last N units, for the same weight bytes?
+(order ``mixed``) buy a smaller drop than quantizing the last N units, for the same weight bytes? Issue 32,
+item c: the literature's default (``ends8``: first and last unit W8, the rest W4; one point, bytes fixed by
+the architecture) against last-N at each width and against each seed's mixed plans, matched alike.
 
 Points, per (model, method): one per (selection, bit width, N) for ``last``, ``first`` and
 ``sensitivity``, and one per budget for ``mixed`` (its ``n`` is the budget in bytes, its bit width
@@ -45,13 +47,16 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from harness.analysis.frontier_match import interpolate, same_as_last, unit_sets  # noqa: F401 (interpolate: API)
+from harness.analysis.frontier_match import (by_seed, bytes_problem, interpolate, same_as,  # noqa: F401 (interpolate: API)
+                                             unit_sets)
 from harness.results import seedstats
 
-SELECTIONS = ("last", "first", "sensitivity", "mixed")
-COMPARED = ("sensitivity", "mixed")  # the Holm family; first-N is order_test's
+SELECTIONS = ("last", "first", "sensitivity", "mixed", "ends8")
+COMPARED = ("sensitivity", "mixed", "ends8")  # the Holm family; first-N is order_test's
 PER_SEED_BYTES = ("sensitivity", "mixed")  # bytes may differ between seeds (their own models)
-NAMES = {"last": "last-N", "first": "first-N", "sensitivity": "sensitivity-N", "mixed": "mixed"}
+PLANS = ("mixed", "ends8")  # a width per unit: no bit width of their own, compared with last-N at every width
+NAMES = {"last": "last-N", "first": "first-N", "sensitivity": "sensitivity-N", "mixed": "mixed",
+         "ends8": "ends8 (first+last W8, rest W4)"}
 TOO_FEW = "too few pairs"
 NO_DIFFERENCE = "no significant difference"
 NO_MATCH = "no matched last-N point"
@@ -115,6 +120,8 @@ class Point:
     def label(self) -> str:
         if self.selection == "mixed":  # the case id's budget tag (spec.config.budget_tag): b150k
             return f"mixed b{self.n // 1000}k" if self.n % 1000 == 0 else f"mixed b{self.n}"
+        if self.selection == "ends8":
+            return "ends8"
         return f"{NAMES[self.selection]} N={self.n} W{self.bits}"
 
     @property
@@ -127,9 +134,14 @@ class Point:
 @dataclass(frozen=True)
 class Matched:
     point: Point
-    last_bits: int
+    last_bits: int  # 0 when matched against the mixed plans
     pairs: tuple  # ((seed, drop of the point, interpolated last-N drop), ...) for seeds that bracket
     identical: int = 0  # seeds left out: their run quantized exactly last-N's units (frontier_match)
+    against: str = "last"  # "last": that seed's last-N curve; "mixed": its mixed plans' curve (ends8 only)
+
+    @property
+    def against_name(self) -> str:
+        return "mixed" if self.against == "mixed" else f"last-N W{self.last_bits}"
 
     @property
     def diffs(self) -> list:
@@ -162,6 +174,7 @@ class Comparison:
     tests_in_family: int = 0
     alpha: float = 0.05
     verdict: str = TOO_FEW
+    against: str = "last"  # or "mixed": ends8 against the mixed plans' curve at matched bytes
 
     @property
     def pairs(self) -> int:
@@ -170,13 +183,18 @@ class Comparison:
     @property
     def name(self) -> str:
         own = f" W{self.bits}" if self.bits is not None else ""
-        return f"{NAMES[self.selection]}{own} vs last-N W{self.last_bits}"
+        return f"{NAMES[self.selection]}{own} vs " + ("mixed" if self.against == "mixed" else f"last-N W{self.last_bits}")
+
+    @property
+    def other(self) -> str:
+        """What the point is set against: "last-N" or "mixed"."""
+        return "mixed" if self.against == "mixed" else "last-N"
 
     def sentence(self) -> str:
         head = f"{self.model} {self.method} {self.name}"
         if not self.pairs:
-            return f"{head}: {NO_MATCH} (no seed's point lies within its last-N byte range): {TOO_FEW}"
-        text = (f"{head}: drop − last-N drop at matched bytes {interval_text(self.mean_diff, self.low, self.high)} pp "
+            return f"{head}: {NO_MATCH} (no seed's point lies within its {self.other} byte range): {TOO_FEW}"
+        text = (f"{head}: drop − {self.other} drop at matched bytes {interval_text(self.mean_diff, self.low, self.high)} pp "
                 f"(per-seed mean over {self.n_points} matched points, "
                 f"{self.pairs} pairs; sign-flip p = {self.p_value:.3g}, Holm-adjusted {self.p_holm:.3g}): "
                 f"{self.verdict}")
@@ -217,7 +235,7 @@ def for_report(records: Iterable[dict], alpha: float = 0.05) -> tuple:
     """``analyse`` of the models that have sensitivity or mixed records (the family Holm runs over);
     () when none has: a plain last/first run gets no frontier."""
     records = list(records)
-    models = {r.get("model") for r in records if r.get("order") in ("sensitivity", "mixed")}
+    models = {r.get("model") for r in records if r.get("order") in COMPARED}
     return analyse([r for r in records if r.get("model") in models], alpha) if models else ()
 
 
@@ -225,43 +243,18 @@ def _point_key(record: dict) -> Optional[tuple]:
     order = record.get("order")
     if order not in SELECTIONS or record.get("n") is None:
         return None
-    bits = None if order == "mixed" else record.get("weight_bits")
+    bits = None if order in PLANS else record.get("weight_bits")
     return (record.get("model"), record.get("method") or "qat", order, bits, int(record["n"]))
-
-
-def _by_seed(pairs) -> list:
-    """[(seed, [values]), ...] sorted by seed, from (seed, value) pairs."""
-    out = defaultdict(list)
-    for seed, value in pairs:
-        out[seed].append(value)
-    return sorted(out.items(), key=lambda kv: str(kv[0]))
-
-
-def _sizes_text(sizes) -> str:
-    return ", ".join(f"{b:,}" for b in sorted(sizes))
-
-
-def _bytes_problem(selection: str, seed_sizes: list) -> str:
-    """Why the point has no x (see the module docstring); "" when it has one."""
-    every = {b for _, sizes in seed_sizes for b in sizes}
-    if not every:
-        return "no weight_bytes in its records"
-    if selection not in PER_SEED_BYTES and len(every) > 1:
-        return f"seeds disagree on weight bytes ({_sizes_text(every)}): not averaged"
-    for seed, sizes in seed_sizes:
-        if len(set(sizes)) > 1:
-            return f"runs of seed {seed} disagree on weight bytes ({_sizes_text(set(sizes))}): not averaged"
-    return ""
 
 
 def _make_point(key: tuple, rows: list) -> Point:
     measured = [(r, seedstats.drop_of(r)) for r in rows]
     measured = [(r, d) for r, d in measured if d is not None]
-    drops = tuple((s, float(np.mean(v))) for s, v in _by_seed((r.get("seed"), d) for r, d in measured))
+    drops = tuple((s, float(np.mean(v))) for s, v in by_seed((r.get("seed"), d) for r, d in measured))
     sized = [(r.get("seed"), seedstats.as_number(r.get("weight_bytes"))) for r, _ in measured]
-    seed_sizes = _by_seed((seed, int(b)) for seed, b in sized if b is not None)
+    seed_sizes = by_seed((seed, int(b)) for seed, b in sized if b is not None)
     totals = [int(r["units_total"]) for r in rows if r.get("units_total") is not None]
-    problem = _bytes_problem(key[2], seed_sizes) if measured else ""
+    problem = bytes_problem(key[2] in PER_SEED_BYTES, seed_sizes) if measured else ""
     seed_bytes = () if problem else tuple((s, sizes[0]) for s, sizes in seed_sizes)
     x = None
     if seed_bytes:
@@ -284,25 +277,28 @@ def frontier_points(records: Iterable[dict]) -> list:
                                          -(p.bits or 0), p.n))
 
 
-def _last_curves(points: list) -> dict:
-    """{(model, method, bits): {seed: ([bytes], [drop])}} from the usable last-N points."""
+def _last_curves(points: list, selection: str = "last") -> dict:
+    """{(model, method, bits): {seed: ([bytes], [drop])}} from the usable points of ``selection`` (last-N;
+    or mixed, bits None, each seed at its own bytes)."""
     curves = defaultdict(lambda: defaultdict(lambda: ([], [])))
     for p in points:
-        if p.selection == "last" and p.weight_bytes is not None:
+        if p.selection == selection and p.weight_bytes is not None:
             for seed, drop in p.seed_drops:
-                xs, ys = curves[(p.model, p.method, p.bits)][seed]
-                xs.append(p.weight_bytes)
-                ys.append(drop)
+                if p.bytes_of(seed) is not None:
+                    xs, ys = curves[(p.model, p.method, p.bits)][seed]
+                    xs.append(p.bytes_of(seed))
+                    ys.append(drop)
     return curves
 
 
-def match(point: Point, curve: dict, last_bits: int, units: Optional[dict] = None) -> Matched:
-    """Pair each seed of ``point`` with that seed's last-N drop interpolated at that seed's own bytes
-    (``Point.bytes_of``); a seed whose run has last-N's very units (``units``: frontier_match.unit_sets)
-    is left out and counted, its difference being 0 by construction."""
+def match(point: Point, curve: dict, last_bits: int, units: Optional[dict] = None, against: str = "last") -> Matched:
+    """Pair each seed of ``point`` with that seed's last-N (or mixed, ``against``) drop interpolated at that
+    seed's own bytes (``Point.bytes_of``); a seed whose run has the very units and bytes of one of those
+    runs (``units``: frontier_match.unit_sets) is left out and counted, its difference 0 by construction."""
     pairs, identical = [], 0
     for seed, drop in point.seed_drops:
-        if units and same_as_last(units, point, seed, last_bits):
+        other = ("mixed", None) if against == "mixed" else ("last", last_bits)
+        if units and same_as(units, point, seed, *other):
             identical += 1
             continue
         size = point.bytes_of(seed)
@@ -310,11 +306,11 @@ def match(point: Point, curve: dict, last_bits: int, units: Optional[dict] = Non
             last = interpolate(*curve[seed], size)
             if last is not None:
                 pairs.append((seed, drop, last))
-    return Matched(point, last_bits, tuple(pairs), identical)
+    return Matched(point, last_bits, tuple(pairs), identical, against)
 
 
 def _raw_comparison(key: tuple, matched: list) -> Comparison:
-    model, method, selection, bits, last_bits = key
+    model, method, selection, bits, last_bits, against = key
     per_seed = defaultdict(list)
     for m in matched:
         for (seed, _, _), diff in zip(m.pairs, m.diffs):
@@ -322,20 +318,24 @@ def _raw_comparison(key: tuple, matched: list) -> Comparison:
     values = tuple((s, float(np.mean(v)), len(v)) for s, v in sorted(per_seed.items(), key=lambda kv: str(kv[0])))
     mean, low, high = seedstats.mean_interval([v for _, v, _ in values])
     p = seedstats.sign_flip_p([v for _, v, _ in values]) if values else math.nan
-    return Comparison(model, method, selection, bits, last_bits, tuple(matched), values, mean, low, high, p)
+    return Comparison(model, method, selection, bits, last_bits, tuple(matched), values, mean, low, high, p,
+                      against=against)
 
 
 def _comparisons_of(points: list, units: Optional[dict] = None) -> list:
-    curves = _last_curves(points)
+    curves, plans = _last_curves(points), _last_curves(points, "mixed")
     groups = defaultdict(list)
     for p in points:
         if p.selection not in COMPARED or p.same_as_last or p.weight_bytes is None:
             continue  # same units as last-N, or an error point (listed in Frontier.problems)
         widths = sorted({b for (mo, me, b) in curves if (mo, me) == (p.model, p.method)}, reverse=True)
-        for last_bits in (widths if p.selection == "mixed" else [p.bits]):
+        for last_bits in (widths if p.selection in PLANS else [p.bits]):
             curve = curves.get((p.model, p.method, last_bits))
             if curve is not None:
-                groups[(p.model, p.method, p.selection, p.bits, last_bits)].append(match(p, curve, last_bits, units))
+                groups[(p.model, p.method, p.selection, p.bits, last_bits, "last")].append(match(p, curve, last_bits, units))
+        if p.selection == "ends8" and (p.model, p.method, None) in plans:  # and against the mixed plans
+            groups[(p.model, p.method, p.selection, None, 0, "mixed")].append(
+                match(p, plans[(p.model, p.method, None)], 0, units, "mixed"))
     return [_raw_comparison(key, matched) for key, matched in groups.items()]
 
 
@@ -352,8 +352,8 @@ def _verdict(c: Comparison, p_holm: float, family: int, alpha: float) -> Compari
     if not c.pairs or best >= alpha:
         verdict = f"{TOO_FEW} ({c.pairs} < {pairs_needed(family, alpha)})"
     elif p_holm < alpha:
-        verdict = (f"{NAMES[c.selection]} beats last-N at matched bytes" if c.mean_diff < 0
-                   else f"last-N beats {NAMES[c.selection]}")
+        verdict = (f"{NAMES[c.selection]} beats {c.other} at matched bytes" if c.mean_diff < 0
+                   else f"{c.other} beats {NAMES[c.selection]}")
     else:
         verdict = f"{NO_DIFFERENCE} ({c.pairs} pairs)"
     return replace(c, p_holm=p_holm, best_p_holm=best, tests_in_family=family, alpha=alpha, verdict=verdict)
@@ -372,18 +372,18 @@ def analyse(records: Iterable[dict], alpha: float = 0.05) -> tuple:
     out = []
     for model, method in sorted({(p.model, p.method) for p in points}, key=lambda k: tuple(map(str, k))):
         mine = [c for c in tested if (c.model, c.method) == (model, method)]
-        mine.sort(key=lambda c: (COMPARED.index(c.selection), -(c.bits or 0), -c.last_bits))
+        mine.sort(key=lambda c: (COMPARED.index(c.selection), -(c.bits or 0), c.against == "mixed", -c.last_bits))
         out.append(Frontier(model, method, tuple(p for p in points if (p.model, p.method) == (model, method)),
                             tuple(mine)))
     return tuple(out)
 
 
 def verdict(frontiers: Iterable[Frontier], model: str) -> str:
-    """One sentence for a model: each sensitivity-N and mixed comparison's matched-bytes difference and
-    verdict."""
+    """One sentence for a model: each sensitivity-N, mixed and ends8 comparison's matched-bytes difference
+    and verdict."""
     headline = [c for f in frontiers if f.model == model for c in f.comparisons]
     if not headline:
-        return f"**{model}** frontier: no sensitivity-N or mixed point to set against last-N."
+        return f"**{model}** frontier: no sensitivity-N, mixed or ends8 point to set against last-N."
     parts = [f"{c.method.upper()} {c.name}: {NO_MATCH}" if not c.pairs else
              f"{c.method.upper()} {c.name} {interval_text(c.mean_diff, c.low, c.high)} pp "
              f"({c.pairs} seeds, Holm-adjusted p = {c.p_holm:.2g}): {c.verdict}" for c in headline]
@@ -393,7 +393,7 @@ def verdict(frontiers: Iterable[Frontier], model: str) -> str:
                 f"{pairs_needed(tested[0].tests_in_family, tested[0].alpha)} seeds after Holm over "
                 f"{tested[0].tests_in_family} tests); measured, ")
     elif tested and all(c.verdict.startswith((TOO_FEW, NO_DIFFERENCE)) for c in tested):
-        lead = "at matched weight bytes no selection differs significantly from last-N; "
+        lead = "at matched weight bytes no selection differs significantly from what it is set against; "
     else:
         lead = "at matched weight bytes, "
-    return f"**{model}** frontier: {lead}drop minus last-N drop: " + "; ".join(parts) + "."
+    return f"**{model}** frontier: {lead}drop minus the drop it is set against: " + "; ".join(parts) + "."

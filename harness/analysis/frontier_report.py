@@ -1,6 +1,6 @@
 """The frontier's report section and plot (``frontier-<model>.png``). Pure (no TF).
 
-Written only when the run has ``sensitivity`` or ``mixed`` records (``frontier.active``): a plain
+Written only when the run has ``sensitivity``, ``mixed`` or ``ends8`` records (``frontier.for_report``): a plain
 last/first run's report does not change. Per model: the plot of weight bytes (log x) against the
 seed-mean drop with its seed-level 95% t interval, one series per selection and bit width (one panel
 per method; sensitivity-N and mixed at their seed-mean bytes, a horizontal bar spanning the seeds'
@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.analysis import frontier as _frontier  # noqa: E402
 
-COLOURS = {"last": "tab:blue", "first": "tab:orange", "sensitivity": "tab:green", "mixed": "tab:red"}
+COLOURS = {"last": "tab:blue", "first": "tab:orange", "sensitivity": "tab:green", "mixed": "tab:red", "ends8": "tab:purple"}
 MARKERS = {8: "o", 4: "s", None: "D"}  # other widths "^"
 LINES = {8: "-", 4: "--", None: ":"}  # other widths "-."
 HEADING = "## Frontier: weight bytes vs drop, and last-N at matched bytes"
@@ -81,7 +81,7 @@ def verdict_table(frontiers: Sequence, model: str) -> list:
 
 def points_table(frontiers: Sequence, model: str) -> list:
     lines = ["| method | point | weight B | seeds | drop pp [95% t] | latency ratio | vs | matched seeds "
-             "| last-N drop at these bytes [95% t] | difference [95% t] |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| its drop at these bytes [95% t] | difference [95% t] |", "|---|---|---|---|---|---|---|---|---|---|"]
     for f in (f for f in frontiers if f.model == model):
         for c in f.comparisons:
             for m in c.matched:
@@ -93,7 +93,7 @@ def points_table(frontiers: Sequence, model: str) -> list:
                     last, diff = _frontier.NO_MATCH, "–"
                 latency = "–" if p.latency_ratio is None else f"{p.latency_ratio:.2f}"
                 lines.append(f"| {f.method} | {p.label} | {size} | {p.seeds} | {_frontier.interval_text(*p.interval)} "
-                             f"| {latency} | last-N W{m.last_bits} | {len(m.pairs)} | {last} | {diff} |")
+                             f"| {latency} | {m.against_name} | {len(m.pairs)} | {last} | {diff} |")
     return lines if len(lines) > 2 else []
 
 
@@ -106,7 +106,9 @@ def section(frontiers: Sequence, out_dir: Path, plots_dir: str, save: Callable) 
              "at that seed's own bytes, between the two last-N points of that seed that bracket them (never "
              "extrapolated); per comparison each seed's mean over its matched points, then over seeds: the "
              "mean with its 95% t interval, the exact sign-flip p and Holm's adjustment over every "
-             "sensitivity-N and mixed comparison of the run. Negative: the selection costs less than last-N. "
+             "sensitivity-N, mixed and ends8 comparison of the run. Negative: the selection costs less than last-N. "
+             "ends8 (the literature's default: first and last unit at W8, every other unit at W4) is also set "
+             "against each seed's mixed plans, interpolated the same way between that seed's budgets. "
              "Each seed has its own model, so sensitivity-N and mixed may pick different units, and bytes, "
              "per seed: they are placed at the seed-mean bytes, the seeds' min–max given in brackets and as "
              "a horizontal bar. Points at N = 0 or all units quantize the same units as last-N and are not "

@@ -39,7 +39,7 @@ from harness.analysis.plan import check_budget
 from harness.results.records import MEASURED
 from harness.results.seedstats import drop_of, sampling_var_pp2
 from harness.design import mixed
-from harness.design.config import MAX_BUDGET_BYTES, MIXED_BITS, Case, QuantConfig, Selection
+from harness.design.config import MAX_BUDGET_BYTES, MIXED_BITS, PLAN_ORDERS, Case, QuantConfig, Selection
 
 CONFIDENCE = 0.95
 SCAN_STEPS = 8  # larger budgets tried, geometrically up to the float bytes, when a plan misses --budget
@@ -137,7 +137,7 @@ class Point:
 def _quantized(record: dict) -> Optional[dict]:
     """{unit index: bits} of what the case quantized; None when the record does not say."""
     plan = record.get("mixed_plan")
-    if record.get("order") == "mixed" and isinstance(plan, dict):
+    if record.get("order") in PLAN_ORDERS and isinstance(plan, dict):  # mixed and ends8: a width per unit
         return {int(u["index"]): int(u["choice"]) for u in plan.get("units") or [] if u.get("choice") != mixed.FLOAT}
     units, bits = record.get("units_selected"), record.get("weight_bits")
     if not isinstance(units, list) or not isinstance(bits, int):

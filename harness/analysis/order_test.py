@@ -12,6 +12,9 @@ anti-conservative. Per (model, weight_bits, method), two per-seed summaries of d
   drop_first(f) - drop_last(f) is averaged. No anchor (f = 0, drop = 0) is added: the drop at N = 0
   is itself a measurement (fine-tuning noise), so it is used only where it was measured.
 
+The same test runs for the inner pair (``first-inner`` against ``last-inner``, issue 32 item b): N then
+counts inner units, and 0 < N < units_total - 2 (the first and the last unit are held out of both).
+
 Each summary gets an exact two-sided sign-flip test over seeds. One pre-registered family
 (``harness.design.family``): each comparison declares its one matching before the data are seen;
 that test is the group's, the other matching is reported as description only (NOT_TESTED). Holm's
@@ -33,7 +36,7 @@ import numpy as np
 
 from harness.results import seedstats
 from harness.analysis.drop_fit import as_number
-from harness.design.family import LAST_VS_FIRST, Family
+from harness.design.family import HELD_OUT, INNER, LAST_VS_FIRST, WHOLE, Family
 
 FINAL_CHEAPER = "final layers cost less"
 FIRST_CHEAPER = "first layers cost less"
@@ -78,6 +81,11 @@ class OrderComparison:
     pairs: tuple  # ((n, seed, drop_first, drop_last), ...): the N-matched points behind by_n
     primary: str = "n"  # the declared matching ("n" or "fraction"); "" when none is declared
     registered: bool = False  # the family names this comparison (else the default for an unnamed model)
+    orders: tuple = WHOLE  # (first order, last order): WHOLE, or INNER (the first and last unit held out)
+
+    @property
+    def inner(self) -> bool:
+        return self.orders == INNER
 
     @property
     def test(self) -> MatchedTest:
@@ -106,7 +114,8 @@ class OrderComparison:
         return self.sentence(self.test), self.sentence(other)
 
     def sentence(self, test: MatchedTest) -> str:
-        head = f"{self.model} w{self.weight_bits} {self.method}"
+        head = f"{self.model}{' inner' if self.inner else ''} w{self.weight_bits} {self.method}"
+        units = " inner units (the first and last unit held out)" if self.inner else ""
         if not test.n_seeds:
             return (f"{head}, {MATCHING_TEXT[test.matching]}: no seed has comparable points in both orders: "
                     f"{TOO_FEW if test.declared else NOT_TESTED}")
@@ -115,7 +124,7 @@ class OrderComparison:
         seeds = f"{test.n_seeds} seed" + ("s" if test.n_seeds != 1 else "")
         holm = (f"Holm-adjusted {test.p_holm:.3g}" if test.counted else
                 "not counted in the family" if test.declared else "descriptive")
-        text = (f"{head}: quantizing the last N costs {abs(diff):.2f} pp {direction} than the first N "
+        text = (f"{head}: quantizing the last N{units} costs {abs(diff):.2f} pp {direction} than the first N "
                 f"(per-seed mean, {seeds}, {MATCHING_TEXT[test.matching]}; sign-flip p = {test.p_value:.3g}, "
                 f"{holm}): {test.verdict}")
         if test.verdict == TOO_FEW and not test.counted:
@@ -130,18 +139,20 @@ class OrderComparison:
         return " ".join(self.sentences())
 
 
-def _orders_by_seed(records: Iterable[dict]) -> tuple:
-    """({group: {(order, seed): {n: (drop, fraction or None)}}}, {group: units_total})."""
+def _orders_by_seed(records: Iterable[dict], orders: tuple = WHOLE) -> tuple:
+    """({group: {(role, seed): {n: (drop, fraction or None)}}}, {group: units both orders may quantize}),
+    role "first" or "last" for ``orders`` (first order, last order): WHOLE or INNER."""
     cells = defaultdict(lambda: defaultdict(list))
     totals = {}
+    role = dict(zip(orders, ("first", "last")))
     for r in records:
         drop = seedstats.drop_of(r)
-        if r.get("order") not in ("first", "last") or drop is None or r.get("n") is None:
+        if r.get("order") not in role or drop is None or r.get("n") is None:
             continue
         key = (r.get("model"), r.get("weight_bits"), r.get("method") or "qat")
-        cells[key][(r["order"], r.get("seed"), int(r["n"]))].append((drop, as_number(r.get("param_fraction"))))
-        if r.get("units_total") is not None:
-            totals[key] = max(totals.get(key, 0), int(r["units_total"]))
+        cells[key][(role[r["order"]], r.get("seed"), int(r["n"]))].append((drop, as_number(r.get("param_fraction"))))
+        if r.get("units_total") is not None:  # inner orders: N counts the units left after the held-out ends
+            totals[key] = max(totals.get(key, 0), int(r["units_total"]) - HELD_OUT[orders])
     out = {}
     for key, table in cells.items():
         if {order for order, _, _ in table} != {"first", "last"}:
@@ -199,9 +210,9 @@ def _seed_values(groups: dict, totals: dict) -> dict:
     return out
 
 
-def pair_orders(records: Iterable[dict]) -> dict:
+def pair_orders(records: Iterable[dict], orders: tuple = WHOLE) -> dict:
     """{(model, bits, method): [(n, seed, drop_first, drop_last), ...]} for N matched within a seed."""
-    groups, totals = _orders_by_seed(records)
+    groups, totals = _orders_by_seed(records, orders)
     return {key: sorted(v[2], key=lambda p: (p[0], str(p[1]))) for key, v in _seed_values(groups, totals).items()}
 
 
@@ -230,7 +241,8 @@ def reachable(test: MatchedTest, alpha: float) -> bool:
 
 
 def _primaries(raw: dict, family: Family) -> dict:
-    """{group: (declared matching or "", registered)} per ``family`` (see harness.design.family)."""
+    """{group: (declared matching or "", registered)} per ``family`` (see harness.design.family); a group
+    is (model, bits, method, orders)."""
     out = {}
     for key in raw:
         comparison, registered = family.for_group(*key)
@@ -243,9 +255,13 @@ def compare_orders(records: Iterable[dict], alpha: float = 0.05, family: Family 
     declared tests that can reach significance (module docstring)."""
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    groups, totals = _orders_by_seed(records)
-    raw = {key: {"n": _raw_test("n", by_n), "fraction": _raw_test("fraction", by_f), "pairs": pairs}
-           for key, (by_n, by_f, pairs) in _seed_values(groups, totals).items()}
+    records = list(records)
+    raw = {}
+    for orders in (WHOLE, INNER):  # one family over both pairs (harness.design.family)
+        groups, totals = _orders_by_seed(records, orders)
+        raw.update({(*key, orders): {"n": _raw_test("n", by_n), "fraction": _raw_test("fraction", by_f),
+                                     "pairs": pairs}
+                    for key, (by_n, by_f, pairs) in _seed_values(groups, totals).items()})
     primary = _primaries(raw, family)
     counted = [key for key in raw if primary[key][0] and reachable(raw[key][primary[key][0]], alpha)]
     adjusted = dict(zip(counted, seedstats.holm([raw[key][primary[key][0]].p_value for key in counted])))
@@ -262,7 +278,7 @@ def compare_orders(records: Iterable[dict], alpha: float = 0.05, family: Family 
         out.append(OrderComparison(model=key[0], weight_bits=key[1], method=key[2], alpha=alpha,
                                    tests_in_family=len(counted), by_n=tests["n"], by_fraction=tests["fraction"],
                                    pairs=tuple(sorted(tests["pairs"], key=lambda p: (p[0], str(p[1])))),
-                                   primary=matching, registered=registered))
+                                   primary=matching, registered=registered, orders=key[3]))
     return tuple(out)
 
 
@@ -271,7 +287,8 @@ def family_text(comparisons: Iterable[OrderComparison], family: Family = LAST_VS
     comparisons = list(comparisons)
     counted = [c for c in comparisons if c.test.counted]
     left = [c for c in comparisons if c.primary and not c.test.counted]
-    name = lambda c: f"{c.model} W{c.weight_bits} {c.method.upper()} ({'share' if c.primary == 'fraction' else 'N'})"  # noqa: E731
+    name = lambda c: (f"{c.model}{' inner' if c.inner else ''} W{c.weight_bits} {c.method.upper()} "  # noqa: E731
+                      f"({'share' if c.primary == 'fraction' else 'N'})")
     text = (f"Holm over {len(counted)} test(s) of the pre-registered family '{family.name}' "
             f"(harness/design/family.py; one declared matching each): {', '.join(map(name, counted)) or 'none'}")
     if left:
