@@ -370,7 +370,7 @@ def _run_pretrain_speed(args) -> int:
         models, seeds, epochs, sizes = pretrain_speed.checked(args)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    pretrain_speed.run(models, args.tier, seeds, epochs, Path(args.out), *sizes)
+    pretrain_speed.run(models, args.tier, seeds, epochs, Path(args.out), *sizes, precision=args.precision)
     return 0
 
 

@@ -16,23 +16,25 @@ from pathlib import Path
 import numpy as np
 
 from harness.design import registry
-from harness.design.config import PretrainRecipe
+from harness.design.config import PRECISIONS, PretrainRecipe
 from harness.results import records
 
 ORIGINAL = PretrainRecipe()
 
 
-def _runs(spec, config, seed: int, data, epochs: int) -> dict:
+def _runs(spec, config, seed: int, data, epochs: int, precision=None) -> dict:
     from harness.case import cache, pretrain
 
     build = lambda: cache.build(spec, data)  # noqa: E731
     flags = cache.cpu_flags()
+    if precision is not None:  # what the recipe does on a CPU kind that resolves to another precision
+        config = replace(config, pretrain=replace(config.pretrain, precision=precision))
     recipes = {"original": replace(config, pretrain=ORIGINAL), "recipe": config}
     return {name: pretrain.Pretraining(build, pretrain.resolve(tier, flags), seed, data, epochs, tier.train_step_xla)
             for name, tier in recipes.items()}
 
 
-def compare(model: str, tier: str, seed: int, epochs: int, train_size=None, test_size=None) -> dict:
+def compare(model: str, tier: str, seed: int, epochs: int, train_size=None, test_size=None, precision=None) -> dict:
     """One model and seed: both recipes for ``epochs`` epochs, interleaved."""
     from harness.case import train
 
@@ -40,12 +42,14 @@ def compare(model: str, tier: str, seed: int, epochs: int, train_size=None, test
     config = spec.tier(tier)
     data = spec.dataset.load()(train_size if train_size is not None else config.train_size,
                                test_size if test_size is not None else config.test_size)
-    runs = _runs(spec, config, seed, data, epochs)
+    runs = _runs(spec, config, seed, data, epochs, precision)
     seconds = {name: [] for name in runs}
     for epoch in range(epochs):
         order = list(runs) if epoch % 2 == 0 else list(reversed(runs))
         for name in order:
             seconds[name].append(runs[name].fit(runs[name].per_epoch, shuffle_seed=seed * 1000 + epoch))
+        print(f"  {model} seed {seed} epoch {epoch + 1}/{epochs}: "
+              + ", ".join(f"{name} {seconds[name][-1]:.1f} s" for name in runs), flush=True)
     out = {"model": model, "tier": tier, "seed": seed, "epochs": epochs, "train_examples": int(len(data.y_train)),
            "test_examples": int(len(data.y_test)), "recipes": {}}
     for name, run in runs.items():
@@ -79,12 +83,13 @@ def lines(result: dict) -> list:
     return rows
 
 
-def run(models, tier: str, seeds, epochs: int, out_dir: Path, train_size=None, test_size=None) -> dict:
+def run(models, tier: str, seeds, epochs: int, out_dir: Path, train_size=None, test_size=None,
+        precision=None) -> dict:
     report = {"env": {"cpu": records.cpu(), "commit": records.git_commit()}, "results": []}
     out_dir.mkdir(parents=True, exist_ok=True)
     for model in models:
         for seed in seeds:
-            result = compare(model, tier, seed, epochs, train_size, test_size)
+            result = compare(model, tier, seed, epochs, train_size, test_size, precision)
             report["results"].append(result)
             print("\n".join(lines(result)), flush=True)
             records.write_text_atomic(out_dir / "pretrain-speed.json", json.dumps(report, indent=1))
@@ -99,6 +104,8 @@ def add_arguments(sub) -> None:
                                                     "is what the suite runs)")
     sub.add_argument("--train-size", default=None, help="train examples (default: the tier's)")
     sub.add_argument("--test-size", default=None, help="test examples (default: the tier's)")
+    sub.add_argument("--precision", default=None, choices=PRECISIONS,
+                     help="override the recipe's precision (float32: what a CPU without native bf16 runs)")
     sub.add_argument("--out", default="results/pretrain-speed", help="folder for pretrain-speed.json")
 
 
