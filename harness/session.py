@@ -129,7 +129,7 @@ class QatSession:
         self._store_predictions(record, record.pop(pipeline.PREDICTIONS, None))
         self._store_tflite(record, record.pop(pipeline.TFLITE, None))
         try:
-            found = gates.violations(record, spec.thresholds)
+            found = gates.violations(record, spec.thresholds.for_tier(case.tier, spec.tiers.get(case.tier)))
         except Exception as exc:  # noqa: BLE001 - a check that cannot read the record must not lose it
             found = [f"checks failed: {describe(exc)}"]
         record.update(status="failed" if found else "passed", violations=found)

@@ -153,11 +153,20 @@ class TierConfig:
     # which the spec fingerprint and the pre-trained cache key hash: budgets shape no pre-training, and
     # each case's budget is in its own config hash (Selection.n).
     mixed_budgets: tuple = field(default=(), repr=False)
+    # The float control accuracy every model of this tier must reach on the tier's test set; None: the
+    # model's Thresholds.min_control_accuracy (a collapse floor). A control below it fails its case, naming
+    # the floor (harness/results/gates.py). Not in the repr: a floor judges a case, it shapes no model.
+    min_control_accuracy: Optional[float] = field(default=None, repr=False)
     # True: every train step of the model (pre-training, control, QAT) is one XLA-compiled function
     # (Keras' jit_compile). Pays only where op dispatch is most of a step (mlp: 3 ms steps of tiny
     # Dense ops; docs/performance.md); XLA's convolutions are slower than oneDNN's. Not in the repr:
     # ModelSpec.fingerprint hashes it only when set, so the keys of the other models stay as they were.
     train_step_xla: bool = field(default=False, repr=False)
+
+    def __post_init__(self):
+        floor = self.min_control_accuracy
+        if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor <= 1):
+            raise ValueError(f"min_control_accuracy must be an accuracy in [0, 1] or None, got {floor!r}")
 
     def pretrain_seed(self, seed: int) -> int:
         """The seed of the pre-trained model that a case of ``seed`` starts from."""

@@ -5,7 +5,7 @@ seeds) and harness/results/baseline_gate.py (against a saved baseline). Pure: no
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 
@@ -24,6 +24,23 @@ class Thresholds:
     # A float control below this test accuracy means training collapsed: the case fails, since a
     # drop measured against a model at chance is no evidence about quantization.
     min_control_accuracy: float = 0.0
+    # Where min_control_accuracy comes from, for the failure's message: "" (the model's), or the tier that
+    # set its own floor (for_tier). Not a threshold: out of the repr and of equality.
+    floor_source: str = field(default="", repr=False, compare=False)
+
+    def for_tier(self, tier: str, config) -> "Thresholds":
+        """These thresholds with the floor of ``config`` (a TierConfig of ``tier``), when it states one
+        (``min_control_accuracy``), in place of the model's: a tier that trains its models to convergence
+        (the reference tier) may demand more of its controls than a smoke tier can."""
+        floor = getattr(config, "min_control_accuracy", None)
+        if floor is None:
+            return self
+        return replace(self, min_control_accuracy=floor, floor_source=f"the {tier} tier's")
+
+    def floor_text(self) -> str:
+        """"the reference tier's floor 0.9" or "the model's floor 0.75"."""
+        source = self.floor_source or "the model's"
+        return f"{source} floor {self.min_control_accuracy:g}"
 
     def drop_bound(self, bits: int) -> Optional[float]:
         return dict(self.max_drop_pp).get(bits)

@@ -65,14 +65,24 @@ def plan_mismatches(record: dict) -> list:
     return found
 
 
+CONTROL_FLOOR = "float control accuracy "  # how the control-floor violation begins (report.control_floor_lines)
+
+
+def below_floor(records: Iterable[dict]) -> list:
+    """(case id, violation) of each record whose float control broke its floor, from its recorded violations."""
+    return [(r.get("case_id"), v) for r in records for v in r.get("violations") or []
+            if isinstance(v, str) and v.startswith(CONTROL_FLOOR)]
+
+
 def violations(record: dict, thresholds: Thresholds) -> list:
     """One line per broken threshold; empty when the case passes."""
     found = []
     bits = record["weight_bits"]
     control = record.get("control_accuracy")
     if control is not None and control < thresholds.min_control_accuracy:
-        found.append(f"float control accuracy {control:.4f} < floor {thresholds.min_control_accuracy} "
-                     f"(training collapsed: a drop against it means nothing)")
+        why = ("under-trained: its drops would measure training, not quantization" if thresholds.floor_source
+               else "training collapsed: a drop against it means nothing")
+        found.append(f"{CONTROL_FLOOR}{control:.4f} < {thresholds.floor_text()} ({why})")
     if record["quantized_kernels"] != record["selected_kernels"]:
         found.append(f"audit: {record['quantized_kernels']} quantized kernels in the .tflite, "
                      f"{record['selected_kernels']} selected ({record['audit']['kernel_dtypes']})"
