@@ -108,7 +108,20 @@ MOBILE = {  # keras.applications' inverted-residual / MBConv families that build
         alpha=0.35, include_top=True, weights=None, classes=10, input_shape=(32, 32, 3)),
     "efficientnetv2b0": lambda keras: keras.applications.EfficientNetV2B0(
         include_top=True, weights=None, classes=10, input_shape=(32, 32, 3)),
+    "mobilenetv3small": lambda keras: hard_swish_rewritten(mobilenet_v3(keras)),
 }
+
+
+def mobilenet_v3(keras):
+    """As keras.applications builds it: hard-swish as TFOpLambda ops tfmot cannot wrap."""
+    return keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), weights=None, classes=10,
+                                               minimalistic=False, include_preprocessing=True)
+
+
+def hard_swish_rewritten(model):
+    from harness.models.hard_swish import rewrite_hard_activations
+
+    return rewrite_hard_activations(model)
 
 
 def mobile(name: str):

@@ -196,3 +196,32 @@ def test_a_fused_swish_conv_is_integer_when_selected():
         for n in bm.cuts(order, len(units)):
             found, predicted, _ = bm.convert_cut(model, units, order, n)
             assert bm.exact(found, predicted), (order, n, found.quantized_kernels, predicted.quantized_kernels)
+
+
+def test_mobilenet_v3_hard_swish_becomes_layers_tfmot_can_annotate(tmp_path):
+    """MobileNetV3's hard-swish and hard-sigmoid TFOpLambda chains (tfmot could not wrap them: a strict
+    run refused the TFOpLambda, --qat-skip-unsupported crashed quantize_apply) become one layer each
+    (harness/models/hard_swish.py): the float outputs are the same bit for bit, no TFOpLambda is left,
+    cuts through them audit exact, and a model file gets the rewrite when it is loaded."""
+    from collections import Counter
+
+    import numpy as np
+    from harness.backend import keras
+    from harness.case import quantize
+    from harness.external import model_file
+
+    model = bm.like_trained(bm.mobilenet_v3(keras))
+    rewritten = bm.hard_swish_rewritten(model)
+    classes = Counter(type(layer).__name__ for layer in rewritten.layers)
+    assert (classes["TFOpLambda"], classes["HardSwish"], classes["HardSigmoid"]) == (0, 19, 9)
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    assert np.array_equal(model.predict(x, verbose=0), rewritten.predict(x, verbose=0))
+    units = quantize.units_of(rewritten)
+    for order, n in (("last", 3), ("first", 4), ("single", 5)):  # HardSwish in the unit, the input, a BN producer
+        found, predicted, _ = bm.convert_cut(rewritten, units, order, n)
+        assert bm.exact(found, predicted), (order, n, found.quantized_kernels, predicted.quantized_kernels)
+    model.save(tmp_path / "v3.keras")
+    loaded = model_file.build(tmp_path / "v3.keras", "")
+    logits = keras.Model(model.inputs, model.layers[-1].input)  # the loader removes the final softmax
+    assert "TFOpLambda" not in {type(layer).__name__ for layer in loaded.layers}
+    assert np.array_equal(logits.predict(x, verbose=0), loaded.predict(x, verbose=0))

@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-# Layers that belong to the weight layer in front of them.
-TRAILING_CLASSES = frozenset({"BatchNormalization", "Activation", "ReLU", "Softmax"})
+# Layers that belong to the weight layer in front of them (HardSwish/HardSigmoid: MobileNetV3's
+# activations as harness/models/hard_swish.py rewrites them).
+TRAILING_CLASSES = frozenset({"BatchNormalization", "Activation", "ReLU", "Softmax", "HardSwish", "HardSigmoid"})
 # A TFLite CONCATENATION shares one scale between its inputs and its output, and so do the
 # reshaping and max-pooling ops behind it: a cut anywhere in that chain fake-quantizes the output
 # of the conv feeding the Concatenate, and the converter quantizes that conv too (3 INT8 kernels for

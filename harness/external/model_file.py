@@ -13,6 +13,7 @@ from pathlib import Path
 
 from harness.backend import keras, quantize, safe_mode_scope
 from harness.models.quantizable import CUSTOM_OBJECTS, register_custom_object
+from harness.models.hard_swish import rewrite_hard_activations
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -223,8 +224,10 @@ def as_logits(model: "keras.Model") -> "keras.Model":
 
 
 def build(path, custom: str, input_shape=None, num_classes=None, trust: bool = False) -> "keras.Model":
-    """The registry's builder for a model file: (input_shape, num_classes) are checked, not used."""
-    model = as_logits(read(path, custom, trust))
+    """The registry's builder for a model file: (input_shape, num_classes) are checked, not used. A
+    MobileNetV3-style hard-swish written as TFOpLambda ops becomes one layer (bit-identical outputs;
+    harness/models/hard_swish.py), which tfmot can annotate."""
+    model = rewrite_hard_activations(as_logits(read(path, custom, trust)))
     found = check(model, path)
     if input_shape is not None and (tuple(input_shape), num_classes) != found:
         raise BadModel(f"--qat-model-file {path}: model is {found}, the spec expects {(tuple(input_shape), num_classes)}")
