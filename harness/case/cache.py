@@ -28,8 +28,7 @@ from typing import Callable, Optional
 from filelock import FileLock, Timeout
 
 from harness.models import data as _data
-from harness import progress
-from harness.case import train
+from harness.case import pretrain, train
 from harness.backend import keras, numerics, versions
 from harness.design.config import stable_hash
 from harness.models.data import Dataset
@@ -37,6 +36,7 @@ from harness.errors import describe
 from harness.limits import CaseTimeout
 from harness.options import default_cache_dir, env_seconds
 from harness.design.registry import ModelSpec
+from harness.results.records import cpu
 
 DEFAULT_CACHE_DIR = default_cache_dir()
 KEY_VERSION = 3  # 2: key material includes input contents and library versions; files checksummed;
@@ -61,6 +61,7 @@ class Pretrained:
     train_s: float  # time it took to pre-train (0 if this process did not train it)
     cached: bool
     rebuilt: Optional[str] = None  # why a cached entry was thrown away and trained again
+    recipe: Optional[str] = None  # how it was pre-trained (pretrain.Resolved.text); None: not by the suite
 
 
 def build(spec: ModelSpec, data: Dataset) -> "keras.Model":
@@ -200,7 +201,9 @@ def key_material(spec: ModelSpec, tier: str, seed: int) -> dict:
     """Everything that shapes a pre-trained model, including the training loop (train.py) and the threads
     and numerics settings in effect."""
     return {"key_version": KEY_VERSION, "spec": spec.fingerprint(tier), "code": code_hash(spec),
-            "training": stable_hash(loaded_source(train)), "inputs": input_digests(spec),
+            "training": stable_hash([loaded_source(train), loaded_source(pretrain)]),
+            "recipe": pretrain.resolve(spec.tier(tier), cpu_flags()).text if spec.tier(tier).pretrain_epochs else None,
+            "inputs": input_digests(spec),
             "versions": library_versions(), "seed": seed,
             "threads": threads_in_effect(), "numerics_env": numerics_env()}
 
@@ -307,30 +310,29 @@ def pretrained(spec: ModelSpec, tier: str, seed: int, data: Dataset, cache_dir: 
             try:
                 model = build(spec, data)
                 model.load_weights(str(folder / "weights.h5"))
-                return Pretrained(model, key, float(meta["accuracy"]), 0.0, True)
+                return Pretrained(model, key, float(meta["accuracy"]), 0.0, True, recipe=_text_or_none(meta.get("recipe")))
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 damage = f"{folder / 'weights.h5'} does not load ({describe(exc, 200)})"
         if damage:
             rebuilt = _rebuilding(folder, names, damage)
-        model, accuracy, seconds = _train(spec, tier, seed, data)
+        model, accuracy, seconds, recipe = _train(spec, tier, seed, data)
         _write_entry(folder, {"weights.h5": lambda tmp: model.save_weights(str(tmp))},
                      {"accuracy": accuracy, "train_s": seconds, "key": key, "key_material": material,
-                      "data": data.describe()})
-        return Pretrained(model, key, accuracy, seconds, False, rebuilt)
+                      "data": data.describe(), "recipe": recipe.text})
+        return Pretrained(model, key, accuracy, seconds, False, rebuilt, recipe.text)
+
+
+def cpu_flags() -> tuple:
+    """The CPU's ISA flags that records keep (records.CPU_FLAGS): a recipe's precision depends on them."""
+    return tuple(cpu()["flags"])
+
+
+def _text_or_none(value) -> Optional[str]:
+    return value if isinstance(value, str) else None
 
 
 def _train(spec: ModelSpec, tier: str, seed: int, data: Dataset):
-    config = spec.tier(tier)
-    train.set_seed(seed)
-    model = build(spec, data)
-    train.compile_for_training(model, config.learning_rate, config.train_step_xla)
-    per_epoch = max(1, len(data.y_train) // config.batch_size)
-    steps = per_epoch * config.pretrain_epochs
-    start = time.perf_counter()
-    progress.begin_phase("pre-train")
-    train.fit_steps(model, data, steps, config.batch_size, seed, steps_per_epoch=per_epoch)
-    seconds = time.perf_counter() - start
-    return model, train.keras_accuracy(model, data.x_test, data.y_test), seconds
+    return pretrain.run(lambda: build(spec, data), spec.tier(tier), seed, data, cpu_flags())
 
 
 @dataclass(frozen=True)
@@ -358,8 +360,8 @@ def pipeline_code_hash() -> str:
     from harness.backend import versions
 
     # sensitivity, mixed_case and spec/mixed choose the units of the sensitivity and mixed orders
-    modules = (train, quantize, fakequant, weight_ranges, native_kernels, export, evaluate, units, select, sensitivity,
-               mixed_case, mixed)
+    modules = (train, pretrain, quantize, fakequant, weight_ranges, native_kernels, export, evaluate, units, select,
+               sensitivity, mixed_case, mixed)
     # pipeline.py decides what is compared with what (N = 0 reuse, PTQ calibration); read as text,
     # since it imports this module
     case_code = _text_read_once(str(Path(__file__).with_name("pipeline.py")))

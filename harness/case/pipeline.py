@@ -227,6 +227,7 @@ def _selection_fields(spec: ModelSpec, units, chosen, base) -> dict:
         "pretrained_cached": base.cached,
         "initial_weights": _initial_weights(spec, base.model),
         "pretrain_s": base.train_s,
+        "pretrain_recipe": base.recipe,
     }
 
 

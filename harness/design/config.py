@@ -126,6 +126,38 @@ class Selection:
         return f"{self.order}{self.n}"
 
 
+PRECISIONS = ("float32", "bf16-where-native")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class PretrainRecipe:
+    """How a tier pre-trains its float model (harness/case/pretrain.py). The default is the suite's
+    original loop: the tier's batch and learning rate, constant, in float32. A fast recipe trains with
+    larger batches (fewer, fuller steps: on 2 cores a batch of 32 leaves most of a step to overhead),
+    a learning rate warmed up then decayed on a cosine to 0, and bfloat16 compute where the CPU has
+    native bf16 dot products (``bf16-where-native``; float32 elsewhere, and the record says which)."""
+
+    batch_size: Optional[int] = None  # None: the tier's batch_size
+    learning_rate: Optional[float] = None  # the peak; None: the tier's learning_rate
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    precision: str = "float32"
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
+                                            or self.batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.learning_rate is not None and not 0 < self.learning_rate < 1:
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
+        if not 0 <= self.warmup_epochs <= 100:
+            raise ValueError(f"warmup_epochs must be in [0, 100], got {self.warmup_epochs!r}")
+
+
 @dataclass(frozen=True)
 class TierConfig:
     """How much work one tier does for one model."""
@@ -162,6 +194,9 @@ class TierConfig:
     # Dense ops; docs/performance.md); XLA's convolutions are slower than oneDNN's. Not in the repr:
     # ModelSpec.fingerprint hashes it only when set, so the keys of the other models stay as they were.
     train_step_xla: bool = field(default=False, repr=False)
+    # How the float model is pre-trained. Not in the repr: ModelSpec.fingerprint hashes it only when it is
+    # not the default, so the keys of tiers that keep the original loop stay as they were.
+    pretrain: PretrainRecipe = field(default=PretrainRecipe(), repr=False)
 
     def __post_init__(self):
         floor = self.min_control_accuracy
