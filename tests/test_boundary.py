@@ -225,3 +225,29 @@ def test_mobilenet_v3_hard_swish_becomes_layers_tfmot_can_annotate(tmp_path):
     logits = keras.Model(model.inputs, model.layers[-1].input)  # the loader removes the final softmax
     assert "TFOpLambda" not in {type(layer).__name__ for layer in loaded.layers}
     assert np.array_equal(logits.predict(x, verbose=0), loaded.predict(x, verbose=0))
+
+
+def test_a_tf_op_that_needs_an_output_quantizer_is_a_one_line_error():
+    """A raw TensorFlow op (TFOpLambda) in a selected unit: strict, the unsupported-layer error names it;
+    kept float (--qat-skip-unsupported), tfmot's wrapper could not take it ("'list' object has no
+    attribute 'dtype'" from quantize_apply), and the error now says so in one line."""
+    from harness.backend import keras
+    from harness.case import quantize
+    from harness.design.config import QuantConfig, Selection
+    from harness.design.select import select
+    from harness.models.quantizable import UnsupportedQuantization
+
+    layers = keras.layers
+    inp = layers.Input(bm.SHAPE)
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inp) * 2.0
+    x = layers.GlobalAveragePooling2D(name="gap")(layers.Conv2D(8, 3, activation="relu", name="c2")(x))
+    model = bm.like_trained(keras.Model(inp, layers.Dense(bm.CLASSES, name="logits")(x)))
+    units = quantize.units_of(model)
+    chosen = select(units, Selection("single", 1))
+    with pytest.raises(UnsupportedQuantization, match=r"TFOpLambda\) in a selected unit is not supported"):
+        quantize.without_unsupported(model, chosen, QuantConfig(8), False)
+    kept, _ = quantize.without_unsupported(model, chosen, QuantConfig(8), True)
+    with pytest.raises(UnsupportedQuantization, match=r"\(TFOpLambda, math.multiply\) needs an output quantizer"):
+        quantize.annotate(model, kept, QuantConfig(8))
+    found, predicted, _ = bm.convert_cut(model, units, "single", 0)  # c1 alone: the op stays float, unwrapped
+    assert bm.exact(found, predicted)

@@ -314,6 +314,18 @@ def _scheme_bits(model: "keras.Model", width: dict, default: int) -> int:
     return min(tied or width.values(), default=default)
 
 
+def _refuse_unwrappable(model: "keras.Model", names: set) -> None:
+    """A one-line error for a TFOpLambda (a raw TensorFlow op in a functional model) that would need an
+    output quantizer (kept float, or a boundary fix): tfmot's QuantizeWrapper hands it a list, and
+    quantize_apply failed with "'list' object has no attribute 'dtype'" (MobileNetV3's hard-swish)."""
+    for layer in model.layers:
+        if layer.name in names and type(layer).__name__ == "TFOpLambda":
+            raise UnsupportedQuantization(
+                f"layer {layer.name!r} (TFOpLambda, {layer.get_config().get('function')}) needs an output quantizer "
+                "(kept float, or read by a selected unit) but tfmot cannot wrap a TFOpLambda: write that op as a Keras "
+                "layer (MobileNetV3's hard-swish is rewritten on load: harness/models/hard_swish.py)")
+
+
 def annotate(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig, bits_of=None) -> "keras.Model":
     """Clone ``model`` with the chosen units wrapped for QAT; weights are copied. Empty selection: a float
     clone. ``bits_of``: {unit index: weight bits} of a mixed plan, one width per unit (every chosen unit
@@ -323,6 +335,7 @@ def annotate(model: "keras.Model", chosen: Sequence[Unit], quant: QuantConfig, b
     # a producer tfmot would leave unquantized: computed in float, its output fake-quantized
     kept_float = ({name for unit in chosen for name in unit.float_members}
                   | {name for _, name in boundary_fixes(model, chosen, quant)})
+    _refuse_unwrappable(model, kept_float)
     width = {name: (bits_of or {}).get(unit.index, quant.weight_bits) for unit in chosen for name in unit.members}
     scheme_bits = _scheme_bits(model, width, quant.weight_bits)
     own = _own_width_convs(model, width, scheme_bits)
