@@ -124,3 +124,21 @@ def test_the_option_parses_on_and_off_only():
     assert options.parse_latency("on") is True and options.parse_latency("off") is False
     with pytest.raises(options.Bad, match="unknown latency"):
         options.parse_latency("yes")
+
+
+def test_the_unit_tests_switch_timing_off_per_test_not_for_the_smoke_tier_after_them():
+    """`python -m pytest` runs tests/ and then benchmarks/ in one process: importing tests/conftest.py
+    must leave QATBENCH_LATENCY alone, or the smoke tier's cases run untimed and the latency gate has
+    nothing to compare."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    conftest = Path(__file__).with_name("conftest.py")
+    env = {k: v for k, v in os.environ.items() if k != "QATBENCH_LATENCY"}
+    code = (f"import os, sys, runpy; sys.path.insert(0, {str(conftest.parent)!r}); "
+            f"runpy.run_path({str(conftest)!r}); print(os.environ.get('QATBENCH_LATENCY'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-1000:]
+    assert out.stdout.strip() == "None"
