@@ -61,6 +61,29 @@ def test_cnn_ends_plan_deploys_its_first_conv_at_int8_beside_int4_convs():
     assert_file_computes_what_keras_does(qat, content, x)
 
 
+@pytest.mark.parametrize("name,tag", [("resnet20", "8" + "4" * 18 + "8"), ("minilm2", "84448")])
+def test_the_ends_plan_deploys_exactly_on_resnet20_and_minilm2(name, tag):
+    """ResNet-20: the stem conv at W8 beside 18 W4 convs (strided shortcuts, adds); MiniLM-2: attention and
+    feed-forward blocks (QatBlocks) at their own widths. Every kernel as planned, bytes exact."""
+    spec = registry.get(name)
+    model = spec.builder.load()(spec.input_shape, 5 if name == "minilm2" else 10)
+    units = quantize.units_of(model)
+    plan = mixed.ends_plan(units)
+    assert plan.tag == tag
+    chosen = quantize.with_boundary_fixes(model, units, QuantConfig(4))
+    qat = quantize.annotate(model, chosen, QuantConfig(4), dict(zip((u.index for u in units), plan.choices)))
+    qat.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x = (rng.integers(1, 1000, (32, *spec.input_shape)).astype("int32") if name == "minilm2"
+         else rng.random((32, *spec.input_shape), dtype=np.float32))
+    qat.fit(x, np.zeros(32, dtype="int64"), epochs=1, batch_size=16, verbose=0)
+    found = audit.inspect(export.to_tflite(qat, quantized=True, quant=QuantConfig(4)))
+    kernels_at = {8: sum(u.kernels for u, c in zip(units, plan.choices) if c == 8),
+                  4: sum(u.kernels for u, c in zip(units, plan.choices) if c == 4)}
+    assert found.kernel_dtypes == {"INT8": kernels_at[8], "INT4": kernels_at[4]}
+    assert found.weight_bytes == plan.weight_bytes
+
+
 def conv_bn_model():
     """conv+BN with no ReLU behind (ResNet's second conv of a block), then conv+BN+ReLU and a Dense."""
     layers = keras.layers
