@@ -159,3 +159,16 @@ def test_the_report_places_ends8_beside_last_n_and_the_mixed_plans():
     verdicts = "\n".join(frontier_report.verdict_table(frontiers, "m"))
     assert "ends8 (first+last W8, rest W4) vs mixed" in verdicts
     assert "ends8 (first+last W8, rest W4) vs mixed" in frontier.verdict(frontiers, "m")
+
+
+def test_a_report_of_the_new_orders_names_both_tests(tmp_path):
+    from harness.analysis import report
+
+    rows = plan_records(np.random.default_rng(5), seeds=3, ends_delta=0.5, mixed_delta=0.0)
+    rows += [dict(r, case_id=f"m-{r['order']}{r['n']}-s{r['seed']}", weight_bytes=100_000 - 10_000 * r["n"],
+                  control_accuracy=0.9, quant_accuracy=0.9 - r["accuracy_drop_pp"] / 100, units_total=5)
+             for r in inner_records(0.4, seeds=range(3), model="m")]
+    text = report.write_report(rows, tmp_path).path.read_text()
+    assert "m inner w8 qat: quantizing the last N inner units (the first and last unit held out)" in text
+    assert "ends8 (first+last W8, rest W4) vs mixed" in text and "| qat | ends8 | 45,000 | 3 |" in text
+    assert (tmp_path / "plots" / "drop-m-qat.png").exists()

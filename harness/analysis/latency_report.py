@@ -107,7 +107,7 @@ def plot(model: str, records: Sequence[dict], out_dir: Path, save: Callable) -> 
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     groups = defaultdict(list)
     for r in records:
-        if r.get("order") != "mixed":  # a mixed case's n is a byte budget, not a unit count
+        if r.get("order") not in ("mixed", "ends8"):  # their n is a byte budget or 0, not a unit count
             groups[(r.get("weight_bits") or 0, str(r.get("order")))].append(r)
     bits_order = sorted({bits for bits, _ in groups})
     for (bits, order), rows in sorted(groups.items()):

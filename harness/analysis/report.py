@@ -121,7 +121,11 @@ def _save(fig, path: Path) -> Path:
 
 
 def _xlabel(order: str) -> str:
-    """A mixed case's n is its weight-bytes budget, not a unit count."""
+    """A mixed case's n is its weight-bytes budget, an ends8 case's 0 (one plan), not a unit count."""
+    if order == "ends8":
+        return "one plan: first and last unit W8, the rest W4"
+    if order in ("last-inner", "first-inner"):
+        return "N (inner units quantized; first and last unit float)"
     return "weight-bytes budget" if order == "mixed" else "N (units quantized)"
 
 
