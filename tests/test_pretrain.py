@@ -127,7 +127,7 @@ def test_the_speed_command_compares_both_recipes_side_by_side(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [(["--models", "nope"], "unknown model"), (["--epochs", "0"], "--epochs"),
-                                           (["--models", "minilm2"], "no tier"), (["--seeds", "a"], "--seeds")])
+                                           (["--models", "resnet50"], "no tier"), (["--seeds", "a"], "--seeds")])
 def test_the_speed_command_refuses_bad_input_in_one_line(argv, message):
     out = subprocess.run([sys.executable, "-m", "harness", "pretrain-speed", *argv], capture_output=True, text=True,
                          timeout=120)
