@@ -142,3 +142,12 @@ def test_a_failed_case_lists_the_thresholds_it_broke(tmp_path):
               "violations": ["audit: 7 quantized kernels in the .tflite, 6 selected", "size: predicted 10 B vs 9 B"]}
     text = report.write_report([failed], tmp_path).path.read_text()
     assert "`m-last6-w8a8` — failed: audit: 7 quantized kernels in the .tflite, 6 selected; size: predicted" in text
+
+
+def test_a_model_with_a_small_test_set_states_its_resolution(make_record):
+    from harness.analysis.report import resolution_lines
+
+    small = [make_record(model="mlp", n_test=1000), make_record(model="cnn", n_test=10000)]
+    (line, _) = resolution_lines(small)
+    assert "`mlp` 1,000 test examples (0.1 pp each)" in line and "cnn" not in line
+    assert resolution_lines([make_record(model="cnn", n_test=10000)]) == []

@@ -38,6 +38,7 @@ from harness.analysis import fit_text  # noqa: E402
 from harness.analysis.fit_text import fit_lines, model_verdict  # noqa: E402,F401 (the report's API)
 from harness.analysis import latency_report  # noqa: E402
 from harness.analysis import sensitivity_check  # noqa: E402
+from harness.analysis.caveats import argmax_warning, control_floor_lines, resolution_lines  # noqa: E402
 from harness.case import paired  # noqa: E402
 from harness.analysis import plan as _plan  # noqa: E402
 from harness.results import gates, seedstats  # noqa: E402
@@ -277,29 +278,6 @@ def verdict_lines(good, comparisons, fits, frontiers) -> list:
     return ["## Verdicts", ""] + [f"- {v}" for v in verdicts if v] + [""] if any(verdicts) else []
 
 
-def argmax_warning(records) -> list:
-    """Records from before tie-aware accuracy (schema 6) scored argmax, which breaks INT8 logit ties
-    toward the lowest class index: an effect of quantizing the final (logits) layers may be that."""
-    old = [r for r in records if "control_ties" not in r or r.get("control_ties") is None]
-    if not old:
-        return []
-    return [f"**Argmax accuracy.** {len(old)} of {len(records)} records predate tie-aware accuracy: their "
-            "accuracies break tied top scores toward the lowest class index, so a verdict that quantizing the "
-            "final (logits) layers costs less or more may be tie-breaking, not quantization (docs/results.md).", ""]
-
-
-def control_floor_lines(records) -> list:
-    """A paragraph naming the cases whose float control is below its floor (the tier's, else the model's;
-    harness/results/gates.py): they failed, and their drops measure training rather than quantization."""
-    below = gates.below_floor(records)
-    if not below:
-        return []
-    shown = "; ".join(f"`{case}`: {text}" for case, text in below[:5]) + (f"; {len(below) - 5} more" if len(below) > 5 else "")
-    return [f"**Control below its floor.** {len(below)} of {len(records)} cases failed because their float control "
-            f"did not reach its floor ({shown}). Their drops are in the tables but measure an under-trained "
-            "model: do not read them as the cost of quantization.", ""]
-
-
 def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float] = None,
                  size_budget: Optional[float] = None, problems: Sequence[str] = (),
                  title: str = "qatbench report") -> Report:
@@ -317,7 +295,8 @@ def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float]
     if not good:
         lines += ["**No measured records** (none passed or failed with an accuracy drop): nothing to fit or plot.", ""]
     frontiers = _frontier.for_report(records)
-    lines += verdict_lines(good, comparisons, fits, frontiers) + argmax_warning(good) + control_floor_lines(records)
+    lines += verdict_lines(good, comparisons, fits, frontiers) + argmax_warning(good) + resolution_lines(good)
+    lines += control_floor_lines(records)
     for model, rows in _by(good, "model").items():
         lines += [f"## {model}", ""] + results_table(rows) + ["", "### Accuracy-drop formulas", ""]
         model_fits = [f for f in fits if f.model == model]
