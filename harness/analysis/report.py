@@ -41,7 +41,7 @@ from harness.analysis import sensitivity_check  # noqa: E402
 from harness.analysis.caveats import argmax_warning, control_floor_lines, resolution_lines  # noqa: E402
 from harness.case import paired  # noqa: E402
 from harness.analysis import plan as _plan  # noqa: E402
-from harness.results import gates, seedstats  # noqa: E402
+from harness.results import seedstats  # noqa: E402
 from harness.design.config import ORDERS  # noqa: E402
 from harness.results.records import STATUSES, write_text_atomic  # noqa: E402
 
