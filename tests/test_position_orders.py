@@ -116,3 +116,14 @@ def test_ends_plan_bytes_are_the_sum_of_its_units(units, outer, inner):
 def test_ends_plan_needs_two_units():
     with pytest.raises(ValueError, match="first and a last unit"):
         mixed.ends_plan(MLP[:1])
+
+
+def test_weight_bytes_must_fall_with_n_in_the_inner_orders_too():
+    from harness.results.gates import size_not_decreasing
+
+    def r(order, n, size):
+        return dict(status="passed", order=order, model="m", weight_bits=4, method="qat", seed=0, tier="reference",
+                    n=n, weight_bytes=size, case_id=f"m-{order}{n}")
+    assert size_not_decreasing([r("last-inner", 0, 900), r("last-inner", 1, 800), r("first-inner", 1, 700)]) == []
+    (problem,) = size_not_decreasing([r("first-inner", 1, 700), r("first-inner", 2, 700)])
+    assert "m-first-inner1 700 B -> m-first-inner2 700 B" in problem

@@ -124,15 +124,15 @@ def violations(record: dict, thresholds: Thresholds) -> list:
 
 
 def size_not_decreasing(records: Iterable[dict], field: str = "weight_bytes") -> list:
-    """Series (model, order, bits, method, seed) of 'last'/'first' records whose ``field`` is not
-    strictly decreasing in N. One line per offending pair.
+    """Series (model, order, bits, method, seed) of last/first (and last-inner/first-inner) records whose
+    ``field`` is not strictly decreasing in N. One line per offending pair.
 
     Weight bytes must fall with every unit quantized. The file size need not: quantizing a tiny
     unit (a 288-weight first conv) saves less than its per-channel scales, zero points and the
     extra QUANTIZE op add, so ``tflite_bytes`` is reported, not failed."""
     series = defaultdict(list)
     for r in records:
-        if r.get("status") in MEASURED and r.get("order") in ("last", "first"):
+        if r.get("status") in MEASURED and r.get("order") in ("last", "first", "last-inner", "first-inner"):
             key = (r["model"], r["order"], r["weight_bits"], r["method"], r["seed"], r.get("tier"))
             series[key].append((r["n"], r[field], r["case_id"]))
     problems = []
