@@ -66,3 +66,8 @@ def test_seeds_needed_is_the_first_k_whose_effect_fits():
     assert seed_power.detectable_effect(k, 0.4, draws=400) <= 0.5 < seed_power.detectable_effect(k - 1, 0.4, draws=400)
     with pytest.raises(ValueError, match="more than 8 seeds"):
         seed_power.seeds_needed(0.01, 1.0, max_seeds=8, draws=100)
+
+
+def test_beyond_the_subset_range_the_analysiss_random_signs_are_used():
+    # 30 seeds: (t_.975 + t_.80) / sqrt(30) = 0.53 (0.51 with normal quantiles)
+    assert 0.45 < seed_power.detectable_effect(30, 1.0, draws=300) < 0.62

@@ -12,8 +12,9 @@ depends on effect / sd only: one standardized effect is found (common random num
 multiplied by ``sd``. In a family of m tests the level is alpha / m, Holm's first step: the bar the test
 with the smallest p must clear, so this is the power to detect an effect present in one comparison when
 every other comparison is null (conservative otherwise). With 2 / 2^k >= that level no effect is
-detectable at all (``math.inf``). The p-value is the exact one for any k (subset sums, meet in the middle;
-for k <= seedstats.MAX_EXACT it equals seedstats.sign_flip_p, which draws random signs beyond that).
+detectable at all (``math.inf``). The p-value is the exact one up to MAX_SUBSET seeds (subset sums, meet in
+the middle; for k <= seedstats.MAX_EXACT it equals seedstats.sign_flip_p), beyond that seedstats.sign_flip_p's
+random sign vectors (SIGN_DRAWS of them, a fixed seed), as the analysis itself uses past its exact range.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from harness.results import seedstats
 
 TARGET = 0.8
 DRAWS = 2000
@@ -65,7 +68,13 @@ def _noise(seeds: int, draws: int, rng_seed: int) -> np.ndarray:
     return np.random.default_rng(rng_seed).standard_normal((draws, seeds))
 
 
+MAX_SUBSET = 24  # beyond: 2^12+ subset sums per half per draw get slow; the analysis's own random signs instead
+SIGN_DRAWS = 20_000
+
+
 def _power(standardized: float, noise: np.ndarray, bar: float) -> float:
+    if noise.shape[1] > MAX_SUBSET:  # seedstats.sign_flip_p with fewer random sign vectors than its default
+        return float(np.mean(seedstats.sign_flip_p(standardized + noise, draws=SIGN_DRAWS) < bar))
     return float(np.mean([exact_p(standardized + row) < bar for row in noise]))
 
 
