@@ -35,9 +35,9 @@ def test_ids_budgets_and_grid():
     smoke = [c.id for c in grid.cases_for(RunOptions(tier="smoke"))]
     assert len(smoke) == 51 and not any("mixed" in c for c in smoke)  # the CI-timed tier is untouched
     ref = [c for c in grid.cases_for(RunOptions(tier="reference")) if c.selection.order == "mixed"]
-    assert sorted({c.id for c in ref if c.seed == 0}) == ["cnn-mixed-b100k", "cnn-mixed-b200k",
-                                                          "mlp-mixed-b150k", "mlp-mixed-b300k"]
-    assert {c.quant for c in ref} == {QuantConfig(4)} and {c.seed for c in ref} == {0, 1, 2}
+    assert sorted({c.id for c in ref if c.seed == 0}) == ["cnn-mixed-b100k", "cnn-mixed-b200k", "cnn-mixed-b57k",
+                                                          "mlp-mixed-b140k", "mlp-mixed-b150k", "mlp-mixed-b300k"]
+    assert {c.quant for c in ref} == {QuantConfig(4)} and {c.seed for c in ref} == set(registry.REFERENCE_SEEDS)
     picked = grid.cases_for(RunOptions(tier="smoke", orders=("mixed",), mixed_budgets=(200_000,), models=("mlp",),
                                        bits=(8,), methods=("qat", "ptq")))
     assert [c.id for c in picked] == ["mlp-mixed-b200k", "mlp-mixed-b200k-s1", "mlp-mixed-b200k-s2"]
@@ -59,8 +59,8 @@ CNN_UNITS = tuple(Unit(i, kind, name, (name,), k, b, channels=b) for i, (kind, n
 def test_cnn_reference_budgets_force_int4_and_a_choice_between_int8_and_float():
     float_bytes, int8, int4 = (mixed.plan_bytes(CNN_UNITS, [c] * 5) for c in ("float", 8, 4))
     assert (float_bytes, int8, int4) == (441_896, 111_560, 56_504)
-    low, high = registry.get("cnn").tier("reference").mixed_budgets
-    assert int4 < low < int8 < high < float_bytes
+    bracket, low, high = registry.get("cnn").tier("reference").mixed_budgets
+    assert int4 < bracket < low < int8 < high < float_bytes and bracket == registry.ENDS8_BRACKET["cnn"]
     assert mixed.tied_kinds_of(CNN_UNITS) == ("conv",)
     costs = {8: [1.0] * 5, 4: [2.0] * 5}
     for budget, must in ((low, 4), (high, None)):
@@ -71,11 +71,13 @@ def test_cnn_reference_budgets_force_int4_and_a_choice_between_int8_and_float():
             assert conv_widths == {must}
 
 
-def test_the_reference_tiers_run_the_sensitivity_order():
+def test_the_reference_tiers_run_the_position_designs_and_leave_sensitivity_to_the_option():
     ids = {c.id for c in grid.cases_for(RunOptions(tier="reference", seeds=(0,)))}  # the tiers' own orders
-    assert {"mlp-sens3-w8a8", "mlp-sens3-w4a8", "cnn-sens3-w8a8", "cnn-sens3-w4a8", "cnn-sens3-w8a8-ptq"} <= ids
-    assert not any(i.startswith("resnet20-sens") for i in ids)
-    assert {o for m in ("mlp", "cnn") for o in registry.get(m).tier("reference").orders} >= {"sensitivity", "mixed"}
+    assert {"cnn-single0-w4a8", "cnn-lastin2-w4a8", "cnn-firstin1-w8a8-ptq", "cnn-ends8", "mlp-ends8",
+            "resnet20-ends8", "minilm2-type-attention-w4a8", "minilm2-single0-w8a8"} <= ids
+    assert not any("-sens" in i for i in ids)
+    picked = grid.cases_for(RunOptions(tier="reference", seeds=(0,), orders=("sensitivity",), models=("cnn",)))
+    assert "cnn-sens3-w4a8" in {c.id for c in picked}
     assert "sensitivity" not in registry.get("cnn").tier("smoke").orders
 
 
