@@ -3,7 +3,7 @@
 import json
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -132,3 +132,11 @@ def test_the_speed_command_refuses_bad_input_in_one_line(argv, message):
     out = subprocess.run([sys.executable, "-m", "harness", "pretrain-speed", *argv], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode != 0 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_tier_read_back_from_json_keeps_its_recipe():
+    tier = registry.get("cnn").tier("reference")
+    back = TierConfig(**json.loads(json.dumps(asdict(tier))))
+    assert back.pretrain == tier.pretrain == registry.FAST_PRETRAIN
+    with pytest.raises(ValueError, match="PretrainRecipe"):
+        TierConfig(train_size=None, test_size=None, pretrain_epochs=1, finetune_steps=1, pretrain="fast")

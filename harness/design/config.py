@@ -199,6 +199,10 @@ class TierConfig:
     pretrain: PretrainRecipe = field(default=PretrainRecipe(), repr=False)
 
     def __post_init__(self):
+        if isinstance(self.pretrain, dict):  # a tier read back from JSON (dataclasses.asdict, a job file)
+            object.__setattr__(self, "pretrain", PretrainRecipe(**self.pretrain))
+        if not isinstance(self.pretrain, PretrainRecipe):
+            raise ValueError(f"pretrain must be a PretrainRecipe, got {type(self.pretrain).__name__}")
         floor = self.min_control_accuracy
         if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor <= 1):
             raise ValueError(f"min_control_accuracy must be an accuracy in [0, 1] or None, got {floor!r}")
