@@ -82,8 +82,9 @@ def test_the_grid_runs_inner_n_within_the_inner_units_and_one_ends8_case_per_see
                                                      if c.selection.order == order and c.quant.method == method
                                                      and c.quant.weight_bits == bits})
     # cnn: 5 units, 3 inner; the reference tier's n_values are 0..5
-    assert by("last-inner") == [0, 1, 2, 3] and by("first-inner") == [1, 2]  # first-inner 0 and 3 = last-inner's
-    assert by("last-inner", "ptq") == [0, 1, 2, 3] and by("last-inner", "ptq", 4) == []
+    # inner N = 0 quantizes nothing (last-0's model); first-inner 3 = last-inner 3
+    assert by("last-inner") == [1, 2, 3] and by("first-inner") == [1, 2]
+    assert by("last-inner", "ptq") == [1, 2, 3] and by("last-inner", "ptq", 4) == []
     ends = [c for c in cases if c.selection.order == "ends8"]
     assert [(c.id, c.quant.weight_bits, c.quant.method) for c in ends] == [("cnn-ends8", 4, "qat"), ("cnn-ends8-s1", 4, "qat")]
 

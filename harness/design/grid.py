@@ -40,10 +40,12 @@ def _selections(spec, tier, order, mixed_budgets=()) -> list:
         return [Selection("mixed", b) for b in mixed_budgets or tier.mixed_budgets]
     if order == "ends8":  # one plan per model (and seed); it needs a first and a last unit
         return [Selection("ends8")] if spec.num_units >= 2 else []
-    if order in INNER_ORDERS:  # N among the L-2 inner units; first-inner skips 0 and L-2 as first does
+    if order in INNER_ORDERS:  # N among the L-2 inner units, N >= 1: either order's N = 0 quantizes nothing,
+        # the same model as last-0 at the same width, method and seed (a second fine-tune to measure 0 again);
+        # first-inner also skips L-2, which quantizes the same inner units as last-inner L-2
         inner = spec.num_units - 2
-        low = 1 if order == "first-inner" else 0
-        return [Selection(order, n) for n in tier.n_values if low <= n <= inner and not (low and n == inner)]
+        return [Selection(order, n) for n in tier.n_values
+                if 1 <= n <= inner and not (order == "first-inner" and n == inner)]
     if order == "type":
         return [Selection("type", kind=kind) for kind in spec.unit_kinds]
     if order == "single":

@@ -135,6 +135,14 @@ MLP_TRAINING = dict(train_step_xla=True)
 FAST_PRETRAIN = PretrainRecipe(batch_size=256, learning_rate=3e-3, schedule="cosine", warmup_epochs=1.0,
                                precision="bf16-where-native")
 
+# A converged model is fine-tuned (the float control and every QAT case, 200 steps of 32) at 3e-5, not the
+# default 1e-4: at 1e-4, Adam's fresh moments pulled cnn's float control from 0.915 to 0.906 (seed 0) and
+# from 0.918 to 0.895 (seed 1, below the 0.90 floor), and all-units W4 QAT to 0.895 and 0.892; at 3e-5 the
+# controls ended at 0.915 and 0.913, W4 at 0.913 and 0.911; at 1e-5 W4 recovered less (0.910, 0.909).
+# Keras test accuracy on 10,000 images after 10 epochs of FAST_PRETRAIN, one AMD EPYC AVX-512/BF16 thread
+# per run (session 14).
+CONVERGED_FINETUNE = dict(finetune_learning_rate=3e-5)
+
 MLP = ModelSpec(
     name="mlp",
     builder=Ref("harness.models.zoo:build_mlp"),
@@ -177,7 +185,7 @@ CNN = ModelSpec(
                            orders=("last", "first", "single", "type"), seeds=(0, 1, 2)),
         "reference": TierConfig(train_size=None, test_size=None, pretrain_epochs=10, finetune_steps=200,
                                 n_values=(0, 1, 2, 3, 4, 5), pretrain=FAST_PRETRAIN, min_control_accuracy=0.90,
-                                **CNN_REFERENCE),
+                                **CONVERGED_FINETUNE, **CNN_REFERENCE),
     },
 )
 
