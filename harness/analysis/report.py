@@ -38,6 +38,7 @@ from harness.analysis import fit_text  # noqa: E402
 from harness.analysis.fit_text import fit_lines, model_verdict  # noqa: E402,F401 (the report's API)
 from harness.analysis import latency_report  # noqa: E402
 from harness.analysis import sensitivity_check  # noqa: E402
+from harness.analysis import unit_costs  # noqa: E402
 from harness.analysis.caveats import argmax_warning, control_floor_lines, resolution_lines  # noqa: E402
 from harness.case import paired  # noqa: E402
 from harness.analysis import plan as _plan  # noqa: E402
@@ -275,6 +276,7 @@ def spearman_section(records: Sequence[dict]) -> list:
 def verdict_lines(good, comparisons, fits, frontiers) -> list:
     verdicts = [model_verdict(model, comparisons, fits) for model in _by(good, "model")]
     verdicts += [_frontier.verdict(frontiers, model) for model in sorted({f.model for f in frontiers}, key=str)]
+    verdicts += unit_costs.verdicts(good)
     return ["## Verdicts", ""] + [f"- {v}" for v in verdicts if v] + [""] if any(verdicts) else []
 
 
@@ -320,7 +322,7 @@ def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float]
         latency_lines, latency_plots = latency_report.section(model, rows, out_dir, PLOTS_DIR, _save)
         lines, plots = lines + latency_lines, plots + latency_plots
     frontier_lines, frontier_plots = frontier_report.section(frontiers, run_dir / PLOTS_DIR, PLOTS_DIR, _save)
-    lines += frontier_lines + spearman_section(records)
+    lines += frontier_lines + unit_costs.section(good) + spearman_section(records)
     plots += frontier_plots
     lines += ["## Last vs first layers (per-seed sign-flip test of drop_first − drop_last, Holm-adjusted)", ""]
     lines += ([f"- {_compare.family_text(comparisons)}"] if comparisons else []) + \
