@@ -128,3 +128,17 @@ def test_weight_bytes_must_fall_with_n_in_the_inner_orders_too():
     assert size_not_decreasing([r("last-inner", 0, 900), r("last-inner", 1, 800), r("first-inner", 1, 700)]) == []
     (problem,) = size_not_decreasing([r("first-inner", 1, 700), r("first-inner", 2, 700)])
     assert "m-first-inner1 700 B -> m-first-inner2 700 B" in problem
+
+
+def test_a_tier_can_run_one_order_at_fewer_widths():
+    from harness.design.config import TierConfig
+
+    tier = TierConfig(train_size=None, test_size=None, pretrain_epochs=1, finetune_steps=1, bits=(8, 4),
+                      orders=("last", "single"), order_bits=(("single", (4,)),))
+    assert tier.bits_of("single") == (4,) and tier.bits_of("last") == (8, 4)
+    assert repr(tier) == repr(TierConfig(train_size=None, test_size=None, pretrain_epochs=1, finetune_steps=1,
+                                         bits=(8, 4), orders=("last", "single")))  # no pre-training key moves
+    assert TierConfig(**{**tier.__dict__, "order_bits": [["single", [4]]]}).bits_of("single") == (4,)  # from JSON
+    for bad in ((("single", (2,)),), (("single", ()),), ((4, (4,)),)):
+        with pytest.raises(ValueError, match="order_bits entries"):
+            TierConfig(train_size=None, test_size=None, pretrain_epochs=1, finetune_steps=1, order_bits=bad)

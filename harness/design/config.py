@@ -197,15 +197,28 @@ class TierConfig:
     # How the float model is pre-trained. Not in the repr: ModelSpec.fingerprint hashes it only when it is
     # not the default, so the keys of tiers that keep the original loop stay as they were.
     pretrain: PretrainRecipe = field(default=PretrainRecipe(), repr=False)
+    # Weight widths of an order where the tier runs fewer than ``bits``, e.g. (("single", (4,)),): a sweep
+    # narrowed where its cost is high. Not in the repr, like mixed_budgets: a case's bits are in its own
+    # config hash, and the widths run shape no pre-training.
+    order_bits: tuple = field(default=(), repr=False)
 
     def __post_init__(self):
         if isinstance(self.pretrain, dict):  # a tier read back from JSON (dataclasses.asdict, a job file)
             object.__setattr__(self, "pretrain", PretrainRecipe(**self.pretrain))
         if not isinstance(self.pretrain, PretrainRecipe):
             raise ValueError(f"pretrain must be a PretrainRecipe, got {type(self.pretrain).__name__}")
+        for entry in self.order_bits:
+            if not (isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)
+                    and set(entry[1]) <= set(self.bits) and entry[1]):
+                raise ValueError(f"order_bits entries must be (order, non-empty widths among bits {self.bits}), "
+                                 f"got {entry!r}")
         floor = self.min_control_accuracy
         if floor is not None and (isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor <= 1):
             raise ValueError(f"min_control_accuracy must be an accuracy in [0, 1] or None, got {floor!r}")
+
+    def bits_of(self, order: str) -> tuple:
+        """The weight widths this tier runs ``order`` at."""
+        return next((tuple(widths) for name, widths in self.order_bits if name == order), self.bits)
 
     def pretrain_seed(self, seed: int) -> int:
         """The seed of the pre-trained model that a case of ``seed`` starts from."""

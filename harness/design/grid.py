@@ -22,7 +22,7 @@ def cases_for(opts: RunOptions) -> list:
                 for method in opts.methods or tier.methods:
                     if plan and method != "qat":
                         continue
-                    for bits in (_plan_bits(order),) if plan else opts.bits or tier.bits:
+                    for bits in (_plan_bits(order),) if plan else opts.bits or tier.bits_of(order):
                         if method == "ptq" and bits != 8:
                             continue
                         for seed in opts.seeds or tier.seeds:
