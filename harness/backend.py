@@ -42,7 +42,7 @@ keras.backend.experimental.enable_tf_random_generator()
 quantize = tfmot.quantization.keras
 
 __all__ = ["tf", "keras", "tfmot", "quantize", "quant_ops", "QuantizeAwareActivation", "control_flow_util",
-           "tflite_schema", "versions", "numerics", "set_threads", "devices", "safe_mode_scope"]
+           "tflite_schema", "versions", "numerics", "set_threads", "ThreadsFixed", "devices", "safe_mode_scope"]
 
 
 def versions() -> dict:
@@ -54,11 +54,26 @@ def versions() -> dict:
     }
 
 
+class ThreadsFixed(RuntimeError):
+    """TensorFlow already runs with other threads: they cannot change in this process."""
+
+
 def set_threads(threads: int) -> None:
-    """Intra- and inter-op threads (0 keeps TensorFlow's default); before the first op runs."""
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    """Intra- and inter-op threads (0 keeps TensorFlow's default), before the first op runs. A no-op when
+    TensorFlow already has these; ThreadsFixed (one line) when it started with others."""
+    if not threads:
+        return
+    threading = tf.config.threading
+    current = (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads())
+    if current == (threads, threads):
+        return
+    try:
+        threading.set_intra_op_parallelism_threads(threads)
+        threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        raise ThreadsFixed(f"--qat-threads {threads}: TensorFlow already runs in this process with {current[0]} "
+                           f"intra-op and {current[1]} inter-op threads (0: its default), set before the option "
+                           "could apply; run without --qat-threads, or start TensorFlow later") from None
 
 
 def numerics() -> dict:

@@ -39,6 +39,8 @@ class QatSession:
         if self.threads is None:
             self.threads = 1 if self.is_worker else 0
         self._check_options()
+        if self.threads and (self.options.model_file or self.options.check_gpu):
+            self._set_threads()  # loading a model file or listing GPUs starts TensorFlow: its threads first
         try:
             self.options = register.register_model_file(self.options)
         except register.BAD_INPUT as exc:
@@ -94,11 +96,18 @@ class QatSession:
     def environment(self):
         if self._env is None:
             from harness.case import pipeline  # imports TensorFlow: only when a case really runs
-            from harness.backend import set_threads
 
-            set_threads(self.threads)
+            self._set_threads()
             self._env = pipeline.Environment(self.cache_dir, records.git_commit(), self.threads, self.options.latency)
         return self._env
+
+    def _set_threads(self) -> None:
+        from harness.backend import ThreadsFixed, set_threads
+
+        try:
+            set_threads(self.threads)
+        except ThreadsFixed as exc:
+            raise pytest.UsageError(str(exc)) from None
 
     def run(self, case: Case, runner=None) -> tuple:
         """Measure a case and write its record. Returns (record, violations, resumed).

@@ -81,10 +81,12 @@ def test_keras_file_with_npz_runs_the_grid(files, tmp_path):
 def test_h5_file_with_image_folder_runs(files, tmp_path):
     proc = run_suite(tmp_path, "benchmarks", "--qat-model-file", str(files["h5"]), "--qat-data", str(files["images"]),
                      "--qat-skip-unsupported", "--qat-seeds", "0", "--qat-bits", "8", "--qat-results",
-                     str(tmp_path / "results"), "-k", "last1 or last6")
+                     str(tmp_path / "results"), "-k", "last1 or last6", "--qat-threads", "1")
+    # loading the file starts TensorFlow: --qat-threads must apply before it (it raised in every case)
     assert proc.returncode == 0, proc.stdout[-3000:]
     records = records_of(tmp_path / "results")
     check_exact(records, {"edge-last1-w8a8", "edge-last6-w8a8"})
+    assert {r["env"]["threads"] for r in records} == {1}
     assert records[0]["dataset"]["test"] == 48  # 240 images, 20% per class
 
 
@@ -281,3 +283,16 @@ def test_models_from_an_entry_point_are_registered(monkeypatch):
     assert opts.models == ("tiny",) and registry.source_of("tiny").startswith("entry point acme")
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         register.register_model_file(RunOptions(models=("nope",)))
+
+
+def test_threads_tensorflow_already_runs_with_are_kept_or_refused_in_one_line():
+    from harness.backend import ThreadsFixed, set_threads, tf
+
+    _ = tf.constant(1) + 1  # TensorFlow has started in this process
+    intra = tf.config.threading.get_intra_op_parallelism_threads()
+    inter = tf.config.threading.get_inter_op_parallelism_threads()
+    if intra and intra == inter:
+        set_threads(intra)  # what it already has: nothing to change, no error
+    with pytest.raises(ThreadsFixed, match=r"^--qat-threads 7: TensorFlow already runs in this process") as info:
+        set_threads(7)
+    assert "\n" not in str(info.value)
