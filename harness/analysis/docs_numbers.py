@@ -8,6 +8,7 @@ is rewritten from its source:
 - ``reference``: from results/reference's records, the last-N drop of each (model, width, method) as the
   report states it (a trend, or "no trend detectable" with its seed-level mean drop), and the
   pre-registered last-vs-first family with each declared test's Holm-adjusted p and verdict;
+- ``unit-costs``: results/reference's single-unit and per-kind costs (harness/analysis/unit_costs.py);
 - ``frontier``: results/reference's matched-bytes comparisons against last-N, with the matched points
   left out for comparing identical unit sets;
 - ``gate-power``: the regression gate's false failures and power on resampled real seeds, from
@@ -29,7 +30,7 @@ import re
 import sys
 from pathlib import Path
 
-from harness.analysis import drop_fit, fit_text, frontier, gate_power, order_test
+from harness.analysis import drop_fit, fit_text, frontier, gate_power, order_test, unit_costs
 from harness.results import records as _records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +74,13 @@ def reference_block(run_dir: Path = REFERENCE) -> list:
                      f"({order_test.MATCHING_TEXT[t.matching]}, {t.n_seeds} seeds, sign-flip p = {t.p_value:.3g}, "
                      f"{holm}): {t.verdict}")
     return lines
+
+
+def unit_costs_block(run_dir: Path = REFERENCE) -> list:
+    """The reference run's single-unit and per-kind costs, as the report's verdicts state them."""
+    records, _ = _records.read_case_records(Path(run_dir))
+    measured = [r for r in records if r.get("status") in drop_fit.MEASURED and drop_fit.usable(r)]
+    return [f"- {line}" for line in unit_costs.verdicts(measured)] or ["- no single or type records"]
 
 
 def frontier_block(run_dir: Path = REFERENCE) -> list:
@@ -130,7 +138,7 @@ def baseline_power_block(baseline: Path = BASELINE) -> list:
 
 
 BLOCKS = {"noise": (noise_block, "results/baselines/smoke.json"), "reference": (reference_block, "results/reference"),
-          "frontier": (frontier_block, "results/reference"),
+          "frontier": (frontier_block, "results/reference"), "unit-costs": (unit_costs_block, "results/reference"),
           "gate-power": (gate_power_block, "results/reference/gate-power.json"),
           "baseline-power": (baseline_power_block, "results/baselines/smoke.json")}
 
