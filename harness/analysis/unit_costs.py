@@ -48,7 +48,7 @@ class Cost:
     def interval(self) -> tuple:
         return seedstats.mean_interval(self.values)
 
-    @property
+    @functools.cached_property  # the verdict, the table and Holm all read it
     def p(self) -> float:
         return seedstats.sign_flip_p(self.values) if self.seeds else math.nan
 
