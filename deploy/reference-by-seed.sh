@@ -29,9 +29,9 @@ for seed in $seeds; do
             -k "$model-" --qat-resume "$run" --qat-threads 1 --qat-progress off "$@" >"$log" 2>&1
         code=$?
         echo "$(date -u +%FT%TZ) $model seed $seed: pytest exit $code ($(tail -n 1 "$log"))"
-        # 0: all passed; 1: some cases failed their checks (kept as records); 5: nothing selected
-        case $code in 0|1|5) ;; *) status=$code ;; esac
-        [ $code -eq 1 ] && status=1
+        # 0: all passed; 5: nothing selected; 1: some cases failed their checks (kept as records); any other
+        # code (usage error, interrupted) is worse and is kept over a 1
+        case $code in 0|5) ;; 1) [ "$status" -eq 0 ] && status=1 ;; *) status=$code ;; esac
     done
 done
 exit $status

@@ -165,14 +165,16 @@ def test_every_cut_of_the_mobile_families(name, order):
     control_other = bm.float_audit(model).other_const_bytes
     start, wrong, offsets = time.perf_counter(), [], set()
     # QATBENCH_SWEEP_FROM=N: only the cuts from N on (a sweep stopped part-way continues where it was)
-    chosen_cuts = [n for n in bm.cuts(order, len(units)) if n >= int(os.environ.get("QATBENCH_SWEEP_FROM", "0"))]
+    first_cut = int(os.environ.get("QATBENCH_SWEEP_FROM", "0"))
+    chosen_cuts = [n for n in bm.cuts(order, len(units)) if n >= first_cut]
     for n in chosen_cuts:
         found, predicted, chosen = bm.convert_cut(model, units, order, n)
-        if not bm.exact(found, predicted):
+        exact = bm.exact(found, predicted)
+        if not exact:
             wrong.append((n, found.quantized_kernels, predicted.quantized_kernels, found.weight_bytes,
                           predicted.weight_bytes, quantize.fixed_producers(chosen)))
         # one line per cut under -s: a sweep stopped early still says how far it got
-        print(f"{name} {order}{n}: {'exact' if bm.exact(found, predicted) else f'NOT exact {wrong[-1]}'} "
+        print(f"{name} {order}{n}: {'exact' if exact else f'NOT exact {wrong[-1]}'} "
               f"{time.perf_counter() - start:.0f} s", flush=True)
         offsets.add(found.other_const_bytes - control_other - predicted.boundary_const_bytes)
         del found, predicted, chosen

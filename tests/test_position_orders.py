@@ -139,6 +139,6 @@ def test_a_tier_can_run_one_order_at_fewer_widths():
     assert repr(tier) == repr(TierConfig(train_size=None, test_size=None, pretrain_epochs=1, finetune_steps=1,
                                          bits=(8, 4), orders=("last", "single")))  # no pre-training key moves
     assert TierConfig(**{**tier.__dict__, "order_bits": [["single", [4]]]}).bits_of("single") == (4,)  # from JSON
-    for bad in ((("single", (2,)),), (("single", ()),), ((4, (4,)),)):
+    for bad in ((("single", (2,)),), (("single", ()),), ((4, (4,)),), (("single", 4),)):
         with pytest.raises(ValueError, match="order_bits entries"):
             TierConfig(train_size=None, test_size=None, pretrain_epochs=1, finetune_steps=1, order_bits=bad)

@@ -209,7 +209,7 @@ class TierConfig:
             raise ValueError(f"pretrain must be a PretrainRecipe, got {type(self.pretrain).__name__}")
         for entry in self.order_bits:
             if not (isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str)
-                    and set(entry[1]) <= set(self.bits) and entry[1]):
+                    and isinstance(entry[1], (tuple, list)) and entry[1] and set(entry[1]) <= set(self.bits)):
                 raise ValueError(f"order_bits entries must be (order, non-empty widths among bits {self.bits}), "
                                  f"got {entry!r}")
         floor = self.min_control_accuracy
