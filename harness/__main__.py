@@ -271,15 +271,26 @@ def _run_baseline(args) -> int:
 
 
 def _add_spread(sub) -> None:
-    sub.add_argument("sources", nargs="+", help="baseline files or run folders of the same cases on different machines")
+    sub.add_argument("sources", nargs="+", help="baseline files or run folders of the same cases on different machines "
+                     "(or numerics settings, e.g. TF_ENABLE_ONEDNN_OPTS=0), and earlier spread files, whose "
+                     "measured spreads are kept")
     sub.add_argument("--save", required=True, help="spread JSON to write, e.g. results/baselines/machine-spread.json")
 
 
 def _run_spread(args) -> int:
     from harness.results import baseline, machines
 
-    sources = []
+    sources, earlier, named = [], {}, []
     for source in args.sources:
+        try:
+            prior = machines.read_spread_file(source)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        if prior is not None:  # an earlier spread file: its measured pairs are kept (their runs may be gone)
+            earlier = machines.larger_spread(earlier, prior[0])
+            named += [s for s in prior[1] if s not in named]
+            continue
+        named.append(source)
         if Path(source).is_dir():
             recs = load_run(source)
             machine = next((r["env"]["machine"] for r in recs if (r.get("env") or {}).get("machine")), {})
@@ -287,10 +298,11 @@ def _run_spread(args) -> int:
         else:
             saved = _baseline(source)
             sources.append((source, saved.entries, saved.machine, saved.versions))
-    models = machines.spread(sources)
-    machines.save_spread(models, args.save, list(args.sources))
+    models = machines.spread(sources, earlier)
+    machines.save_spread(models, args.save, named)
     for model, item in sorted(models.items()):
-        print(f"{model}: spread {item['spread_pp']:.2f} pp ({item['pairs']} pairs; {' vs '.join(item['between'])})")
+        pairs = f"{item['pairs']} pairs; " if "pairs" in item else ""  # an earlier file's entry need not say
+        print(f"{model}: spread {item['spread_pp']:.2f} pp ({pairs}{' vs '.join(item.get('between') or ['earlier'])})")
     print(f"wrote {args.save}" + ("" if models else " (no two sources on different machines share a configuration)"))
     return 0
 

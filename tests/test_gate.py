@@ -178,6 +178,60 @@ def test_the_spread_is_the_largest_model_shift_between_machines():
     assert machines.spread([("a", base, HERE, {}), ("c", moved, HERE, {})]) == {}  # one machine: no spread
 
 
+def test_a_numerics_setting_like_onednn_off_is_another_machine_to_the_gate_and_the_spread():
+    """TF_ENABLE_ONEDNN_OPTS=0 on the baseline's CPU moves rounding the way another CPU does: the gate names
+    it, and spread() measures it (a same-CPU run with the same numerics gives no cross-machine pair)."""
+    on = [dict(r, env={"machine": HERE, "versions": {"tensorflow": "2.21.0"}, "numerics": {"onednn_opts": "1"}})
+          for r in grid(BASE)]
+    off = [dict(r, env={"machine": HERE, "versions": {"tensorflow": "2.21.0"}, "numerics": {"onednn_opts": "0"}})
+           for r in grid(shifted(0.3))]
+    assert machines.versions_of(off) == {"tensorflow": "2.21.0", "numerics.onednn_opts": "0"}
+    same, line = machines.compare(HERE, machines.versions_of(on), off)
+    assert not same and "numerics.onednn_opts 0" in line and "numerics.onednn_opts 1" in line
+    assert machines.compare(HERE, {"tensorflow": "2.21.0"}, off)[0]  # a baseline that never said: not compared
+    sources = [(name, baseline.entries_from_records(recs), HERE, machines.versions_of(recs))
+               for name, recs in (("on", on), ("off", off))]
+    assert machines.spread(sources)["m"]["spread_pp"] == pytest.approx(0.3)
+
+
+def test_an_earlier_spread_is_kept_and_the_larger_one_wins(tmp_path):
+    """A spread measured once (whose runs may be gone) is not forgotten when a new pair is measured."""
+    earlier = {"m": {"spread_pp": 0.2, "between": ["x", "y"]}, "other": {"spread_pp": 1.0}}
+    base = baseline.entries_from_records(grid(BASE))
+    moved = baseline.entries_from_records(grid(shifted(0.4)))
+    got = machines.spread([("a", base, HERE, {}), ("b", moved, ELSEWHERE, {})], earlier)
+    assert got["m"]["spread_pp"] == pytest.approx(0.4) and got["other"]["spread_pp"] == 1.0
+    assert machines.spread([("a", base, HERE, {}), ("b", base, ELSEWHERE, {})], earlier)["m"]["spread_pp"] == 0.2
+    path = tmp_path / "machine-spread.json"
+    machines.save_spread(got, path, ["a", "b"])
+    assert machines.read_spread_file(path) == (machines.load_spread(path), ["a", "b"])
+    (tmp_path / "b.json").write_text(json.dumps({"format": "qatbench-baseline"}))
+    assert machines.read_spread_file(tmp_path / "b.json") is None  # a baseline: read as one, not a spread
+
+
+def test_the_spread_command_keeps_an_earlier_spread_file_and_names_every_source(tmp_path):
+    import subprocess
+    import sys
+
+    saved_from(grid(BASE), tmp_path, "here.json", machine=HERE)
+    saved_from(grid(shifted(0.4)), tmp_path, "there.json", machine=ELSEWHERE)
+    earlier = tmp_path / "earlier.json"
+    machines.save_spread({"gone": {"spread_pp": 0.25, "between": ["x", "y"]}}, earlier, ["runs/gone"])
+    out = tmp_path / "machine-spread.json"
+    done = subprocess.run([sys.executable, "-m", "harness", "spread", str(tmp_path / "here.json"),
+                           str(tmp_path / "there.json"), str(earlier), "--save", str(out)],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    models, sources = machines.read_spread_file(out)
+    assert models["m"]["spread_pp"] == pytest.approx(0.4) and models["gone"]["spread_pp"] == 0.25
+    assert "runs/gone" in sources and str(tmp_path / "there.json") in sources
+    (tmp_path / "bad.json").write_text(json.dumps({"format": machines.SPREAD_FORMAT, "models": {"m": {}}}))
+    refused = subprocess.run([sys.executable, "-m", "harness", "spread", str(tmp_path / "bad.json"), "--save",
+                              str(out)], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1 and "spread_pp" in refused.stderr
+
+
 # -- simulations with known ground truth ----------------------------------------------------------
 
 def simulate_records(rng, layout, shift=None):

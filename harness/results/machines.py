@@ -41,11 +41,26 @@ def describe_kind(kind: Optional[tuple]) -> str:
     return "an unknown CPU" if kind is None else f"{kind[0]} [{' '.join(kind[1]) or 'no int8 ISA flags'}]"
 
 
+# The numerics settings of env.numerics (TF_ENABLE_ONEDNN_OPTS, the fake-quant kernels) change rounding the
+# way another CPU does, so they name the software beside the library versions, as "numerics.<name>": a
+# oneDNN-off run is then another machine to the gate, and spread() measures how far it moves the drops.
+NUMERICS_PREFIX = "numerics."
+
+
 def versions_of(records: Iterable[dict]) -> dict:
-    """The library versions every record with an env agrees on ({} when none says, or they disagree)."""
-    seen = {json.dumps(env.get("versions") or {}, sort_keys=True) for env in
+    """The library versions and numerics settings every record with an env agrees on ({} when none says,
+    or they disagree)."""
+    seen = {json.dumps(_software_of_env(env), sort_keys=True) for env in
             (r.get("env") for r in records) if isinstance(env, dict) and env.get("versions")}
     return json.loads(seen.pop()) if len(seen) == 1 else {}
+
+
+def _software_of_env(env: Mapping) -> dict:
+    out = dict(env.get("versions") or {})
+    numerics = env.get("numerics")
+    if isinstance(numerics, Mapping):
+        out.update({NUMERICS_PREFIX + str(k): str(v) for k, v in numerics.items() if v is not None})
+    return out
 
 
 def _software(machine: Mapping, versions: Mapping) -> dict:
@@ -92,6 +107,32 @@ def load_spread(path) -> dict:
     return check_spread(data.get("models"), str(path))
 
 
+def read_spread_file(path) -> Optional[tuple]:
+    """(models, sources) of a spread file; None when ``path`` is not one (e.g. a baseline file or a run
+    folder). A spread file that cannot be used raises ValueError (one line)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(read_bounded(path))
+    except ValueError:
+        return None  # not JSON: not a spread file (the caller reads it as whatever else it may be)
+    if not isinstance(data, dict) or data.get("format") != SPREAD_FORMAT:
+        return None
+    sources = data.get("sources") or []
+    return check_spread(data.get("models"), str(path)), [str(s) for s in sources]
+
+
+def larger_spread(*tables: Mapping) -> dict:
+    """{model: entry}: per model the entry with the largest spread over the tables."""
+    out = {}
+    for table in tables:
+        for model, entry in table.items():
+            if model not in out or entry["spread_pp"] > out[model]["spread_pp"]:
+                out[model] = dict(entry)
+    return out
+
+
 def check_spread(models, where: str) -> dict:
     """``models`` if it is {model: {"spread_pp": number >= 0, ...}}, else ValueError."""
     if not isinstance(models, dict) or not all(isinstance(v, dict) and _spread_ok(v.get("spread_pp"))
@@ -118,11 +159,12 @@ def _model_shifts(a: Mapping, b: Mapping) -> dict:
     return {m: (sum(v) / len(v), max(abs(x) for x in v), len(v)) for m, v in moves.items()}
 
 
-def spread(sources: list) -> dict:
+def spread(sources: list, earlier: Optional[Mapping] = None) -> dict:
     """{model: entry} from sources [(label, entries, machine, versions)]: every pair of sources on
-    different machines (CPU kind or library versions) compared; a model's spread is its largest
-    absolute mean shift over the pairs."""
-    out = {}
+    different machines (CPU kind, library versions or numerics settings) compared; a model's spread is its
+    largest absolute mean shift over the pairs and over ``earlier`` ({model: entry} of a spread file whose
+    runs may be gone: a measured spread is kept, not forgotten)."""
+    out = larger_spread(earlier or {})
     for (la, ea, ma, va), (lb, eb, mb, vb) in combinations(sources, 2):
         desc_a, desc_b = (_describe(machine_kind(m), _software(m, v)) for m, v in ((ma, va), (mb, vb)))
         if desc_a == desc_b:
