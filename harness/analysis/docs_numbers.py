@@ -14,6 +14,8 @@ is rewritten from its source:
 - ``gate-power``: the regression gate's false failures and power on resampled real seeds, from
   results/reference/gate-power.json (written by ``python -m harness.analysis.gate_power --save``, seeded:
   tests/test_gate_power.py recomputes it);
+- ``machine-spread``: how far each model's drops moved between the committed smoke baselines (smoke.json
+  and results/baselines/spread-sources/: other CPU kinds, oneDNN off), and the spread the gate reads;
 - ``baseline-power``: the power per group that ``python -m harness baseline`` prints for
   results/baselines/smoke.json (a rerun with its seeds and noise; seeded Gaussian draws, about a second).
 
@@ -137,10 +139,48 @@ def baseline_power_block(baseline: Path = BASELINE) -> list:
     return lines
 
 
+SPREAD_SOURCES = ROOT / "results" / "baselines" / "spread-sources"
+
+
+def _kind_label(machine: dict, versions: dict) -> str:
+    """A short name of a baseline's machine, e.g. 'Intel Xeon, AMX, oneDNN off'."""
+    cpu = (machine or {}).get("cpu") or {}
+    name = " ".join(w for w in str(cpu.get("model", "unknown CPU")).replace("(R)", "").split() if w != "Processor")
+    flags = set(cpu.get("flags") or ())
+    isa = "AMX" if "amx_int8" in flags else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
+    off = (versions or {}).get("numerics.onednn_opts") == "0"
+    return ", ".join(part for part in (name, isa, "oneDNN off" if off else "") if part)
+
+
+def machine_spread_block(baseline: Path = BASELINE, sources: Path = SPREAD_SOURCES,
+                         spread_file: Path = BASELINE.parent / "machine-spread.json") -> list:
+    """Each pair of the committed smoke baselines (smoke.json and spread-sources/*.json): the mean shift of
+    each model's drop (largest case move) over the configurations and seeds they share; then the spread
+    per model the gate reads (machine-spread.json)."""
+    from itertools import combinations
+
+    from harness.results.baseline import load_baseline
+    from harness.results.machines import _model_shifts, load_spread
+
+    saved = [load_baseline(path) for path in [Path(baseline), *sorted(Path(sources).glob("*.json"))]]
+    models = sorted({e.model for b in saved for e in b.entries.values()})
+    lines = ["| run A | run B | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
+    for a, b in combinations(saved, 2):
+        shifts = _model_shifts(a.entries, b.entries)
+        cells = [f"{shifts[m][0]:+.2f} ({shifts[m][1]:.2f})" if m in shifts else "–" for m in models]
+        lines.append(f"| {_kind_label(a.machine, a.versions)} | {_kind_label(b.machine, b.versions)} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "| model | spread the gate reads, pp | pairs |", "|---|---|---|"]
+    for model, entry in sorted(load_spread(spread_file).items()):
+        lines.append(f"| {model} | {_pp(entry['spread_pp'])} | {entry.get('pairs', '–')} |")
+    return lines
+
+
 BLOCKS = {"noise": (noise_block, "results/baselines/smoke.json"), "reference": (reference_block, "results/reference"),
           "frontier": (frontier_block, "results/reference"), "unit-costs": (unit_costs_block, "results/reference"),
           "gate-power": (gate_power_block, "results/reference/gate-power.json"),
-          "baseline-power": (baseline_power_block, "results/baselines/smoke.json")}
+          "baseline-power": (baseline_power_block, "results/baselines/smoke.json"),
+          "machine-spread": (machine_spread_block, "results/baselines/smoke.json, spread-sources/, machine-spread.json")}
 
 
 def render(text: str, blocks: dict) -> str:
