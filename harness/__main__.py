@@ -19,42 +19,16 @@ from pathlib import Path
 from harness.errors import one_line
 from harness.results import records as _records
 from harness.design.config import METHODS, ORDERS
-from harness.tools import pretrain_speed
+from harness.tools import pretrain_speed, spread_command
+from harness.tools.run_input import BadInput, load_run
+from harness.tools.run_input import baseline_file as _baseline
 
 EXIT_BAD_INPUT = 2
-
-
-class BadInput(Exception):
-    """A user error: reported as one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of usage + message
         raise BadInput(f"{self.prog}: {message}")
-
-
-def load_run(results: str) -> list:
-    """Records of a run folder: cases/*.json if present, else records.jsonl; bad records skipped with a note."""
-    run_dir = Path(results)
-    if not run_dir.is_dir():
-        raise BadInput(f"results folder not found: {run_dir}")
-    merged, problems = run_dir / "records.jsonl", []
-    cases = run_dir / _records.CASES_DIR
-    try:
-        if any(cases.glob("*.json")) or not merged.is_file():  # the case files are the source of truth
-            records, problems = _records.read_case_records(run_dir)
-        else:  # a copied records.jsonl without its cases/
-            records = _records.load_jsonl(merged, problems)
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"cannot read {merged}: {one_line(exc)}")
-    from harness.results import versions  # scipy, through the baseline key: not for every command
-
-    records, _left_out, mixed = versions.one_version(records)  # never one mean over two code versions
-    for problem in problems + mixed:  # malformed or unknown-schema records: skipped, one line each
-        print(f"note: {problem}", file=sys.stderr)
-    if not records:
-        raise BadInput(f"no records in {run_dir} (expected records.jsonl or cases/*.json)")
-    return records
 
 
 def _add_plan(sub) -> None:
@@ -270,43 +244,6 @@ def _run_baseline(args) -> int:
     return 0
 
 
-def _add_spread(sub) -> None:
-    sub.add_argument("sources", nargs="+", help="baseline files or run folders of the same cases on different machines "
-                     "(or numerics settings, e.g. TF_ENABLE_ONEDNN_OPTS=0), and earlier spread files, whose "
-                     "measured spreads are kept")
-    sub.add_argument("--save", required=True, help="spread JSON to write, e.g. results/baselines/machine-spread.json")
-
-
-def _run_spread(args) -> int:
-    from harness.results import baseline, machines
-
-    sources, earlier, named = [], {}, []
-    for source in args.sources:
-        try:
-            prior = machines.read_spread_file(source)
-        except ValueError as exc:
-            raise BadInput(str(exc)) from None
-        if prior is not None:  # an earlier spread file: its measured pairs are kept (their runs may be gone)
-            earlier = machines.larger_spread(earlier, prior[0])
-            named += [s for s in prior[1] if s not in named]
-            continue
-        named.append(source)
-        if Path(source).is_dir():
-            recs = load_run(source)
-            machine = next((r["env"]["machine"] for r in recs if (r.get("env") or {}).get("machine")), {})
-            sources.append((source, baseline.entries_from_records(recs), machine, machines.versions_of(recs)))
-        else:
-            saved = _baseline(source)
-            sources.append((source, saved.entries, saved.machine, saved.versions))
-    models = machines.spread(sources, earlier)
-    machines.save_spread(models, args.save, named)
-    for model, item in sorted(models.items()):
-        pairs = f"{item['pairs']} pairs; " if "pairs" in item else ""  # an earlier file's entry need not say
-        print(f"{model}: spread {item['spread_pp']:.2f} pp ({pairs}{' vs '.join(item.get('between') or ['earlier'])})")
-    print(f"wrote {args.save}" + ("" if models else " (no two sources on different machines share a configuration)"))
-    return 0
-
-
 def _add_rerun(sub) -> None:
     sub.add_argument("first", help="run folder A (e.g. the run the baseline came from)")
     sub.add_argument("second", help="run folder B: the same cases on another machine or with other numerics")
@@ -366,17 +303,6 @@ def _run_merge(args) -> int:
     return 1 if end.problems else 0
 
 
-def _baseline(path):
-    if path is None:
-        return None
-    from harness.results.baseline import BaselineError, load_baseline
-
-    try:
-        return load_baseline(path)
-    except BaselineError as exc:
-        raise BadInput(str(exc)) from None
-
-
 def _run_pretrain_speed(args) -> int:
     try:
         models, seeds, epochs, sizes = pretrain_speed.checked(args)
@@ -390,7 +316,7 @@ COMMANDS = {
     "plan": (_add_plan, _run_plan, "largest N within an accuracy (and size) budget, or the best mixed "
                                     "float/INT8/INT4 plan within a weight-bytes budget"),
     "baseline": (_add_baseline, _run_baseline, "save a regression baseline from a finished run"),
-    "spread": (_add_spread, _run_spread, "the cross-machine spread of each model's drops, for the regression gate"),
+    "spread": (spread_command.add_arguments, spread_command.run, "the cross-machine spread of each model's drops, for the regression gate"),
     "rerun": (_add_rerun, _run_rerun, "how far each case's drop moved between two runs of the same cases"),
     "report": (_add_report, _run_report, "write a run folder's report.md and plots again"),
     "merge": (_add_merge, _run_merge, "merge the per-case records of a (sharded) run folder, write the report, gate"),
