@@ -8,6 +8,7 @@
 #   deploy/reference-by-seed.sh ref14 "mlp cnn minilm2" "0 2 4 6 8" &
 #   deploy/reference-by-seed.sh ref14 "mlp cnn minilm2" "1 3 5 7 9" &
 #   python -m harness merge results/ref14      # once every part is done: records.jsonl, report, plots
+#   git add $(python3 deploy/reference-finished.py ref14)   # a session's finished parts, to keep them
 #
 # Finished cases with the same config hash are not measured again (--qat-resume), so a record made by other
 # code is measured anew: the run stays on one version of the hashed code. One TensorFlow thread each

@@ -3,6 +3,7 @@ schema-validated, their shell executed with a fake python3) and the Slurm script
 and python3). Pure: no TensorFlow, no Docker engine, no cluster."""
 
 import copy
+import json
 import fnmatch
 import os
 import re
@@ -363,3 +364,28 @@ def test_merge_and_gate_run_without_tensorflow(tmp_path):
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     assert "merged" in done.stdout and (tmp_path / "run" / "report.md").is_file()
     assert "baseline" in done.stdout + done.stderr  # the gate ran (these few cases leave most missing)
+
+
+# -- the reference re-run's finished parts ----------------------------------------------------------
+def test_reference_finished_lists_only_parts_whose_pytest_ended(tmp_path):
+    """deploy/reference-finished.py: a part whose log ends with pytest's summary (passed or with failures)
+    is listed with its predictions and log; a part stopped half-way is left out and reported."""
+    run = tmp_path / "results" / "r"
+    (run / "cases").mkdir(parents=True)
+    (run / "logs").mkdir()
+    for model, seed, last in (("mlp", 0, "64 passed, 137 deselected in 264.49s (0:04:24)"),
+                              ("cnn", 0, "3 failed, 61 passed, 137 deselected in 900.1s (0:15:00)"),
+                              ("cnn", 1, "........")):
+        (run / "logs" / f"{model}-s{seed}.log").write_text(f"...\n{last}\n")
+        stem = f"{model}-last1-w8a8" + (f"-s{seed}" if seed else "")
+        (run / "cases" / f"{stem}.json").write_text(
+            json.dumps({"model": model, "seed": seed, "predictions_file": f"{stem}.predictions.npz"}))
+        (run / "cases" / f"{stem}.predictions.npz").write_bytes(b"npz")
+    done = subprocess.run([sys.executable, str(DEPLOY / "reference-finished.py"), "r", "--report"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    listed = set(done.stdout.split())
+    assert listed == {"results/r/cases/mlp-last1-w8a8.json", "results/r/cases/mlp-last1-w8a8.predictions.npz",
+                      "results/r/cases/cnn-last1-w8a8.json", "results/r/cases/cnn-last1-w8a8.predictions.npz",
+                      "results/r/logs/mlp-s0.log", "results/r/logs/cnn-s0.log"}
+    assert "unfinished: cnn s1: 1 case files" in done.stderr
