@@ -389,3 +389,30 @@ def test_reference_finished_lists_only_parts_whose_pytest_ended(tmp_path):
                       "results/r/cases/cnn-last1-w8a8.json", "results/r/cases/cnn-last1-w8a8.predictions.npz",
                       "results/r/logs/mlp-s0.log", "results/r/logs/cnn-s0.log"}
     assert "unfinished: cnn s1: 1 case files" in done.stderr
+
+
+def test_reference_by_seed_refuses_records_of_another_commit(tmp_path):
+    """deploy/reference-by-seed.sh runs one commit: records of another commit in RUN stop it before any
+    pytest runs; with none it runs one pytest per (seed, model). A fake `python` stands in for pytest."""
+    repo = tmp_path / "repo"
+    (repo / "deploy").mkdir(parents=True)
+    shutil.copy(DEPLOY / "reference-by-seed.sh", repo / "deploy")
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python").write_text("#!/bin/sh\necho \"$@\" >> \"$FAKE_LOG\"\necho '64 passed in 1.0s'\n")
+    (fake / "python").chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}", FAKE_LOG=str(tmp_path / "calls"))
+    script = ["bash", "deploy/reference-by-seed.sh", "r", "mlp cnn", "0 1"]
+    done = subprocess.run(script, cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert len((tmp_path / "calls").read_text().splitlines()) == 4
+    assert (repo / "results" / "r" / "logs" / "cnn-s1.log").read_text().strip() == "64 passed in 1.0s"
+    (repo / "results" / "r" / "cases" / "mlp-last1-w8a8.json").write_text(
+        json.dumps({"env": {"git_commit": "0123456789abcdef"}}))
+    refused = subprocess.run(script, cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "0123456789ab" in refused.stderr and "worktree" in refused.stderr
+    assert len((tmp_path / "calls").read_text().splitlines()) == 4  # no pytest ran
