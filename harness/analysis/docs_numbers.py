@@ -160,13 +160,13 @@ def machine_spread_block(baseline: Path = BASELINE, sources: Path = SPREAD_SOURC
     from itertools import combinations
 
     from harness.results.baseline import load_baseline
-    from harness.results.machines import _model_shifts, load_spread
+    from harness.results.machines import model_shifts, load_spread
 
     saved = [load_baseline(path) for path in [Path(baseline), *sorted(Path(sources).glob("*.json"))]]
     models = sorted({e.model for b in saved for e in b.entries.values()})
     lines = ["| run A | run B | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
     for a, b in combinations(saved, 2):
-        shifts = _model_shifts(a.entries, b.entries)
+        shifts = model_shifts(a.entries, b.entries)
         cells = [f"{shifts[m][0]:+.2f} ({shifts[m][1]:.2f})" if m in shifts else "–" for m in models]
         lines.append(f"| {_kind_label(a.machine, a.versions)} | {_kind_label(b.machine, b.versions)} | "
                      + " | ".join(cells) + " |")

@@ -145,7 +145,7 @@ def _spread_ok(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
-def _model_shifts(a: Mapping, b: Mapping) -> dict:
+def model_shifts(a: Mapping, b: Mapping) -> dict:
     """{model: (mean of b - a over configurations and seeds with the same config hash, largest |move|, pairs)}."""
     moves = {}
     for key, old in a.items():
@@ -169,7 +169,7 @@ def spread(sources: list, earlier: Optional[Mapping] = None) -> dict:
         desc_a, desc_b = (_describe(machine_kind(m), _software(m, v)) for m, v in ((ma, va), (mb, vb)))
         if desc_a == desc_b:
             continue  # the same machine: no cross-machine information
-        for model, (shift, largest, pairs) in _model_shifts(ea, eb).items():
+        for model, (shift, largest, pairs) in model_shifts(ea, eb).items():
             if model not in out or abs(shift) > out[model]["spread_pp"]:
                 out[model] = {"spread_pp": round(abs(shift), 6), "shift_pp": round(shift, 6),
                               "largest_case_move_pp": round(largest, 6), "pairs": pairs,
