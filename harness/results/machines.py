@@ -92,35 +92,37 @@ def compare(base_machine: Mapping, base_versions: Mapping, records: Iterable[dic
     return False, f"machine: run on {run_text}; baseline on {_describe(base_kind, base_soft)}"
 
 
+def _spread_data(path: Path):
+    """The parsed spread file at ``path``, or the one-line reason it is not one (a str)."""
+    try:
+        data = json.loads(read_bounded(path))
+    except ValueError as exc:
+        return f"{path} is not valid JSON: {exc}"
+    if not isinstance(data, dict) or data.get("format") != SPREAD_FORMAT:
+        return f"{path} is not a {SPREAD_FORMAT} file"
+    return data
+
+
 def load_spread(path) -> dict:
     """{model: {"spread_pp": float, ...}} of a spread file; {} when there is none. A file that exists but
     cannot be used raises ValueError (one line): a silently absent spread would change verdicts."""
     path = Path(path)
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(read_bounded(path))
-    except ValueError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != SPREAD_FORMAT:
-        raise ValueError(f"{path} is not a {SPREAD_FORMAT} file")
+    data = _spread_data(path)
+    if isinstance(data, str):
+        raise ValueError(data)
     return check_spread(data.get("models"), str(path))
 
 
 def read_spread_file(path) -> Optional[tuple]:
     """(models, sources) of a spread file; None when ``path`` is not one (e.g. a baseline file or a run
-    folder). A spread file that cannot be used raises ValueError (one line)."""
+    folder). A spread file whose models cannot be used raises ValueError (one line)."""
     path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(read_bounded(path))
-    except ValueError:
-        return None  # not JSON: not a spread file (the caller reads it as whatever else it may be)
-    if not isinstance(data, dict) or data.get("format") != SPREAD_FORMAT:
-        return None
-    sources = data.get("sources") or []
-    return check_spread(data.get("models"), str(path)), [str(s) for s in sources]
+    data = _spread_data(path) if path.is_file() else None
+    if not isinstance(data, dict):
+        return None  # not a spread file: the caller reads it as whatever else it may be
+    return check_spread(data.get("models"), str(path)), [str(s) for s in data.get("sources") or []]
 
 
 def larger_spread(*tables: Mapping) -> dict:
