@@ -11,6 +11,8 @@ is rewritten from its source:
 - ``unit-costs``: results/reference's single-unit and per-kind costs (harness/analysis/unit_costs.py);
 - ``frontier``: results/reference's matched-bytes comparisons against last-N, with the matched points
   left out for comparing identical unit sets;
+- ``ties``: results/reference's tie check on the group the issue named (cnn-last1-w8a8-ptq) and on each
+  model's group with the most tied quantized outputs (harness/analysis/tie_direction.py);
 - ``gate-power``: the regression gate's false failures and power on resampled real seeds, from
   results/reference/gate-power.json (written by ``python -m harness.analysis.gate_power --save``, seeded:
   tests/test_gate_power.py recomputes it);
@@ -32,7 +34,7 @@ import re
 import sys
 from pathlib import Path
 
-from harness.analysis import drop_fit, fit_text, frontier, gate_power, order_test, unit_costs
+from harness.analysis import drop_fit, fit_text, frontier, gate_power, order_test, tie_direction, unit_costs
 from harness.results import records as _records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,6 +98,24 @@ def frontier_block(run_dir: Path = REFERENCE) -> list:
             lines.append(f"| {f.model} | {f.method} | {c.name} | {c.pairs} | "
                          f"{frontier.interval_text(c.mean_diff, c.low, c.high)} | {holm} | {c.verdict} | {c.identical} |")
     return lines
+
+
+TIE_GROUP = "cnn-last1-w8a8-ptq"  # issue 32: its argmax drop was the old reference's headline artifact
+
+
+def ties_block(run_dir: Path = REFERENCE) -> list:
+    """Where the changed predictions went in the named group and each model's most-tied group."""
+    run_dir = Path(run_dir)
+    records, _ = _records.read_case_records(run_dir)
+    found = tie_direction.moves(records, tie_direction.reader(run_dir))
+    if not found:
+        return ["- no records with tie sizes (written before tie-aware accuracy, schema 6)"]
+    shown = [m for m in found if m.label == TIE_GROUP]
+    for model in sorted({m.label.split("-")[0] for m in found}):
+        top = next(m for m in found if m.label.split("-")[0] == model)
+        if top not in shown and top.quant_ties:
+            shown.append(top)
+    return [f"- {m.sentence()}" for m in shown]
 
 
 def _group_order(group: str) -> tuple:
@@ -178,6 +198,7 @@ def machine_spread_block(baseline: Path = BASELINE, sources: Path = SPREAD_SOURC
 
 BLOCKS = {"noise": (noise_block, "results/baselines/smoke.json"), "reference": (reference_block, "results/reference"),
           "frontier": (frontier_block, "results/reference"), "unit-costs": (unit_costs_block, "results/reference"),
+          "ties": (ties_block, "results/reference"),
           "gate-power": (gate_power_block, "results/reference/gate-power.json"),
           "baseline-power": (baseline_power_block, "results/baselines/smoke.json"),
           "machine-spread": (machine_spread_block, "results/baselines/smoke.json, spread-sources/, machine-spread.json")}

@@ -38,6 +38,7 @@ from harness.analysis import fit_text  # noqa: E402
 from harness.analysis.fit_text import fit_lines, model_verdict  # noqa: E402,F401 (the report's API)
 from harness.analysis import latency_report  # noqa: E402
 from harness.analysis import sensitivity_check  # noqa: E402
+from harness.analysis import tie_direction  # noqa: E402
 from harness.analysis import unit_costs  # noqa: E402
 from harness.analysis.caveats import argmax_warning, control_floor_lines, resolution_lines  # noqa: E402
 from harness.case import paired  # noqa: E402
@@ -322,7 +323,8 @@ def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float]
         latency_lines, latency_plots = latency_report.section(model, rows, out_dir, PLOTS_DIR, _save)
         lines, plots = lines + latency_lines, plots + latency_plots
     frontier_lines, frontier_plots = frontier_report.section(frontiers, run_dir / PLOTS_DIR, PLOTS_DIR, _save)
-    lines += frontier_lines + unit_costs.section(good) + spearman_section(records)
+    lines += frontier_lines + unit_costs.section(good) + tie_direction.section(good, tie_direction.reader(run_dir))
+    lines += spearman_section(records)
     plots += frontier_plots
     lines += ["## Last vs first layers (per-seed sign-flip test of drop_first − drop_last, Holm-adjusted)", ""]
     lines += ([f"- {_compare.family_text(comparisons)}"] if comparisons else []) + \
