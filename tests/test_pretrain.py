@@ -123,6 +123,10 @@ def test_the_speed_command_compares_both_recipes_side_by_side(tmp_path):
     (result,) = report["results"]
     assert set(result["recipes"]) == {"original", "recipe"} and len(result["recipes"]["original"]["epoch_s"]) == 2
     assert result["recipes"]["original"]["recipe"] == "batch 32, lr 0.001 constant, float32"
+    for timing in result["recipes"].values():  # each epoch's fit: to its last step's end, then the teardown
+        assert all(t >= 0 for t in timing["teardown_s"]) and all(t > 0 for t in timing["in_fit_s"])
+        assert np.allclose(timing["epoch_s"], np.add(timing["in_fit_s"], timing["teardown_s"]))
+    assert set(result["speedup"]) == set(result["speedup_wall"]) == {"median", "min", "max"}
     assert "recipe/original" in out.stdout and report["env"]["cpu"]["model"] is not None
 
 
