@@ -308,7 +308,8 @@ def _run_pretrain_speed(args) -> int:
         models, seeds, epochs, sizes = pretrain_speed.checked(args)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    pretrain_speed.run(models, args.tier, seeds, epochs, Path(args.out), *sizes, precision=args.precision)
+    pretrain_speed.run(models, args.tier, seeds, epochs, Path(args.out), *sizes, precision=args.precision,
+                       whole_runs=args.one_fit)
     return 0
 
 

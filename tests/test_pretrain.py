@@ -116,7 +116,7 @@ def test_bf16_pre_training_hands_on_a_float32_model_with_the_trained_weights():
 @pytest.mark.slow
 def test_the_speed_command_compares_both_recipes_side_by_side(tmp_path):
     out = subprocess.run([sys.executable, "-m", "harness", "pretrain-speed", "--models", "cnn", "--epochs", "2",
-                          "--train-size", "600", "--test-size", "100", "--out", str(tmp_path)],
+                          "--train-size", "600", "--test-size", "100", "--out", str(tmp_path), "--one-fit"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads((tmp_path / "pretrain-speed.json").read_text())
@@ -127,6 +127,10 @@ def test_the_speed_command_compares_both_recipes_side_by_side(tmp_path):
         assert all(t >= 0 for t in timing["teardown_s"]) and all(t > 0 for t in timing["in_fit_s"])
         assert np.allclose(timing["epoch_s"], np.add(timing["in_fit_s"], timing["teardown_s"]))
     assert set(result["speedup"]) == set(result["speedup_wall"]) == {"median", "min", "max"}
+    whole = result["one_fit"]  # each recipe's whole pre-training in one fit, twice (ABBA)
+    assert [len(whole["images_per_s"][name]) for name in ("original", "recipe")] == [2, 2]
+    assert whole["speedup_range"][0] <= whole["speedup"] <= whole["speedup_range"][1]
+    assert "one fit of 2 epochs each" in out.stdout
     assert "recipe/original" in out.stdout and report["env"]["cpu"]["model"] is not None
 
 

@@ -106,6 +106,28 @@ def compare(model: str, tier: str, seed: int, epochs: int, train_size=None, test
     return out
 
 
+ONE_FIT_ORDER = ("original", "recipe", "recipe", "original")  # ABBA: a drift of the machine hits both alike
+
+
+def one_fit(model: str, tier: str, seed: int, epochs: int, train_size=None, test_size=None, precision=None) -> dict:
+    """Each recipe's whole pre-training as the suite runs it (pretrain.run: one fit for every epoch, its
+    tracing and its one teardown included), twice, in the order ONE_FIT_ORDER, each from a fresh model."""
+    spec = registry.get(model)
+    config = spec.tier(tier)
+    data = spec.dataset.load()(train_size if train_size is not None else config.train_size,
+                               test_size if test_size is not None else config.test_size)
+    rates = {"original": [], "recipe": []}
+    for name in ONE_FIT_ORDER:
+        run_ = _runs(spec, config, seed, data, epochs, precision)[name]
+        seconds = run_.fit(run_.steps, seed)
+        rates[name].append(run_.steps * run_.resolved.batch_size / seconds)
+        print(f"  {model} seed {seed} one fit of {epochs} epochs: {name} {seconds:.1f} s", flush=True)
+    ratio = float(np.mean(rates["recipe"]) / np.mean(rates["original"]))
+    return {"images_per_s": rates, "speedup": ratio,
+            "speedup_range": [float(min(rates["recipe"]) / max(rates["original"])),
+                              float(max(rates["recipe"]) / min(rates["original"]))]}
+
+
 def lines(result: dict) -> list:
     head = (f"{result['model']} {result['tier']} seed {result['seed']}: {result['epochs']} epochs of "
             f"{result['train_examples']} images, test {result['test_examples']}")
@@ -120,16 +142,25 @@ def lines(result: dict) -> list:
         teardown = {name: sum(r.get("teardown_s", ())) for name, r in result["recipes"].items()}
         rows.append(f"  with each epoch's fit teardown: {wall['median']:.2f}x [{wall['min']:.2f}, {wall['max']:.2f}] "
                     f"(teardown in all: " + ", ".join(f"{n} {t:.1f} s" for n, t in teardown.items()) + ")")
+    whole = result.get("one_fit")
+    if whole:
+        rates = whole["images_per_s"]
+        rows.append(f"  one fit of {result['epochs']} epochs each, twice (as the suite pre-trains): recipe/original "
+                    f"{whole['speedup']:.2f}x [{whole['speedup_range'][0]:.2f}, {whole['speedup_range'][1]:.2f}] "
+                    f"(original {', '.join(f'{r:.0f}' for r in rates['original'])}, recipe "
+                    f"{', '.join(f'{r:.0f}' for r in rates['recipe'])} images/s)")
     return rows
 
 
 def run(models, tier: str, seeds, epochs: int, out_dir: Path, train_size=None, test_size=None,
-        precision=None) -> dict:
+        precision=None, whole_runs: bool = False) -> dict:
     report = {"env": {"cpu": records.cpu(), "commit": records.git_commit()}, "results": []}
     out_dir.mkdir(parents=True, exist_ok=True)
     for model in models:
         for seed in seeds:
             result = compare(model, tier, seed, epochs, train_size, test_size, precision)
+            if whole_runs:
+                result["one_fit"] = one_fit(model, tier, seed, epochs, train_size, test_size, precision)
             report["results"].append(result)
             print("\n".join(lines(result)), flush=True)
             records.write_text_atomic(out_dir / "pretrain-speed.json", json.dumps(report, indent=1))
@@ -146,6 +177,8 @@ def add_arguments(sub) -> None:
     sub.add_argument("--test-size", default=None, help="test examples (default: the tier's)")
     sub.add_argument("--precision", default=None, choices=PRECISIONS,
                      help="override the recipe's precision (float32: what a CPU without native bf16 runs)")
+    sub.add_argument("--one-fit", action="store_true",
+                     help="also time each recipe's whole pre-training in one fit, as the suite runs it (twice each)")
     sub.add_argument("--out", default="results/pretrain-speed", help="folder for pretrain-speed.json")
 
 
