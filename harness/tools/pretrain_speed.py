@@ -54,7 +54,8 @@ def _ratios(original, recipe, scale: float) -> dict:
     return {"median": float(np.median(pairs)), "min": float(min(pairs)), "max": float(max(pairs))}
 
 
-def _runs(spec, config, seed: int, data, epochs: int, precision=None) -> dict:
+def _runs(spec, config, seed: int, data, epochs: int, precision=None, names=("original", "recipe")) -> dict:
+    """A fresh pretrain.Pretraining per recipe in ``names``, from the same seed."""
     from harness.case import cache, pretrain
 
     build = lambda: cache.build(spec, data)  # noqa: E731
@@ -62,8 +63,9 @@ def _runs(spec, config, seed: int, data, epochs: int, precision=None) -> dict:
     if precision is not None:  # what the recipe does on a CPU kind that resolves to another precision
         config = replace(config, pretrain=replace(config.pretrain, precision=precision))
     recipes = {"original": replace(config, pretrain=ORIGINAL), "recipe": config}
-    return {name: pretrain.Pretraining(build, pretrain.resolve(tier, flags), seed, data, epochs, tier.train_step_xla)
-            for name, tier in recipes.items()}
+    return {name: pretrain.Pretraining(build, pretrain.resolve(recipes[name], flags), seed, data, epochs,
+                                       recipes[name].train_step_xla)
+            for name in names}
 
 
 def compare(model: str, tier: str, seed: int, epochs: int, train_size=None, test_size=None, precision=None) -> dict:
@@ -118,7 +120,7 @@ def one_fit(model: str, tier: str, seed: int, epochs: int, train_size=None, test
                                test_size if test_size is not None else config.test_size)
     rates = {"original": [], "recipe": []}
     for name in ONE_FIT_ORDER:
-        run_ = _runs(spec, config, seed, data, epochs, precision)[name]
+        run_ = _runs(spec, config, seed, data, epochs, precision, names=(name,))[name]
         seconds = run_.fit(run_.steps, seed)
         rates[name].append(run_.steps * run_.resolved.batch_size / seconds)
         print(f"  {model} seed {seed} one fit of {epochs} epochs: {name} {seconds:.1f} s", flush=True)
