@@ -74,6 +74,17 @@ def test_the_report_has_a_latency_table_and_plot_per_model(tmp_path):
     assert (tmp_path / "plots" / "latency-m.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_latency_rows_keep_each_kind_of_unit_apart_and_n_in_numeric_order():
+    base = with_latency(linear_records(0.1))
+    kinds = [dict(r, order="type", n=0, kind=kind, latency_ratio=ratio, latency_ratio_ci95=[ratio, ratio])
+             for kind, ratio in (("attention", 0.5), ("ffn", 0.7)) for r in base if r["n"] == 1]
+    lines = latency_report.table(base + kinds)
+    assert any(line.startswith("| type | 8 | qat | attention | ") and "0.50 [0.50, 0.50]" in line for line in lines)
+    assert any(line.startswith("| type | 8 | qat | ffn | ") and "0.70 [0.70, 0.70]" in line for line in lines)
+    last_ns = [int(line.split(" | ")[3]) for line in lines if line.startswith("| last | 8 |")]
+    assert last_ns == sorted(last_ns) and 12 in last_ns
+
+
 def test_a_run_without_latency_has_no_latency_section(tmp_path):
     text = report.write_report(linear_records(0.1), tmp_path).path.read_text()
     assert "Inference latency" not in text and not (tmp_path / "plots" / "latency-m.png").exists()

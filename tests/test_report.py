@@ -109,6 +109,26 @@ def test_table_shows_paired_intervals_and_seed_means(tmp_path):
     assert "2.00 (1 seed)" in row6 and "s0: 2.00 [1.20, 2.80] |" in row6
 
 
+def test_type_rows_keep_each_kind_apart():
+    kinds = ("attention", "ffn", "dense")
+    records = [dict(r, order="type", n=0, kind=kind, accuracy_drop_pp=float(i), case_id=f"m-type-{kind}-s{r['seed']}")
+               for i, kind in enumerate(kinds) for r in synthetic(ns=(1,), bits=(8,), orders=("last",), seeds=(0, 1))]
+    lines = report.results_table(records)
+    for i, kind in enumerate(kinds):
+        row = next(line for line in lines if line.startswith(f"| type | 8 | qat | {kind} | 2 |"))
+        assert f"s0: {i:.2f}" in row and row.count("s0:") == 1  # one kind's seeds only, not all three pooled
+
+
+def test_type_plots_put_each_kind_at_its_own_place(tmp_path):
+    kinds = ("attention", "ffn", "dense")
+    records = [dict(r, order="type", n=0, kind=kind, accuracy_drop_pp=float(i), case_id=f"m-type-{kind}-s{r['seed']}")
+               for i, kind in enumerate(kinds) for r in synthetic(ns=(1,), bits=(8,), orders=("last",), seeds=(0, 1))]
+    xs, ys = report._means(records, "accuracy_drop_pp")
+    assert list(xs) == [0, 1, 2] and list(ys) == [0.0, 2.0, 1.0]  # attention, dense, ffn in sorted order
+    result = report.write_report(records, tmp_path)
+    assert (tmp_path / "plots" / "drop-m-qat.png").read_bytes().startswith(PNG) and result.plots
+
+
 def test_fit_lines_show_refusals_and_bound_flags(tmp_path):
     steep = [dict(r, accuracy_drop_pp=0.001 * r["n"] ** 6) for r in synthetic(bits=(8,), orders=("last",))]
     text = report.write_report(steep, tmp_path).path.read_text()

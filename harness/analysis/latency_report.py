@@ -63,19 +63,25 @@ def _ops_text(rows: Sequence[dict]) -> str:
     return ", ".join(f"{q}/{d}" for q, d in pairs) or "–"
 
 
+def row_position(record: dict):
+    """N, or for the `type` order the kind of unit: every kind's cases have N = 0, and one row per kind
+    keeps attention, feed-forward and head apart instead of pooling their seeds into one mean."""
+    return str(record.get("kind")) if record.get("order") == "type" else int(record.get("n") or 0)
+
+
 def table(records: Sequence[dict]) -> list:
-    """Markdown lines of one model: a row per (order, bits, method, N) with the median drop, the .tflite
+    """Markdown lines of one model: a row per (order, bits, method, N or kind) with the median drop, the .tflite
     bytes, the latency ratio and the QUANTIZE/DEQUANTIZE ops; [] when no record of the model was timed."""
     if not timed(records):
         return []
     rows = defaultdict(list)
     for r in records:
-        rows[(str(r.get("order")), r.get("weight_bits") or 0, r.get("method") or "qat", int(r.get("n") or 0))].append(r)
+        rows[(str(r.get("order")), r.get("weight_bits") or 0, r.get("method") or "qat", row_position(r))].append(r)
     kinds = sorted({str(((r.get("env") or {}).get("machine") or {}).get("cpu", {}).get("model")) for r in timed(records)})
     lines = [f"Batch-1 LiteRT latency, quantized/control in the same rounds (1 thread; measured on {', '.join(kinds)}): "
              "median over runs [lowest to highest per-run 95% bound]; below 1 the quantized file is faster.", "",
-             "| order | bits | method | N | drop pp (median) | tflite B | latency ratio | Q/DQ ops |", "|---|---|---|---|---|---|---|---|"]
-    for (order, bits, method, n), group in sorted(rows.items()):
+             "| order | bits | method | N (or kind) | drop pp (median) | tflite B | latency ratio | Q/DQ ops |", "|---|---|---|---|---|---|---|---|"]
+    for (order, bits, method, n), group in sorted(rows.items(), key=lambda item: tuple(map(str, item[0][:3])) + (str(item[0][3]).zfill(6),)):
         ratio = _cell(timed(group)) if timed(group) else "not timed"
         lines.append(f"| {order} | {bits} | {method} | {n} | {_median_text(group, 'accuracy_drop_pp', '.2f')} "
                      f"| {_median_text(group, 'tflite_bytes', ',.0f')} | {ratio} | {_ops_text(group)} |")
@@ -107,7 +113,7 @@ def plot(model: str, records: Sequence[dict], out_dir: Path, save: Callable) -> 
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     groups = defaultdict(list)
     for r in records:
-        if r.get("order") not in ("mixed", "ends8"):  # their n is a byte budget or 0, not a unit count
+        if r.get("order") not in ("mixed", "ends8", "type"):  # their n is a byte budget or 0, not a unit count
             groups[(r.get("weight_bits") or 0, str(r.get("order")))].append(r)
     bits_order = sorted({bits for bits, _ in groups})
     for (bits, order), rows in sorted(groups.items()):

@@ -31,6 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from harness.analysis import order_test as _compare  # noqa: E402
+from harness.analysis import attribution  # noqa: E402
 from harness.analysis import drop_fit as _fit  # noqa: E402
 from harness.analysis import frontier as _frontier  # noqa: E402
 from harness.analysis import frontier_report  # noqa: E402
@@ -100,12 +101,27 @@ def _first_line(text) -> str:
     return line if len(line) <= 200 else line[:197] + "..."
 
 
+def _kinds(records: Sequence[dict]) -> list:
+    return sorted({str(r.get("kind")) for r in records if r.get("order") == "type"})
+
+
+def _x(record: dict, kinds: Sequence[str]) -> int:
+    """Where a record sits on a plot's x axis: N, or for the `type` order (N = 0 for every kind) its kind's place."""
+    return kinds.index(str(record.get("kind"))) if record.get("order") == "type" else int(record["n"])
+
+
+def _kind_ticks(ax, order: str, kinds: Sequence[str]) -> None:
+    if order == "type" and kinds:
+        ax.set_xticks(range(len(kinds)), kinds)
+
+
 def _means(records: Sequence[dict], field: str) -> tuple:
     per_n = defaultdict(list)
+    kinds = _kinds(records)
     for r in records:
         v = _fit.as_number(r.get(field))
         if v is not None:
-            per_n[int(r["n"])].append(v)
+            per_n[_x(r, kinds)].append(v)
     ns = sorted(per_n)
     return np.array(ns, float), np.array([np.median(per_n[n]) for n in ns], float)
 
@@ -129,6 +145,10 @@ def _xlabel(order: str) -> str:
         return "one plan: first and last unit W8, the rest W4"
     if order in ("last-inner", "first-inner"):
         return "N (inner units quantized; first and last unit float)"
+    if order == "single":
+        return "unit index (that unit alone quantized)"
+    if order == "type":
+        return "kind of unit (every unit of that kind quantized)"
     return "weight-bytes budget" if order == "mixed" else "N (units quantized)"
 
 
@@ -139,7 +159,7 @@ def plot_drop(model: str, method: str, records: Sequence[dict], fits: dict, out_
     for ax, (order, group) in zip(axes, orders.items()):
         for i, (bits, rows) in enumerate(_by(group, "weight_bits").items()):
             colour = colours[i % len(colours)]
-            ax.scatter([r["n"] for r in rows], [r["accuracy_drop_pp"] for r in rows], s=14, color=colour, alpha=0.7)
+            ax.scatter([_x(r, _kinds(group)) for r in rows], [r["accuracy_drop_pp"] for r in rows], s=14, color=colour, alpha=0.7)
             label = f"w{bits}"
             gfit = fits.get((model, order, bits, method))
             if gfit is not None and gfit.fitted:
@@ -152,6 +172,7 @@ def plot_drop(model: str, method: str, records: Sequence[dict], fits: dict, out_
                 label += " (not enough N to fit)" if "not enough N" in gfit.reason else " (no fit)"
             ax.plot([], [], color=colour, label=label)
         ax.set(title=f"{model} · {order} · {method}", xlabel=_xlabel(order), ylabel="accuracy drop (pp)")
+        _kind_ticks(ax, order, _kinds(group))
         ax.axhline(0, color="grey", lw=0.5)
         ax.legend(fontsize=7)
     return _save(fig, out_dir / f"drop-{_slug(model)}-{_slug(method)}.png")
@@ -175,6 +196,7 @@ def plot_size(model: str, records: Sequence[dict], out_dir: Path) -> Optional[Pa
             if ns.size:
                 ax.plot(ns, ys, color=colour, label=f"w{bits} predicted weight bytes")
         ax.set(title=f"{model} · {order}: size vs N", xlabel=_xlabel(order), ylabel="bytes")
+        _kind_ticks(ax, order, _kinds(group))
         ax.legend(fontsize=7)
     return _save(fig, out_dir / f"size-{_slug(model)}.png")
 
@@ -192,6 +214,7 @@ def plot_methods(model: str, records: Sequence[dict], out_dir: Path) -> Optional
                 if ns.size:
                     ax.plot(ns, ys, style, marker="o", color=colours[i % len(colours)], label=f"w{bits} {method}")
         ax.set(title=f"{model} · {order}: QAT vs PTQ", xlabel=_xlabel(order), ylabel="median drop (pp)")
+        _kind_ticks(ax, order, _kinds(group))
         ax.legend(fontsize=7)
     return _save(fig, out_dir / f"methods-{_slug(model)}.png")
 
@@ -224,13 +247,13 @@ def drop_cells(group: Sequence[dict]) -> tuple:
 
 
 def results_table(records: Sequence[dict]) -> list:
-    """Markdown table lines: one row per (order, bits, method, N); seeds summarised, runs listed."""
-    lines = ["| order | bits | method | N | runs | param frac | control acc | quant acc "
+    """Markdown table lines: one row per (order, bits, method, N or kind); seeds summarised, runs listed."""
+    lines = ["| order | bits | method | N (or kind) | runs | param frac | control acc | quant acc "
              "| drop pp: seed mean [95% t] | each run: drop [paired 95%] | tflite B | weight B | predicted B | size err |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     rows = defaultdict(list)
     for r in records:
-        rows[(r.get("order"), r.get("weight_bits"), r.get("method") or "qat", int(r["n"]))].append(r)
+        rows[(r.get("order"), r.get("weight_bits"), r.get("method") or "qat", latency_report.row_position(r))].append(r)
     for key in sorted(rows, key=lambda k: tuple(_sort_key(p) for p in k)):
         group = rows[key]
         mean_cell, run_cell = drop_cells(group)
@@ -276,6 +299,7 @@ def spearman_section(records: Sequence[dict]) -> list:
 
 def verdict_lines(good, comparisons, fits, frontiers) -> list:
     verdicts = [model_verdict(model, comparisons, fits) for model in _by(good, "model")]
+    verdicts += attribution.verdicts(comparisons, good)
     verdicts += [_frontier.verdict(frontiers, model) for model in sorted({f.model for f in frontiers}, key=str)]
     verdicts += unit_costs.verdicts(good)
     return ["## Verdicts", ""] + [f"- {v}" for v in verdicts if v] + [""] if any(verdicts) else []

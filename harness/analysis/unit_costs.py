@@ -21,7 +21,7 @@ import functools
 import itertools
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Optional
 
 from harness.analysis import seed_power
@@ -39,6 +39,7 @@ class Cost:
     label: str  # "c1_conv (unit 0, 288 weights)", "attention", "attention - ffn"
     values: tuple  # one per seed, pp
     p_holm: float = math.nan
+    unit: Optional[int] = None  # single order: the unit's index in graph order (0 is the first unit)
 
     @property
     def seeds(self) -> int:
@@ -106,7 +107,7 @@ def _final_kind(record: dict) -> Optional[str]:
 
 def _with_holm(costs: list) -> tuple:
     adjusted = seedstats.holm([c.p for c in costs])
-    return tuple(Cost(c.label, c.values, p) for c, p in zip(costs, adjusted))
+    return tuple(replace(c, p_holm=p) for c, p in zip(costs, adjusted))
 
 
 @functools.lru_cache(maxsize=None)
@@ -147,8 +148,8 @@ def group_costs(records: Iterable[dict]) -> list:
     for group in sorted(cells, key=lambda g: tuple(str(p) for p in g)):
         units = sorted(cells[group], key=lambda k: (str(type(k[0])), k[0]))
         per_seed = {label: {s: sum(v) / len(v) for s, v in cells[group][(key, label)].items()} for key, label in units}
-        costs = _with_holm([Cost(label, tuple(per_seed[label][s] for s in sorted(per_seed[label], key=str)))
-                            for _key, label in units])
+        costs = _with_holm([Cost(label, tuple(per_seed[label][s] for s in sorted(per_seed[label], key=str)),
+                                 unit=key if group[3] == "single" else None) for key, label in units])
         sd, detectable = _detectable(list(costs), len(costs))
         differences = _differences(per_seed, [label for _k, label in units]) if group[3] == "type" else ()
         out.append(GroupCosts(*group, costs=costs, sd=sd, detectable_pp=detectable, differences=differences,

@@ -1,0 +1,82 @@
+"""Is a last-vs-first difference about position, or about one layer at an end? Pure (numpy).
+
+Issue 32, item 3: with a handful of units, "first N" and "last N" differ by the units at the two ends (a
+1-channel input conv, the logits), so a significant whole-order test can be one special layer. Where the
+run also has the inner comparison (the first and last unit held out of both orders) and each unit alone
+(the ``single`` order) for the same (model, bits, method), this module says which of the three readings
+the data support, and claims nothing more:
+
+- the ends: some end unit costs something detectable alone, and the inner comparison finds nothing;
+- position: the inner comparison finds the same direction with the ends held out;
+- neither: the inner comparison finds nothing and no end unit is detectable alone, so the design cannot
+  say what carries the difference.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+from harness.analysis import order_test, unit_costs
+
+SIGNIFICANT = (order_test.FINAL_CHEAPER, order_test.FIRST_CHEAPER)
+
+
+def _key(model, bits, method) -> tuple:
+    return str(model), int(bits or 0), str(method or "qat").lower()
+
+
+def _units_total(records: Iterable[dict]) -> dict:
+    totals = {}
+    for r in records:
+        if isinstance(r.get("units_total"), int):
+            totals[str(r.get("model"))] = max(totals.get(str(r.get("model")), 0), r["units_total"])
+    return totals
+
+
+def _test_text(test: order_test.MatchedTest) -> str:
+    way = "less" if test.mean_diff_pp >= 0 else "more"
+    return (f"the last N cost {abs(test.mean_diff_pp):.2f} pp {way} than the first N "
+            f"({test.n_seeds} seeds, Holm p {test.p_holm:.2g})")
+
+
+def sentence(whole, inner, costs: Optional[unit_costs.GroupCosts], units_total: Optional[int]) -> str:
+    """One verdict sentence for a significant whole-order test; "" when the run cannot attribute it."""
+    if inner is None or costs is None or not units_total:
+        return ""
+    ends = {0, units_total - 1}
+    end_costs = [c for c in costs.costs if c.unit in ends and c.detected]
+    inner_costs = [c for c in costs.costs if c.unit not in ends and c.detected]
+    quiet = len(costs.costs) - len(end_costs) - len(inner_costs)
+    head = f"{whole.model} W{whole.weight_bits} {whole.method.upper()}, last N vs first N"
+    same_way = (inner.test.mean_diff_pp > 0) == (whole.test.mean_diff_pp > 0)
+    inner_text = f"with the first and last unit held out, {_test_text(inner.test)}"
+    if inner.test.verdict in SIGNIFICANT and same_way:
+        return f"{head}: a position effect: {_test_text(whole.test)}, and {inner_text}."
+    if inner.test.verdict == order_test.TOO_FEW:
+        return f"{head}: {_test_text(whole.test)}; {inner_text}: too few pairs to tell position from the end units."
+    alone = "; ".join(c.text() for c in end_costs)
+    rest = "; ".join([c.text() for c in inner_costs]
+                     + [f"the other {quiet} unit{'s' if quiet != 1 else ''} nothing detectable alone"] * (quiet > 0))
+    if end_costs and not inner_costs:
+        return (f"{head}: {_test_text(whole.test)}, and the data put it on an end unit: alone, {alone}; "
+                f"{rest}; {inner_text}: {inner.test.verdict}.")
+    found = "no end unit costs anything detectable alone" if not end_costs else f"alone, {alone}"
+    also = f"; inner units alone: {rest}" if inner_costs else ""
+    return (f"{head}: {_test_text(whole.test)}, but the design cannot say what carries it: {found}{also}, and "
+            f"{inner_text}: {inner.test.verdict}.")
+
+
+def verdicts(comparisons: Sequence, records: Sequence[dict]) -> list:
+    """A sentence per significant, declared whole-order test that the run's inner and single cases can attribute."""
+    inner = {_key(c.model, c.weight_bits, c.method): c for c in comparisons if c.primary and c.inner}
+    single = {_key(g.model, g.weight_bits, g.method): g for g in unit_costs.group_costs(records) if g.order == "single"}
+    totals = _units_total(records)
+    out = []
+    for c in comparisons:
+        if not c.primary or c.inner or not c.test.counted or c.test.verdict not in SIGNIFICANT:
+            continue
+        key = _key(c.model, c.weight_bits, c.method)
+        text = sentence(c, inner.get(key), single.get(key), totals.get(str(c.model)))
+        if text:
+            out.append(text)
+    return out
