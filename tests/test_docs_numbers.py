@@ -14,6 +14,16 @@ def test_the_committed_docs_blocks_match_the_committed_files():
         f"docs/results.md is out of date: run {docs_numbers.COMMAND}"
 
 
+def test_the_readme_summary_is_the_reference_reports_paragraph():
+    text = docs_numbers.README.read_text()
+    assert docs_numbers.render(text, docs_numbers.generated(docs_numbers.README_BLOCKS)) == text, \
+        f"README.md's findings are out of date: run {docs_numbers.COMMAND}"
+    report = (docs_numbers.REFERENCE / "report.md").read_text()
+    assert docs_numbers.findings_block()[0] in text
+    if "## In one paragraph" in report:  # a report written before the paragraph existed has none
+        assert docs_numbers.findings_block()[0] in report
+
+
 def test_a_changed_baseline_changes_the_noise_block(tmp_path):
     saved = json.loads(docs_numbers.BASELINE.read_text())
     saved["noise"]["mlp/w8"]["sd_pp"] = 0.54  # the number the docs once typed by hand

@@ -21,11 +21,11 @@ from harness.analysis import order_test, unit_costs
 SIGNIFICANT = (order_test.FINAL_CHEAPER, order_test.FIRST_CHEAPER)
 
 
-def _key(model, bits, method) -> tuple:
+def group_key(model, bits, method) -> tuple:
     return str(model), int(bits or 0), str(method or "qat").lower()
 
 
-def _units_total(records: Iterable[dict]) -> dict:
+def units_totals(records: Iterable[dict]) -> dict:
     totals = {}
     for r in records:
         if isinstance(r.get("units_total"), int):
@@ -33,7 +33,7 @@ def _units_total(records: Iterable[dict]) -> dict:
     return totals
 
 
-def _test_text(test: order_test.MatchedTest) -> str:
+def difference_text(test: order_test.MatchedTest) -> str:
     way = "less" if test.mean_diff_pp >= 0 else "more"
     return (f"the last N cost {abs(test.mean_diff_pp):.2f} pp {way} than the first N "
             f"({test.n_seeds} seeds, Holm p {test.p_holm:.2g})")
@@ -49,34 +49,38 @@ def sentence(whole, inner, costs: Optional[unit_costs.GroupCosts], units_total: 
     quiet = len(costs.costs) - len(end_costs) - len(inner_costs)
     head = f"{whole.model} W{whole.weight_bits} {whole.method.upper()}, last N vs first N"
     same_way = (inner.test.mean_diff_pp > 0) == (whole.test.mean_diff_pp > 0)
-    inner_text = f"with the first and last unit held out, {_test_text(inner.test)}"
+    inner_text = f"with the first and last unit held out, {difference_text(inner.test)}"
     if inner.test.verdict in SIGNIFICANT and same_way:
-        return f"{head}: a position effect: {_test_text(whole.test)}, and {inner_text}."
+        return f"{head}: a position effect: {difference_text(whole.test)}, and {inner_text}."
     if inner.test.verdict == order_test.TOO_FEW:
-        return f"{head}: {_test_text(whole.test)}; {inner_text}: too few pairs to tell position from the end units."
+        return f"{head}: {difference_text(whole.test)}; {inner_text}: too few pairs to tell position from the end units."
     alone = "; ".join(c.text() for c in end_costs)
     rest = "; ".join([c.text() for c in inner_costs]
                      + [f"the other {quiet} unit{'s' if quiet != 1 else ''} nothing detectable alone"] * (quiet > 0))
     if end_costs and not inner_costs:
-        return (f"{head}: {_test_text(whole.test)}, and the data put it on an end unit: alone, {alone}; "
+        return (f"{head}: {difference_text(whole.test)}, and the data put it on an end unit: alone, {alone}; "
                 f"{rest}; {inner_text}: {inner.test.verdict}.")
     found = "no end unit costs anything detectable alone" if not end_costs else f"alone, {alone}"
     also = f"; inner units alone: {rest}" if inner_costs else ""
-    return (f"{head}: {_test_text(whole.test)}, but the design cannot say what carries it: {found}{also}, and "
+    return (f"{head}: {difference_text(whole.test)}, but the design cannot say what carries it: {found}{also}, and "
             f"{inner_text}: {inner.test.verdict}.")
 
 
-def verdicts(comparisons: Sequence, records: Sequence[dict]) -> list:
-    """A sentence per significant, declared whole-order test that the run's inner and single cases can attribute."""
-    inner = {_key(c.model, c.weight_bits, c.method): c for c in comparisons if c.primary and c.inner}
-    single = {_key(g.model, g.weight_bits, g.method): g for g in unit_costs.group_costs(records) if g.order == "single"}
-    totals = _units_total(records)
+def attributed(comparisons: Sequence, records: Sequence[dict]) -> list:
+    """(comparison, sentence) per significant, declared whole-order test; the sentence is "" where the run's
+    inner and single cases cannot attribute it."""
+    inner = {group_key(c.model, c.weight_bits, c.method): c for c in comparisons if c.primary and c.inner}
+    single = {group_key(g.model, g.weight_bits, g.method): g for g in unit_costs.group_costs(records) if g.order == "single"}
+    totals = units_totals(records)
     out = []
     for c in comparisons:
         if not c.primary or c.inner or not c.test.counted or c.test.verdict not in SIGNIFICANT:
             continue
-        key = _key(c.model, c.weight_bits, c.method)
-        text = sentence(c, inner.get(key), single.get(key), totals.get(str(c.model)))
-        if text:
-            out.append(text)
+        found = group_key(c.model, c.weight_bits, c.method)
+        out.append((c, sentence(c, inner.get(found), single.get(found), totals.get(str(c.model)))))
     return out
+
+
+def verdicts(comparisons: Sequence, records: Sequence[dict]) -> list:
+    """The attributed sentences, for the report's Verdicts."""
+    return [text for _c, text in attributed(comparisons, records) if text]

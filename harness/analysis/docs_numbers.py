@@ -21,7 +21,10 @@ is rewritten from its source:
 - ``baseline-power``: the power per group that ``python -m harness baseline`` prints for
   results/baselines/smoke.json (a rerun with its seeds and noise; seeded Gaussian draws, about a second).
 
-``python -m harness.analysis.docs_numbers`` rewrites docs/results.md; ``--check`` exits 1 when a block
+- ``findings`` (in README.md): results/reference's findings paragraph (harness/analysis/findings.py), the
+  one its report opens with.
+
+``python -m harness.analysis.docs_numbers`` rewrites docs/results.md and README.md; ``--check`` exits 1 when a block
 differs from what the committed files give (tests/test_docs_numbers.py runs that check).
 """
 
@@ -34,11 +37,12 @@ import re
 import sys
 from pathlib import Path
 
-from harness.analysis import drop_fit, fit_text, frontier, gate_power, order_test, tie_direction, unit_costs
+from harness.analysis import drop_fit, findings, fit_text, frontier, gate_power, order_test, tie_direction, unit_costs
 from harness.results import records as _records
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "results.md"
+README = ROOT / "README.md"
 BASELINE = ROOT / "results" / "baselines" / "smoke.json"
 REFERENCE = ROOT / "results" / "reference"
 COMMAND = "python -m harness.analysis.docs_numbers"
@@ -116,6 +120,12 @@ def ties_block(run_dir: Path = REFERENCE) -> list:
         if top not in shown and top.quant_ties:
             shown.append(top)
     return [f"- {m.sentence()}" for m in shown]
+
+
+def findings_block(run_dir: Path = REFERENCE) -> list:
+    """The README's summary: the reference run's findings paragraph, as its report opens with it."""
+    records, _ = _records.read_case_records(Path(run_dir))
+    return [findings.paragraph(records) or "No measured records in results/reference."]
 
 
 def _group_order(group: str) -> tuple:
@@ -214,25 +224,30 @@ def render(text: str, blocks: dict) -> str:
     return text
 
 
-def generated() -> dict:
-    return {name: make() for name, (make, _) in BLOCKS.items()}
+README_BLOCKS = {"findings": (findings_block, "results/reference")}
+
+
+def generated(blocks: dict = BLOCKS) -> dict:
+    return {name: make() for name, (make, _) in blocks.items()}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 when docs/results.md differs, write nothing")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a document differs, write nothing")
     args = parser.parse_args(argv)
-    old = DOC.read_text()
-    new = render(old, generated())
-    if args.check:
+    status = 0
+    for doc, blocks in ((DOC, BLOCKS), (README, README_BLOCKS)):
+        old = doc.read_text()
+        new = render(old, generated(blocks))
+        if args.check:
+            if new != old:
+                print(f"{doc}: generated numbers are out of date; run {COMMAND}", file=sys.stderr)
+                status = 1
+            continue
         if new != old:
-            print(f"{DOC}: generated numbers are out of date; run {COMMAND}", file=sys.stderr)
-            return 1
-        return 0
-    if new != old:
-        _records.write_text_atomic(DOC, new)
-    print(f"{DOC}: {'rewritten' if new != old else 'up to date'}")
-    return 0
+            _records.write_text_atomic(doc, new)
+        print(f"{doc}: {'rewritten' if new != old else 'up to date'}")
+    return status
 
 
 if __name__ == "__main__":

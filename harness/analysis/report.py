@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 
 from harness.analysis import order_test as _compare  # noqa: E402
 from harness.analysis import attribution  # noqa: E402
+from harness.analysis import findings  # noqa: E402
 from harness.analysis import drop_fit as _fit  # noqa: E402
 from harness.analysis import frontier as _frontier  # noqa: E402
 from harness.analysis import frontier_report  # noqa: E402
@@ -322,6 +323,8 @@ def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float]
     if not good:
         lines += ["**No measured records** (none passed or failed with an accuracy drop): nothing to fit or plot.", ""]
     frontiers = _frontier.for_report(records)
+    summary = findings.paragraph(records)
+    lines += ["## In one paragraph", "", summary, ""] if summary else []
     lines += verdict_lines(good, comparisons, fits, frontiers) + argmax_warning(good) + resolution_lines(good)
     lines += control_floor_lines(records)
     for model, rows in _by(good, "model").items():

@@ -184,26 +184,48 @@ def verdict(g: GroupCosts) -> str:
     return text + hypothesis(g)
 
 
-def hypothesis(g: GroupCosts) -> str:
+@dataclass(frozen=True)
+class Claim:
+    """The seed report's claim tested in one type group: attention minus the final layer's kind."""
+
+    final: str
+    mean: float
+    low: float
+    high: float
+    p_holm: float
+    result: str
+
+    @property
+    def span(self) -> str:
+        return f"[{self.low:+.2f}, {self.high:+.2f}]" if not math.isnan(self.low) else "(1 seed)"
+
+
+def claim(g: GroupCosts) -> Optional[Claim]:
     """The seed report's claim, where the group can test it: quantizing attention (early and middle layers)
     costs more than quantizing the final layer (the model's last unit's kind, e.g. the head)."""
     final = g.final_kind
     if final in (None, "attention") or not g.differences:
-        return ""
+        return None
     pair = next((c for c in g.differences if c.label in (f"attention - {final}", f"{final} - attention")), None)
     if pair is None:
-        return ""
+        return None
     sign = 1.0 if pair.label.startswith("attention") else -1.0
     mean, low, high = (sign * v for v in pair.interval)
     if sign < 0:
         low, high = high, low
-    span = f"[{low:+.2f}, {high:+.2f}]" if not math.isnan(low) else "(1 seed)"
     if not pair.detected:
         result = "not supported: no detectable difference" if not math.isinf(g.detectable_pp) else "not testable: too few seeds"
     else:
         result = "supported" if mean > 0 else "contradicted: the final layer costs more"
-    return (f" The seed report's claim that attention costs more than the final layer ({final}): attention - {final} "
-            f"{mean:+.2f} pp {span}, Holm p {pair.p_holm:.2g}: {result}.")
+    return Claim(final, mean, low, high, pair.p_holm, result)
+
+
+def hypothesis(g: GroupCosts) -> str:
+    c = claim(g)
+    if c is None:
+        return ""
+    return (f" The seed report's claim that attention costs more than the final layer ({c.final}): attention - {c.final} "
+            f"{c.mean:+.2f} pp {c.span}, Holm p {c.p_holm:.2g}: {c.result}.")
 
 
 def section(records: Iterable[dict]) -> list:
