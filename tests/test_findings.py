@@ -19,8 +19,8 @@ def test_controls_give_each_models_range_seeds_and_test_set():
     records = [dict(model="cnn", seed=s, control_accuracy=a, n_test=10000, control_ties=0)
                for s, a in ((0, 0.913), (1, 0.918), (1, 0.918))] + [dict(model="mlp", seed=0, control_accuracy=0.95, n_test=1000, control_ties=0)]
     text = findings.controls(records)
-    assert text == ("Float controls (tie-aware accuracy): cnn 0.913–0.918 (2 seeds on 10,000 test examples), "
-                    "mlp 0.950 (1 seed on 1,000 test examples).")
+    assert text == ("Float controls (tie-aware accuracy): cnn 0.913–0.918 (over 2 seeds, 10,000 test examples), "
+                    "mlp 0.950 (over 1 seed, 1,000 test examples).")
     assert findings.controls([dict(records[0], control_ties=None)]).startswith("Float controls (accuracy)")
 
 
@@ -28,7 +28,7 @@ def test_units_alone_names_what_was_found_what_the_rest_could_show_and_what_miss
     text = findings.units_alone([group("cnn", 4, 0.28, detected=(0,)), group("mlp", 8, 0.34),
                                  group("resnet20", 4, float("inf"))])
     assert text.startswith("Each unit quantized alone: cnn W4 QAT u0 (unit 0) +0.50 pp")
-    assert "every other unit, width and method: nothing detectable, where the seeds could detect 0.28–0.34 pp" in text
+    assert "every other unit, width and method tested: nothing detectable, where the seeds could detect 0.28–0.34 pp" in text
     assert "(mlp W8 QAT misses the 0.2 pp (W8) / 0.5 pp (W4) target)" in text
     assert text.endswith("too few seeds to test resnet20 W4 QAT.")
     quiet = findings.units_alone([group("cnn", 8, 0.09)])

@@ -81,6 +81,8 @@ def test_latency_rows_keep_each_kind_of_unit_apart_and_n_in_numeric_order():
     lines = latency_report.table(base + kinds)
     assert any(line.startswith("| type | 8 | qat | attention | ") and "0.50 [0.50, 0.50]" in line for line in lines)
     assert any(line.startswith("| type | 8 | qat | ffn | ") and "0.70 [0.70, 0.70]" in line for line in lines)
+    kinds = [line.split(" | ")[3] for line in lines if line.startswith("| type | 8 |")]
+    assert kinds == ["attention", "ffn"]
     last_ns = [int(line.split(" | ")[3]) for line in lines if line.startswith("| last | 8 |")]
     assert last_ns == sorted(last_ns) and 12 in last_ns
 

@@ -35,9 +35,9 @@ def controls(records: Sequence[dict]) -> str:
     parts = []
     for model in sorted(per_model):
         sizes = sorted(n for n in tests[model] if isinstance(n, int))
-        size = f" on {sizes[0]:,} test examples" if len(sizes) == 1 else ""
+        size = f", {sizes[0]:,} test examples" if len(sizes) == 1 else ""
         seeds = len(per_model[model])
-        parts.append(f"{model} {_span(list(per_model[model].values()))} ({seeds} seed{'s' * (seeds != 1)}{size})")
+        parts.append(f"{model} {_span(list(per_model[model].values()))} (over {seeds} seed{'s' * (seeds != 1)}{size})")
     scored = "tie-aware accuracy" if all(r.get("control_ties") is not None for r in records) else "accuracy"
     return f"Float controls ({scored}): " + ", ".join(parts) + "."
 
@@ -51,7 +51,8 @@ def units_alone(groups: Sequence[unit_costs.GroupCosts]) -> str:
     testable = [g for g in single if not math.isinf(g.detectable_pp)]
     short = [g.head for g in testable if g.detectable_pp > unit_costs.TARGET_PP.get(g.weight_bits, math.inf)]
     untestable = [g.head for g in single if math.isinf(g.detectable_pp)]
-    text = ("Each unit quantized alone: " + ("; ".join(found) + "; every other unit, width and method: "
+    tested = " tested" if untestable else ""
+    text = ("Each unit quantized alone: " + ("; ".join(found) + f"; every other unit, width and method{tested}: "
                                              if found else "no unit at any width or method costs anything detectable; ")
             if testable else "Each unit quantized alone: ")
     if testable:

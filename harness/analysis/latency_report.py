@@ -69,6 +69,11 @@ def row_position(record: dict):
     return str(record.get("kind")) if record.get("order") == "type" else int(record.get("n") or 0)
 
 
+def _position_key(position) -> tuple:
+    """Numbers in numeric order, then kinds of unit by name."""
+    return (0, position, "") if isinstance(position, int) else (1, 0, str(position))
+
+
 def table(records: Sequence[dict]) -> list:
     """Markdown lines of one model: a row per (order, bits, method, N or kind) with the median drop, the .tflite
     bytes, the latency ratio and the QUANTIZE/DEQUANTIZE ops; [] when no record of the model was timed."""
@@ -81,7 +86,7 @@ def table(records: Sequence[dict]) -> list:
     lines = [f"Batch-1 LiteRT latency, quantized/control in the same rounds (1 thread; measured on {', '.join(kinds)}): "
              "median over runs [lowest to highest per-run 95% bound]; below 1 the quantized file is faster.", "",
              "| order | bits | method | N (or kind) | drop pp (median) | tflite B | latency ratio | Q/DQ ops |", "|---|---|---|---|---|---|---|---|"]
-    for (order, bits, method, n), group in sorted(rows.items(), key=lambda item: tuple(map(str, item[0][:3])) + (str(item[0][3]).zfill(6),)):
+    for (order, bits, method, n), group in sorted(rows.items(), key=lambda item: (item[0][:3], _position_key(item[0][3]))):
         ratio = _cell(timed(group)) if timed(group) else "not timed"
         lines.append(f"| {order} | {bits} | {method} | {n} | {_median_text(group, 'accuracy_drop_pp', '.2f')} "
                      f"| {_median_text(group, 'tflite_bytes', ',.0f')} | {ratio} | {_ops_text(group)} |")
