@@ -53,3 +53,21 @@ def test_only_significant_counted_whole_tests_get_a_sentence(monkeypatch):
     out = attribution.verdicts(whole + [comparison(0.0, order_test.NO_DIFFERENCE, inner=True)],
                                [{"model": "cnn", "units_total": 5}])
     assert len(out) == 1 and "0.31 pp less" in out[0] and "on an end unit" in out[0]
+
+
+def test_the_model_verdict_says_what_carries_a_significant_test(monkeypatch):
+    from harness.analysis import fit_text
+
+    whole = comparison(0.31, SIG)
+    whole.test.matching, whole.test.p_value = "fraction", 0.002
+    readings = {("cnn", 4, "qat"): attribution.READINGS["end unit"]}
+    text = fit_text.model_verdict("cnn", [whole], [], readings)
+    assert ": final layers cost less; by the single-unit cases an end unit's cost, and with the ends held out no " \
+           "position effect detected" in text
+    assert "end unit" not in fit_text.model_verdict("cnn", [whole], [])
+
+
+def test_readings_name_the_kind_of_each_attributed_test(monkeypatch):
+    monkeypatch.setattr(attribution.unit_costs, "group_costs", lambda records: [costs((0,))])
+    comps = [comparison(0.31, SIG), comparison(0.0, order_test.NO_DIFFERENCE, inner=True)]
+    assert attribution.readings(comps, [{"model": "cnn", "units_total": 5}]) == {("cnn", 4, "qat"): attribution.READINGS["end unit"]}

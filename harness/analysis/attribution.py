@@ -14,6 +14,7 @@ the data support, and claims nothing more:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 from harness.analysis import order_test, unit_costs
@@ -39,10 +40,23 @@ def difference_text(test: order_test.MatchedTest) -> str:
             f"({test.n_seeds} seeds, Holm p {test.p_holm:.2g})")
 
 
-def sentence(whole, inner, costs: Optional[unit_costs.GroupCosts], units_total: Optional[int]) -> str:
-    """One verdict sentence for a significant whole-order test; "" when the run cannot attribute it."""
+@dataclass(frozen=True)
+class Attribution:
+    kind: str  # one of READINGS' keys
+    sentence: str
+
+
+# what the model's one-line verdict appends after "final layers cost less" (harness/analysis/fit_text.py)
+READINGS = {"end unit": "by the single-unit cases an end unit's cost, and with the ends held out no position effect detected",
+            "position": "by the inner cases, a position effect",
+            "too few": "too few inner pairs to tell position from the end units",
+            "undetermined": "the inner and single-unit cases cannot say what carries it"}
+
+
+def attribute(whole, inner, costs: Optional[unit_costs.GroupCosts], units_total: Optional[int]) -> Optional[Attribution]:
+    """What carries a significant whole-order test; None when the run has no inner or single cases for it."""
     if inner is None or costs is None or not units_total:
-        return ""
+        return None
     ends = {0, units_total - 1}
     end_costs = [c for c in costs.costs if c.unit in ends and c.detected]
     inner_costs = [c for c in costs.costs if c.unit not in ends and c.detected]
@@ -51,24 +65,30 @@ def sentence(whole, inner, costs: Optional[unit_costs.GroupCosts], units_total: 
     same_way = (inner.test.mean_diff_pp > 0) == (whole.test.mean_diff_pp > 0)
     inner_text = f"with the first and last unit held out, {difference_text(inner.test)}"
     if inner.test.verdict in SIGNIFICANT and same_way:
-        return f"{head}: a position effect: {difference_text(whole.test)}, and {inner_text}."
+        return Attribution("position", f"{head}: a position effect: {difference_text(whole.test)}, and {inner_text}.")
     if inner.test.verdict == order_test.TOO_FEW:
-        return f"{head}: {difference_text(whole.test)}; {inner_text}: too few pairs to tell position from the end units."
+        return Attribution("too few", f"{head}: {difference_text(whole.test)}; {inner_text}: too few pairs to tell "
+                                      "position from the end units.")
     alone = "; ".join(c.text() for c in end_costs)
     rest = "; ".join([c.text() for c in inner_costs]
                      + [f"the other {quiet} unit{'s' if quiet != 1 else ''} nothing detectable alone"] * (quiet > 0))
     if end_costs and not inner_costs:
-        return (f"{head}: {difference_text(whole.test)}, and the data put it on an end unit: alone, {alone}; "
-                f"{rest}; {inner_text}: {inner.test.verdict}.")
+        return Attribution("end unit", f"{head}: {difference_text(whole.test)}, and the data put it on an end unit: "
+                                       f"alone, {alone}; {rest}; {inner_text}: {inner.test.verdict}.")
     found = "no end unit costs anything detectable alone" if not end_costs else f"alone, {alone}"
     also = f"; inner units alone: {rest}" if inner_costs else ""
-    return (f"{head}: {difference_text(whole.test)}, but the design cannot say what carries it: {found}{also}, and "
-            f"{inner_text}: {inner.test.verdict}.")
+    return Attribution("undetermined", f"{head}: {difference_text(whole.test)}, but the design cannot say what carries "
+                                       f"it: {found}{also}, and {inner_text}: {inner.test.verdict}.")
+
+
+def sentence(whole, inner, costs: Optional[unit_costs.GroupCosts], units_total: Optional[int]) -> str:
+    """One verdict sentence for a significant whole-order test; "" when the run cannot attribute it."""
+    found = attribute(whole, inner, costs, units_total)
+    return found.sentence if found else ""
 
 
 def attributed(comparisons: Sequence, records: Sequence[dict]) -> list:
-    """(comparison, sentence) per significant, declared whole-order test; the sentence is "" where the run's
-    inner and single cases cannot attribute it."""
+    """(comparison, Attribution or None) per significant, declared whole-order test."""
     inner = {group_key(c.model, c.weight_bits, c.method): c for c in comparisons if c.primary and c.inner}
     single = {group_key(g.model, g.weight_bits, g.method): g for g in unit_costs.group_costs(records) if g.order == "single"}
     totals = units_totals(records)
@@ -77,10 +97,16 @@ def attributed(comparisons: Sequence, records: Sequence[dict]) -> list:
         if not c.primary or c.inner or not c.test.counted or c.test.verdict not in SIGNIFICANT:
             continue
         found = group_key(c.model, c.weight_bits, c.method)
-        out.append((c, sentence(c, inner.get(found), single.get(found), totals.get(str(c.model)))))
+        out.append((c, attribute(c, inner.get(found), single.get(found), totals.get(str(c.model)))))
     return out
+
+
+def readings(comparisons: Sequence, records: Sequence[dict]) -> dict:
+    """{(model, bits, method): short reading} for the model verdict's significant whole-order tests."""
+    return {group_key(c.model, c.weight_bits, c.method): READINGS[a.kind]
+            for c, a in attributed(comparisons, records) if a is not None}
 
 
 def verdicts(comparisons: Sequence, records: Sequence[dict]) -> list:
     """The attributed sentences, for the report's Verdicts."""
-    return [text for _c, text in attributed(comparisons, records) if text]
+    return [a.sentence for _c, a in attributed(comparisons, records) if a is not None]

@@ -72,7 +72,7 @@ def last_vs_first(comparisons: Sequence, records: Sequence[dict]) -> str:
     if not counted:
         return ""
     significant = [c for c in counted if c.test.verdict in attribution.SIGNIFICANT]
-    said = {id(c): text for c, text in attribution.attributed(comparisons, records)}
+    said = {id(c): a.sentence for c, a in attribution.attributed(comparisons, records) if a is not None}
     out = []
     for c in significant:
         out.append(said.get(id(c)) or (

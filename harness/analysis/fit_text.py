@@ -10,6 +10,7 @@ formula with an interval.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 from harness.analysis import drop_fit as _fit
 from harness.analysis import drop_trend
@@ -96,7 +97,7 @@ def short(gfit: _fit.GroupFit) -> str:
     return f"{form_text(gfit.best)} (leave-one-seed-out RMSE {_num(gfit.best.loso_rmse)} pp)"
 
 
-def model_verdict(model: str, comparisons, fits) -> str:
+def model_verdict(model: str, comparisons, fits, readings: Optional[dict] = None) -> str:
     """One sentence per model: does quantizing the last N cost less than the first N, per bit width and
     method, by the declared test of the pre-registered family (harness/design/family.py), then the
     last-N drop: its trend, or "no trend detectable"."""
@@ -107,13 +108,13 @@ def model_verdict(model: str, comparisons, fits) -> str:
     last = [f for f in fits if f.model == model and f.order == "last" and f.fitted and f.method == "qat"]
     drops = [f"W{f.weight_bits} {short(f)}" for f in last]
     tail = ("; drop of the last N: " + ", ".join(drops)) if drops else "; no drop formula could be fitted"
-    text = f"**{model}**: " + (_order_clause(tests, "") + tail + "." if tests else "")
+    text = f"**{model}**: " + (_order_clause(tests, "", readings or {}) + tail + "." if tests else "")
     if inner:
         text += (" " if tests else "") + "With the first and last unit held out of both: " + _order_clause(inner, " inner units") + "."
     return text
 
 
-def _order_clause(tests, units: str) -> str:
+def _order_clause(tests, units: str, readings: Optional[dict] = None) -> str:
     """"quantizing the last N instead of the first N costs W8 QAT 0.10 pp less (...), ..." for one pair."""
     too_few = all(t.verdict == _compare.TOO_FEW for _, t in tests)
     parts = []
@@ -121,6 +122,8 @@ def _order_clause(tests, units: str) -> str:
         way = "less" if t.mean_diff_pp >= 0 else "more"
         holm = f"Holm-adjusted {t.p_holm:.2g}" if t.counted else "not counted in Holm: cannot reach significance"
         verdict = "" if too_few else f": {t.verdict}"
+        reading = (readings or {}).get((str(c.model), int(c.weight_bits or 0), str(c.method or "qat").lower()))
+        verdict += f"; {reading}" if reading and verdict else ""
         parts.append(f"W{c.weight_bits} {c.method.upper()} {abs(t.mean_diff_pp):.2f} pp {way} "
                      f"({_compare.MATCHING_TEXT[t.matching]}, {t.n_seeds} seeds, sign-flip p = {t.p_value:.2g}, "
                      f"{holm}{verdict})")

@@ -299,7 +299,8 @@ def spearman_section(records: Sequence[dict]) -> list:
 
 
 def verdict_lines(good, comparisons, fits, frontiers) -> list:
-    verdicts = [model_verdict(model, comparisons, fits) for model in _by(good, "model")]
+    readings = attribution.readings(comparisons, good)
+    verdicts = [model_verdict(model, comparisons, fits, readings) for model in _by(good, "model")]
     verdicts += attribution.verdicts(comparisons, good)
     verdicts += [_frontier.verdict(frontiers, model) for model in sorted({f.model for f in frontiers}, key=str)]
     verdicts += unit_costs.verdicts(good)
