@@ -82,3 +82,17 @@ def test_a_changed_baseline_changes_the_baseline_power_block(tmp_path):
     assert docs_numbers.baseline_power_block(path) == docs_numbers.baseline_power_block(path)  # deterministic
     row = next(line for line in docs_numbers.baseline_power_block(path) if line.startswith("| mlp/w8/qat "))
     assert "**" in row, row  # below 80% at 2 pp
+
+
+def test_the_run_block_counts_cases_commits_cpus_and_seeds(tmp_path):
+    import shutil
+
+    assert docs_numbers._seed_ranges({0, 1, 2, 3, 5, 7, 8}) == "0–3, 5, 7–8"
+    picked = sorted((docs_numbers.REFERENCE / "cases").glob("mlp-last1-w8a8*.json"))[:3]
+    (tmp_path / "cases").mkdir()
+    for path in picked:
+        shutil.copy(path, tmp_path / "cases" / path.name)
+    lines = docs_numbers.run_block(tmp_path)
+    assert lines[0] == "- 3 cases: 3 passed"
+    assert lines[1].startswith("- commit: ") and lines[2].startswith("- CPU: Intel(R) Xeon(R)")
+    assert lines[3].startswith("- mlp: 3 cases, seeds ") and lines[3].endswith(", 1,000 test examples")

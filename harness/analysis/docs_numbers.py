@@ -8,6 +8,8 @@ is rewritten from its source:
 - ``reference``: from results/reference's records, the last-N drop of each (model, width, method) as the
   report states it (a trend, or "no trend detectable" with its seed-level mean drop), and the
   pre-registered last-vs-first family with each declared test's Holm-adjusted p and verdict;
+- ``reference-run``: what results/reference is: its cases and statuses, the commits and CPU kinds that made
+  them, each model's seeds and test-set size;
 - ``unit-costs``: results/reference's single-unit and per-kind costs (harness/analysis/unit_costs.py);
 - ``frontier``: results/reference's matched-bytes comparisons against last-N, with the matched points
   left out for comparing identical unit sets;
@@ -35,9 +37,11 @@ import json
 import math
 import re
 import sys
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from harness.analysis import drop_fit, findings, fit_text, frontier, gate_power, order_test, tie_direction, unit_costs
+from harness.results import machines
 from harness.results import records as _records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,6 +124,40 @@ def ties_block(run_dir: Path = REFERENCE) -> list:
         if top not in shown and top.quant_ties:
             shown.append(top)
     return [f"- {m.sentence()}" for m in shown]
+
+
+def _seed_ranges(seeds) -> str:
+    """"0–9, 12" from {0, ..., 9, 12}."""
+    seeds, parts = sorted(seeds), []
+    for seed in seeds:
+        if parts and seed == parts[-1][1] + 1:
+            parts[-1][1] = seed
+        else:
+            parts.append([seed, seed])
+    return ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in parts)
+
+
+def run_block(run_dir: Path = REFERENCE) -> list:
+    """What the reference run is: cases and statuses, the commits and CPU kinds that made them, per model
+    its seeds and test-set size."""
+    records, problems = _records.read_case_records(Path(run_dir))
+    status = Counter(str(r.get("status")) for r in records)
+    commits = Counter(str((r.get("env") or {}).get("git_commit") or "unknown")[:7] for r in records)
+    cpus = Counter(machines.describe_kind(machines.machine_kind((r.get("env") or {}).get("machine"))) for r in records)
+    lines = [f"- {len(records):,} cases: " + ", ".join(f"{n:,} {s}" for s, n in status.most_common())
+             + (f"; {len(problems)} unreadable" if problems else ""),
+             "- commit: " + ", ".join(f"{c} ({n:,} cases)" for c, n in commits.most_common()),
+             "- CPU: " + ", ".join(f"{c} ({n:,} cases)" for c, n in cpus.most_common())]
+    per_model = defaultdict(lambda: (set(), set(), Counter()))
+    for r in records:
+        seeds, tests, count = per_model[str(r.get("model"))]
+        seeds.add(int(r.get("seed") or 0))
+        tests.add(r.get("n_test"))
+        count["cases"] += 1
+    for model, (seeds, tests, count) in sorted(per_model.items()):
+        sizes = ", ".join(f"{n:,}" for n in sorted(t for t in tests if isinstance(t, int))) or "unknown"
+        lines.append(f"- {model}: {count['cases']:,} cases, seeds {_seed_ranges(seeds)}, {sizes} test examples")
+    return lines
 
 
 def findings_block(run_dir: Path = REFERENCE) -> list:
@@ -207,6 +245,7 @@ def machine_spread_block(baseline: Path = BASELINE, sources: Path = SPREAD_SOURC
 
 
 BLOCKS = {"noise": (noise_block, "results/baselines/smoke.json"), "reference": (reference_block, "results/reference"),
+          "reference-run": (run_block, "results/reference"),
           "frontier": (frontier_block, "results/reference"), "unit-costs": (unit_costs_block, "results/reference"),
           "ties": (ties_block, "results/reference"),
           "gate-power": (gate_power_block, "results/reference/gate-power.json"),
