@@ -50,8 +50,8 @@ def test_without_inner_or_single_cases_nothing_is_claimed():
 def test_only_significant_counted_whole_tests_get_a_sentence(monkeypatch):
     monkeypatch.setattr(attribution.unit_costs, "group_costs", lambda records: [costs((0,))])
     whole = [comparison(0.31, SIG), comparison(0.1, order_test.NO_DIFFERENCE), comparison(0.5, SIG, counted=False)]
-    out = attribution.verdicts(whole + [comparison(0.0, order_test.NO_DIFFERENCE, inner=True)],
-                               [{"model": "cnn", "units_total": 5}])
+    out = attribution.verdicts(attribution.attributed(whole + [comparison(0.0, order_test.NO_DIFFERENCE, inner=True)],
+                                                      [{"model": "cnn", "units_total": 5}]))
     assert len(out) == 1 and "0.31 pp less" in out[0] and "on an end unit" in out[0]
 
 
@@ -70,4 +70,5 @@ def test_the_model_verdict_says_what_carries_a_significant_test(monkeypatch):
 def test_readings_name_the_kind_of_each_attributed_test(monkeypatch):
     monkeypatch.setattr(attribution.unit_costs, "group_costs", lambda records: [costs((0,))])
     comps = [comparison(0.31, SIG), comparison(0.0, order_test.NO_DIFFERENCE, inner=True)]
-    assert attribution.readings(comps, [{"model": "cnn", "units_total": 5}]) == {("cnn", 4, "qat"): attribution.READINGS["end unit"]}
+    found = attribution.attributed(comps, [{"model": "cnn", "units_total": 5}])
+    assert attribution.readings(found) == {("cnn", 4, "qat"): attribution.READINGS["end unit"]}

@@ -39,7 +39,7 @@ def test_last_vs_first_attributes_what_it_can_and_counts_the_rest(monkeypatch):
     whole = comparison(0.31, order_test.FINAL_CHEAPER)
     bare = SimpleNamespace(**{**vars(comparison(0.2, order_test.FINAL_CHEAPER)), "model": "mlp"})
     quiet = [comparison(0.0, order_test.NO_DIFFERENCE, inner=True), comparison(0.0, order_test.NO_DIFFERENCE)]
-    monkeypatch.setattr(findings.attribution, "attributed", lambda comps, records: [(whole, findings.attribution.Attribution("end unit", "ATTRIBUTED.")), (bare, None)])
+    monkeypatch.setattr(findings.attribution, "attributed", lambda comps, records, groups=None: [(whole, findings.attribution.Attribution("end unit", "ATTRIBUTED.")), (bare, None)])
     text = findings.last_vs_first([whole, bare] + quiet, [])
     assert text.startswith("ATTRIBUTED. mlp W4 QAT: the last N cost 0.20 pp less than the first N")
     assert "no inner or single-unit cases to say whether position or an end unit carries it." in text

@@ -87,10 +87,12 @@ def sentence(whole, inner, costs: Optional[unit_costs.GroupCosts], units_total: 
     return found.sentence if found else ""
 
 
-def attributed(comparisons: Sequence, records: Sequence[dict]) -> list:
-    """(comparison, Attribution or None) per significant, declared whole-order test."""
+def attributed(comparisons: Sequence, records: Sequence[dict], groups: Optional[Sequence] = None) -> list:
+    """(comparison, Attribution or None) per significant, declared whole-order test; ``groups``: the
+    records' unit_costs.group_costs, when the caller has them."""
+    groups = unit_costs.group_costs(records) if groups is None else groups
     inner = {group_key(c.model, c.weight_bits, c.method): c for c in comparisons if c.primary and c.inner}
-    single = {group_key(g.model, g.weight_bits, g.method): g for g in unit_costs.group_costs(records) if g.order == "single"}
+    single = {group_key(g.model, g.weight_bits, g.method): g for g in groups if g.order == "single"}
     totals = units_totals(records)
     out = []
     for c in comparisons:
@@ -101,12 +103,11 @@ def attributed(comparisons: Sequence, records: Sequence[dict]) -> list:
     return out
 
 
-def readings(comparisons: Sequence, records: Sequence[dict]) -> dict:
-    """{(model, bits, method): short reading} for the model verdict's significant whole-order tests."""
-    return {group_key(c.model, c.weight_bits, c.method): READINGS[a.kind]
-            for c, a in attributed(comparisons, records) if a is not None}
+def readings(found: Sequence) -> dict:
+    """{(model, bits, method): short reading} of ``attributed``'s result, for the model verdict."""
+    return {group_key(c.model, c.weight_bits, c.method): READINGS[a.kind] for c, a in found if a is not None}
 
 
-def verdicts(comparisons: Sequence, records: Sequence[dict]) -> list:
-    """The attributed sentences, for the report's Verdicts."""
-    return [a.sentence for _c, a in attributed(comparisons, records) if a is not None]
+def verdicts(found: Sequence) -> list:
+    """The sentences of ``attributed``'s result, for the report's Verdicts."""
+    return [a.sentence for _c, a in found if a is not None]

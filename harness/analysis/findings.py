@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Sequence
+from typing import Optional, Sequence
 
 from harness.analysis import attribution, caveats, drop_fit, frontier, order_test, unit_costs
 from harness.results import seedstats
@@ -65,14 +65,14 @@ def units_alone(groups: Sequence[unit_costs.GroupCosts]) -> str:
     return text + "."
 
 
-def last_vs_first(comparisons: Sequence, records: Sequence[dict]) -> str:
+def last_vs_first(comparisons: Sequence, records: Sequence[dict], groups: Optional[Sequence] = None) -> str:
     """The declared last-vs-first tests: a sentence per significant one (attributed where the run can), a
     count of the rest."""
     counted = [c for c in comparisons if c.primary and c.test.counted]
     if not counted:
         return ""
     significant = [c for c in counted if c.test.verdict in attribution.SIGNIFICANT]
-    said = {id(c): a.sentence for c, a in attribution.attributed(comparisons, records) if a is not None}
+    said = {id(c): a.sentence for c, a in attribution.attributed(comparisons, records, groups) if a is not None}
     out = []
     for c in significant:
         out.append(said.get(id(c)) or (
@@ -122,16 +122,17 @@ def _caveats(lines: list) -> str:
     return " ".join(line for line in lines if line)
 
 
-def paragraph(records: Sequence[dict]) -> str:
+def paragraph(records: Sequence[dict], comparisons: Optional[Sequence] = None, frontiers: Optional[Sequence] = None) -> str:
     """The run's findings as one paragraph, from every record of the run ("" without measured records):
     the caveats that limit what it can say first (argmax-era records, controls below their floor), the
-    test-set resolution last."""
+    test-set resolution last. The report passes the comparisons and frontiers it states, so both say the same."""
     good = [r for r in records if r.get("status") in drop_fit.MEASURED and drop_fit.usable(r)]
     if not good:
         return ""
     groups = unit_costs.group_costs(good)
-    comparisons = order_test.compare_orders(good)
+    comparisons = order_test.compare_orders(good) if comparisons is None else comparisons
+    frontiers = frontier.for_report(records) if frontiers is None else frontiers
     sentences = (_caveats(caveats.argmax_warning(good) + caveats.control_floor_lines(records)), controls(good),
-                 units_alone(groups), last_vs_first(comparisons, good), frontier_text(frontier.for_report(records)),
+                 units_alone(groups), last_vs_first(comparisons, good, groups), frontier_text(frontiers),
                  hypothesis_text(groups), _caveats(caveats.resolution_lines(good)))
     return " ".join(s for s in sentences if s)

@@ -299,11 +299,13 @@ def spearman_section(records: Sequence[dict]) -> list:
 
 
 def verdict_lines(good, comparisons, fits, frontiers) -> list:
-    readings = attribution.readings(comparisons, good)
+    groups = unit_costs.group_costs(good)
+    found = attribution.attributed(comparisons, good, groups)
+    readings = attribution.readings(found)
     verdicts = [model_verdict(model, comparisons, fits, readings) for model in _by(good, "model")]
-    verdicts += attribution.verdicts(comparisons, good)
+    verdicts += attribution.verdicts(found)
     verdicts += [_frontier.verdict(frontiers, model) for model in sorted({f.model for f in frontiers}, key=str)]
-    verdicts += unit_costs.verdicts(good)
+    verdicts += [unit_costs.verdict(g) for g in groups]
     return ["## Verdicts", ""] + [f"- {v}" for v in verdicts if v] + [""] if any(verdicts) else []
 
 
@@ -324,7 +326,7 @@ def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float]
     if not good:
         lines += ["**No measured records** (none passed or failed with an accuracy drop): nothing to fit or plot.", ""]
     frontiers = _frontier.for_report(records)
-    summary = findings.paragraph(records)
+    summary = findings.paragraph(records, comparisons, frontiers)
     lines += ["## In one paragraph", "", summary, ""] if summary else []
     lines += verdict_lines(good, comparisons, fits, frontiers) + argmax_warning(good) + resolution_lines(good)
     lines += control_floor_lines(records)
