@@ -5,7 +5,8 @@ A session's machine is gone with it, and a new checkout holds only what was comm
 session finished are committed, and the next session resumes the rest (--qat-resume skips them). A part
 stopped half-way is not committed: its cases share one pre-trained model and float control, and the rest
 of that seed on another machine would pre-train another one. A part is finished when its pytest log ends
-with pytest's summary line ("64 passed, 137 deselected in 264.49s").
+with pytest's summary line ("64 passed, 137 deselected in 264.49s") and has no "!!!! KeyboardInterrupt" banner
+(a run stopped by SIGTERM prints its summary too).
 
     python3 deploy/reference-finished.py RUN            # paths to `git add`, one per line
     python3 deploy/reference-finished.py RUN --report   # finished and unfinished parts, to stderr too
@@ -17,15 +18,19 @@ import sys
 from pathlib import Path
 
 SUMMARY = re.compile(r"^\d+ (passed|failed|error)\b.* in [\d.]+s\b")
+# pytest ends a stopped run with its summary too, after a "!!!!! KeyboardInterrupt: SIGTERM !!!!!" (or
+# "Interrupted: ..." / an Exit) banner: a part whose log has one was stopped, whatever its last line says
+STOPPED = re.compile(r"^!{3,} ", re.M)
 
 
 def finished_parts(run_dir: Path) -> set:
-    """{(model, seed)} whose log ends with pytest's summary line."""
+    """{(model, seed)} whose log ends with pytest's summary line and was not stopped part-way."""
     done = set()
     for log in (run_dir / "logs").glob("*-s*.log"):
-        lines = log.read_text(errors="replace").strip().splitlines()
+        text = log.read_text(errors="replace")
+        lines = text.strip().splitlines()
         model, _, seed = log.stem.rpartition("-s")
-        if lines and SUMMARY.match(lines[-1]) and seed.isdigit():
+        if lines and SUMMARY.match(lines[-1]) and not STOPPED.search(text) and seed.isdigit():
             done.add((model, int(seed)))
     return done
 

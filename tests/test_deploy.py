@@ -375,7 +375,9 @@ def test_reference_finished_lists_only_parts_whose_pytest_ended(tmp_path):
     (run / "logs").mkdir()
     for model, seed, last in (("mlp", 0, "64 passed, 137 deselected in 264.49s (0:04:24)"),
                               ("cnn", 0, "3 failed, 61 passed, 137 deselected in 900.1s (0:15:00)"),
-                              ("cnn", 1, "........")):
+                              ("cnn", 1, "........"),
+                              ("resnet20", 6, "!!!!!!!!!! KeyboardInterrupt: SIGTERM !!!!!!!!!!\n"
+                                              "5 passed, 144 deselected in 1171.02s (0:19:31)")):
         (run / "logs" / f"{model}-s{seed}.log").write_text(f"...\n{last}\n")
         stem = f"{model}-last1-w8a8" + (f"-s{seed}" if seed else "")
         (run / "cases" / f"{stem}.json").write_text(
@@ -389,6 +391,7 @@ def test_reference_finished_lists_only_parts_whose_pytest_ended(tmp_path):
                       "results/r/cases/cnn-last1-w8a8.json", "results/r/cases/cnn-last1-w8a8.predictions.npz",
                       "results/r/logs/mlp-s0.log", "results/r/logs/cnn-s0.log"}
     assert "unfinished: cnn s1: 1 case files" in done.stderr
+    assert "unfinished: resnet20 s6: 1 case files" in done.stderr  # stopped by SIGTERM: its summary does not count
 
 
 def test_reference_by_seed_refuses_records_of_another_commit(tmp_path):
