@@ -71,7 +71,7 @@ def noise_block(baseline: Path = BASELINE) -> list:
 def reference_block(run_dir: Path = REFERENCE) -> list:
     """The reference run's last-N drops and its last-vs-first family."""
     records, _ = _records.read_case_records(Path(run_dir))
-    measured = [r for r in records if r.get("status") in drop_fit.MEASURED and drop_fit.usable(r)]
+    measured = drop_fit.measured(records)
     lines = ["Last-N drop (QAT and PTQ), as the report states it:", ""]
     for fit in drop_fit.fit_records(measured, ("last",)):
         lines.append(f"- {fit.model} W{fit.weight_bits} {fit.method.upper()}: {fit_text.short(fit)}")
@@ -91,7 +91,7 @@ def reference_block(run_dir: Path = REFERENCE) -> list:
 def unit_costs_block(run_dir: Path = REFERENCE) -> list:
     """The reference run's single-unit and per-kind costs, as the report's verdicts state them."""
     records, _ = _records.read_case_records(Path(run_dir))
-    measured = [r for r in records if r.get("status") in drop_fit.MEASURED and drop_fit.usable(r)]
+    measured = drop_fit.measured(records)
     return [f"- {line}" for line in unit_costs.verdicts(measured)] or ["- no single or type records"]
 
 

@@ -120,6 +120,11 @@ def usable(record: dict) -> bool:
     return record.get("n") is not None and seedstats.drop_of(record) is not None
 
 
+def measured(records) -> list:
+    """Records that carry numbers: status passed/failed with a usable accuracy drop (report, docs, findings)."""
+    return [r for r in records if r.get("status") in MEASURED and usable(r)]
+
+
 def group_key(record: dict) -> tuple:
     return (record.get("model"), record.get("order"), record.get("weight_bits"), record.get("method") or "qat")
 

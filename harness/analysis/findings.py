@@ -122,14 +122,15 @@ def _caveats(lines: list) -> str:
     return " ".join(line for line in lines if line)
 
 
-def paragraph(records: Sequence[dict], comparisons: Optional[Sequence] = None, frontiers: Optional[Sequence] = None) -> str:
+def paragraph(records: Sequence[dict], comparisons: Optional[Sequence] = None, frontiers: Optional[Sequence] = None,
+              groups: Optional[Sequence] = None) -> str:
     """The run's findings as one paragraph, from every record of the run ("" without measured records):
     the caveats that limit what it can say first (argmax-era records, controls below their floor), the
-    test-set resolution last. The report passes the comparisons and frontiers it states, so both say the same."""
-    good = [r for r in records if r.get("status") in drop_fit.MEASURED and drop_fit.usable(r)]
+    test-set resolution last. The report passes the comparisons, frontiers and unit costs it states, so both say the same."""
+    good = drop_fit.measured(records)
     if not good:
         return ""
-    groups = unit_costs.group_costs(good)
+    groups = unit_costs.group_costs(good) if groups is None else groups
     comparisons = order_test.compare_orders(good) if comparisons is None else comparisons
     frontiers = frontier.for_report(records) if frontiers is None else frontiers
     sentences = (_caveats(caveats.argmax_warning(good) + caveats.control_floor_lines(records)), controls(good),

@@ -66,7 +66,7 @@ class Report:
 
 def measured(records: Iterable[dict]) -> list:
     """Records that carry numbers: status passed/failed with an accuracy drop."""
-    return [r for r in records if r.get("status") in _fit.MEASURED and _fit.usable(r)]
+    return _fit.measured(records)
 
 
 def _slug(text) -> str:
@@ -298,8 +298,7 @@ def spearman_section(records: Sequence[dict]) -> list:
             + [f"- {line}" for line in sensitivity_check.describe(results)] + [""])
 
 
-def verdict_lines(good, comparisons, fits, frontiers) -> list:
-    groups = unit_costs.group_costs(good)
+def verdict_lines(good, comparisons, fits, frontiers, groups) -> list:
     found = attribution.attributed(comparisons, good, groups)
     readings = attribution.readings(found)
     verdicts = [model_verdict(model, comparisons, fits, readings) for model in _by(good, "model")]
@@ -326,9 +325,10 @@ def write_report(records: Sequence[dict], run_dir, *, budget_pp: Optional[float]
     if not good:
         lines += ["**No measured records** (none passed or failed with an accuracy drop): nothing to fit or plot.", ""]
     frontiers = _frontier.for_report(records)
-    summary = findings.paragraph(records, comparisons, frontiers)
+    groups = unit_costs.group_costs(good)
+    summary = findings.paragraph(records, comparisons, frontiers, groups)
     lines += ["## In one paragraph", "", summary, ""] if summary else []
-    lines += verdict_lines(good, comparisons, fits, frontiers) + argmax_warning(good) + resolution_lines(good)
+    lines += verdict_lines(good, comparisons, fits, frontiers, groups) + argmax_warning(good) + resolution_lines(good)
     lines += control_floor_lines(records)
     for model, rows in _by(good, "model").items():
         lines += [f"## {model}", ""] + results_table(rows) + ["", "### Accuracy-drop formulas", ""]
