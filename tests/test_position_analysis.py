@@ -139,6 +139,8 @@ def test_ends8_outside_the_mixed_plans_bytes_has_no_match_and_says_so():
     (f,) = frontier.analyse(records)
     (by_mixed,) = [c for c in f.comparisons if c.against == "mixed"]
     assert by_mixed.pairs == 0 and "no seed's point lies within its mixed byte range" in by_mixed.sentence()
+    # no seeds could give it a match, so it is not "too few pairs", which more seeds would cure
+    assert by_mixed.verdict == "no matched mixed point (outside its byte range)"
 
 
 def test_an_ends8_run_identical_to_a_mixed_plan_is_left_out_and_counted():

@@ -171,3 +171,11 @@ def test_a_model_with_a_small_test_set_states_its_resolution(make_record):
     (line, _) = resolution_lines(small)
     assert "`mlp` 1,000 test examples (0.1 pp each)" in line and "cnn" not in line
     assert resolution_lines([make_record(model="cnn", n_test=10000)]) == []
+
+
+def test_two_small_test_sets_each_state_their_own_step(make_record):
+    from harness.analysis.report import resolution_lines
+
+    (line, _) = resolution_lines([make_record(model="mlp", n_test=1000), make_record(model="minilm2", n_test=444)])
+    assert "`minilm2` 444 test examples (0.23 pp each); `mlp` 1,000 test examples (0.1 pp each)" in line
+    assert "each one's verdicts cannot resolve an effect below its step" in line

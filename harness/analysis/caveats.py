@@ -33,8 +33,9 @@ def resolution_lines(records) -> list:
     if not coarse:
         return []
     parts = [f"`{model}` {n:,} test examples ({100 / n:.2g} pp each)" for model, n in sorted(coarse.items(), key=str)]
-    return [f"**Resolution.** {'; '.join(parts)}: its drops move in steps of one example (fewer than "
-            f"{FINE_TEST_SET:,} test examples), so its verdicts cannot resolve an effect below that step.", ""]
+    its, step = ("its", "that step") if len(parts) == 1 else ("each one's", "its step")
+    return [f"**Resolution.** {'; '.join(parts)}: {its} drops move in steps of one example (fewer than "
+            f"{FINE_TEST_SET:,} test examples), so {its} verdicts cannot resolve an effect below {step}.", ""]
 
 
 def control_floor_lines(records) -> list:

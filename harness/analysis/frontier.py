@@ -193,7 +193,7 @@ class Comparison:
     def sentence(self) -> str:
         head = f"{self.model} {self.method} {self.name}"
         if not self.pairs:
-            return f"{head}: {NO_MATCH} (no seed's point lies within its {self.other} byte range): {TOO_FEW}"
+            return f"{head}: no matched {self.other} point: no seed's point lies within its {self.other} byte range"
         text = (f"{head}: drop − {self.other} drop at matched bytes {interval_text(self.mean_diff, self.low, self.high)} pp "
                 f"(per-seed mean over {self.n_points} matched points, "
                 f"{self.pairs} pairs; sign-flip p = {self.p_value:.3g}, Holm-adjusted {self.p_holm:.3g}): "
@@ -349,7 +349,9 @@ def pairs_needed(family: int, alpha: float) -> int:
 
 def _verdict(c: Comparison, p_holm: float, family: int, alpha: float) -> Comparison:
     best = seedstats.best_holm_p(c.pairs, family) if c.pairs else 1.0
-    if not c.pairs or best >= alpha:
+    if not c.pairs:  # no seed's point lies within the other curve's bytes: no test at any number of seeds
+        verdict = f"no matched {c.other} point (outside its byte range)"
+    elif best >= alpha:
         verdict = f"{TOO_FEW} ({c.pairs} < {pairs_needed(family, alpha)})"
     elif p_holm < alpha:
         verdict = (f"{NAMES[c.selection]} beats {c.other} at matched bytes" if c.mean_diff < 0
@@ -384,7 +386,7 @@ def verdict(frontiers: Iterable[Frontier], model: str) -> str:
     headline = [c for f in frontiers if f.model == model for c in f.comparisons]
     if not headline:
         return f"**{model}** frontier: no sensitivity-N, mixed or ends8 point to set against last-N."
-    parts = [f"{c.method.upper()} {c.name}: {NO_MATCH}" if not c.pairs else
+    parts = [f"{c.method.upper()} {c.name}: {c.verdict}" if not c.pairs else
              f"{c.method.upper()} {c.name} {interval_text(c.mean_diff, c.low, c.high)} pp "
              f"({c.pairs} seeds, Holm-adjusted p = {c.p_holm:.2g}): {c.verdict}" for c in headline]
     tested = [c for c in headline if c.pairs]

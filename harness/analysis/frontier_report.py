@@ -73,9 +73,8 @@ def verdict_table(frontiers: Sequence, model: str) -> list:
         for c in f.comparisons:
             p = "–" if math.isnan(c.p_value) else f"{c.p_value:.3g}"
             holm = "–" if math.isnan(c.p_holm) else f"{c.p_holm:.3g}"
-            verdict = c.verdict if c.pairs else f"{_frontier.NO_MATCH}: {c.verdict}"
             lines.append(f"| {f.method} | {c.name} | {c.n_points} | {c.pairs} | "
-                         f"{_frontier.interval_text(c.mean_diff, c.low, c.high)} | {p} | {holm} | {verdict} |")
+                         f"{_frontier.interval_text(c.mean_diff, c.low, c.high)} | {p} | {holm} | {c.verdict} |")
     return lines if len(lines) > 2 else ["- nothing to compare with last-N"]
 
 
