@@ -38,7 +38,7 @@ MIN_EFFECTS = (1.0, 0.5)  # the gate's default and --qat-drop-tolerance 0.5; 0 (
 EFFECTS = (2.0, 1.0)  # one configuration this many pp worse (power, at the 1 pp minimum effect)
 POWER_MIN_EFFECT = 1.0
 LAYOUT_TEXT = {"smoke": "mlp N = 1, 3, 5 and cnn N = 1, 5, W4 and W8 QAT",
-               "full mlp+cnn grid": "last, first, single, sensitivity, mixed; QAT W4/W8, PTQ W8"}
+               "full mlp+cnn grid": "every mlp and cnn configuration of the run: QAT W4/W8, PTQ W8"}
 
 
 def seed_table(records) -> tuple:
